@@ -1,0 +1,91 @@
+/**
+ * Command-line flag parsing shared by every verb of main.ts.
+ *
+ * A verb declares its flags once; anything else on the command line is refused with a message that
+ * names the flag and lists the ones the verb knows, so a typo never silently does the default.
+ */
+
+export type FlagKind = "string" | "number" | "boolean";
+
+export interface FlagSpec {
+  kind: FlagKind;
+  /** One line for --help. */
+  help: string;
+  default?: string | number | boolean;
+}
+
+export type FlagValues = Record<string, string | number | boolean | undefined>;
+
+/** Thrown for a command line that cannot be used; main.ts prints the message and exits 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/**
+ * Parses `--name value`, `--name=value` and boolean `--name` flags for `verb`.
+ * Positional arguments are refused: every verb here takes flags only.
+ */
+export function parseFlags(
+  verb: string,
+  args: string[],
+  spec: Record<string, FlagSpec>,
+): FlagValues {
+  const out: FlagValues = {};
+  for (const [name, s] of Object.entries(spec)) out[name] = s.default;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (!arg.startsWith("--")) {
+      throw new UsageError(`${verb}: unexpected argument "${arg}"; flags start with "--" (see "gemma-tuner ${verb} --help")`);
+    }
+    const eq = arg.indexOf("=");
+    const name = eq >= 0 ? arg.slice(2, eq) : arg.slice(2);
+    const s = spec[name];
+    if (!s) {
+      const known = Object.keys(spec).map((k) => `--${k}`).join(", ");
+      throw new UsageError(`${verb}: unknown flag "--${name}"; known flags: ${known}`);
+    }
+    let raw: string | undefined = eq >= 0 ? arg.slice(eq + 1) : undefined;
+    if (s.kind === "boolean") {
+      if (raw === undefined) out[name] = true;
+      else if (raw === "true" || raw === "1") out[name] = true;
+      else if (raw === "false" || raw === "0") out[name] = false;
+      else throw new UsageError(`${verb}: --${name} takes true or false, got "${raw}"`);
+      continue;
+    }
+    if (raw === undefined) {
+      if (i + 1 >= args.length) throw new UsageError(`${verb}: --${name} needs a value`);
+      raw = args[++i];
+    }
+    if (s.kind === "number") {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(n)) {
+        throw new UsageError(`${verb}: --${name} must be a number, got "${raw}"`);
+      }
+      out[name] = n;
+    } else {
+      out[name] = raw;
+    }
+  }
+  return out;
+}
+
+/** The --help text of a verb: its usage line and one line per flag. */
+export function flagHelp(usage: string, spec: Record<string, FlagSpec>): string {
+  const lines = [usage, "", "Flags:"];
+  for (const [name, s] of Object.entries(spec)) {
+    const value = s.kind === "boolean" ? "" : s.kind === "number" ? " N" : " VALUE";
+    const def = s.default === undefined ? "" : ` (default ${s.default})`;
+    lines.push(`  --${name}${value}`.padEnd(28) + s.help + def);
+  }
+  return lines.join("\n");
+}
+
+/** Requires a flag that a verb cannot run without, naming it in the error. */
+export function requireFlag<T extends string | number>(verb: string, values: FlagValues, name: string): T {
+  const v = values[name];
+  if (v === undefined || v === "") throw new UsageError(`${verb}: --${name} is required`);
+  return v as T;
+}
