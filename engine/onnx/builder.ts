@@ -1,0 +1,179 @@
+/**
+ * A small ONNX graph builder: values with static shapes, nodes recorded in order (the tape that
+ * autodiff walks backwards), encoded to a ModelProto with onnx-proto.
+ *
+ * Large tensors never go into the protobuf: weights are graph inputs fed as zero-copy views, and only
+ * small constants (shapes, scalars, rotation matrices) become initializers.
+ */
+import onnxProto from "onnx-proto";
+
+const onnx = onnxProto.onnx;
+
+export type DType = "float32" | "float64" | "int64" | "int32" | "bool";
+
+export interface Value {
+  readonly id: number;
+  readonly name: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+export type AttrValue = number | string | number[] | { tensor: ConstTensor } | { float: number };
+
+export interface Node {
+  op: string;
+  domain: string;
+  inputs: (Value | null)[];
+  outputs: Value[];
+  attrs: Record<string, AttrValue>;
+}
+
+export interface ConstTensor {
+  dtype: DType;
+  shape: number[];
+  data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+}
+
+const ONNX_DTYPE: Record<DType, number> = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9 };
+
+export function size(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** One graph under construction. `float` is the floating type of every activation (float64 for gradient checks). */
+export class Graph {
+  readonly nodes: Node[] = [];
+  readonly inputs: Value[] = [];
+  readonly outputs: Value[] = [];
+  readonly initializers = new Map<Value, ConstTensor>();
+  private nextId = 0;
+  private names = new Set<string>();
+  private constCache = new Map<string, Value>();
+
+  constructor(readonly float: DType = "float32") {}
+
+  private value(name: string, dtype: DType, shape: readonly number[]): Value {
+    let n = name;
+    for (let i = 1; this.names.has(n); i++) n = `${name}_${i}`;
+    this.names.add(n);
+    return { id: this.nextId++, name: n, dtype, shape: [...shape] };
+  }
+
+  /** A graph input (fed on every run). */
+  input(name: string, shape: readonly number[], dtype: DType = this.float): Value {
+    if (this.names.has(name)) throw new Error(`Graph input "${name}" defined twice`);
+    const v = this.value(name, dtype, shape);
+    this.inputs.push(v);
+    return v;
+  }
+
+  /** A small constant stored in the model. Identical constants are shared. */
+  constant(data: ConstTensor["data"] | number[], shape: readonly number[], dtype: DType = this.float): Value {
+    const typed = toTyped(data, dtype);
+    const key = typed.length <= 64 ? `${dtype}:${shape.join(",")}:${Array.from(typed as ArrayLike<number | bigint>).join(",")}` : "";
+    if (key && this.constCache.has(key)) return this.constCache.get(key)!;
+    const v = this.value(`const`, dtype, shape);
+    this.initializers.set(v, { dtype, shape: [...shape], data: typed });
+    if (key) this.constCache.set(key, v);
+    return v;
+  }
+
+  /** A scalar constant of the graph's float type (shape [] broadcasts everywhere). */
+  scalar(x: number): Value {
+    return this.constant([x], [], this.float);
+  }
+
+  /** An int64 vector constant (shapes, axes). */
+  ints(xs: readonly number[]): Value {
+    return this.constant(BigInt64Array.from(xs.map(BigInt)), [xs.length], "int64");
+  }
+
+  /** Records a node; `outs` gives each output's shape and dtype. */
+  node(
+    op: string,
+    inputs: (Value | null)[],
+    outs: { shape: readonly number[]; dtype: DType }[],
+    attrs: Record<string, AttrValue> = {},
+    domain = "",
+  ): Value[] {
+    const outputs = outs.map((o) => this.value(`${op}`, o.dtype, o.shape));
+    this.nodes.push({ op, domain, inputs, outputs, attrs });
+    return outputs;
+  }
+
+  /** Marks a value as a graph output under `name` (adds an Identity when the name differs). */
+  output(v: Value, name?: string): Value {
+    let out = v;
+    if (name && name !== v.name) {
+      if (this.names.has(name)) throw new Error(`Graph output name "${name}" already used`);
+      out = { id: this.nextId++, name, dtype: v.dtype, shape: [...v.shape] };
+      this.names.add(name);
+      this.nodes.push({ op: "Identity", domain: "", inputs: [v], outputs: [out], attrs: {} });
+    }
+    this.outputs.push(out);
+    return out;
+  }
+
+  /** Encodes the graph as an ONNX model (opset 21, IR 10). */
+  toBytes(): Uint8Array {
+    const vi = (v: Value) => ({
+      name: v.name,
+      type: { tensorType: { elemType: ONNX_DTYPE[v.dtype], shape: { dim: v.shape.map((d) => ({ dimValue: d })) } } },
+    });
+    const graph = {
+      name: "gemma_tuner",
+      node: this.nodes.map((n, i) => ({
+        name: `${n.op}_${i}`,
+        opType: n.op,
+        domain: n.domain,
+        input: n.inputs.map((x) => (x ? x.name : "")),
+        output: n.outputs.map((x) => x.name),
+        attribute: Object.entries(n.attrs).map(([k, a]) => encodeAttr(k, a)),
+      })),
+      input: this.inputs.map(vi),
+      output: this.outputs.map(vi),
+      initializer: [...this.initializers].map(([v, t]) => encodeTensor(v.name, t)),
+    };
+    const model = {
+      irVersion: 10,
+      producerName: "gemma-tuner",
+      opsetImport: [{ domain: "", version: 21 }, { domain: "com.microsoft", version: 1 }],
+      graph,
+    };
+    return onnx.ModelProto.encode(onnx.ModelProto.fromObject(model)).finish();
+  }
+}
+
+function toTyped(data: ConstTensor["data"] | number[], dtype: DType): ConstTensor["data"] {
+  if (!Array.isArray(data)) return data;
+  switch (dtype) {
+    case "float32":
+      return Float32Array.from(data);
+    case "float64":
+      return Float64Array.from(data);
+    case "int64":
+      return BigInt64Array.from(data.map((x) => BigInt(x)));
+    case "int32":
+      return Int32Array.from(data);
+    case "bool":
+      return Uint8Array.from(data);
+  }
+}
+
+function encodeTensor(name: string, t: ConstTensor) {
+  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+  return { name, dataType: ONNX_DTYPE[t.dtype], dims: t.shape, rawData: bytes.slice() };
+}
+
+function encodeAttr(name: string, a: AttrValue) {
+  const T = onnx.AttributeProto.AttributeType;
+  if (typeof a === "number") {
+    return Number.isInteger(a) ? { name, type: T.INT, i: a } : { name, type: T.FLOAT, f: a };
+  }
+  if (typeof a === "string") return { name, type: T.STRING, s: new TextEncoder().encode(a) };
+  if (Array.isArray(a)) return { name, type: T.INTS, ints: a };
+  if ("float" in a) return { name, type: T.FLOAT, f: a.float };
+  return { name, type: T.TENSOR, t: encodeTensor(name, a.tensor) };
+}
