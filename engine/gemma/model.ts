@@ -1,0 +1,289 @@
+/**
+ * The Gemma 1/2/3 decoder as an ONNX graph (spec/GEMMA.md §1), with LoRA branches and the causal-LM
+ * loss on selected positions.
+ *
+ * Legend: B = batch, T = time (sequence bucket), N = B·T tokens, H = hidden, I = intermediate,
+ * nH = query heads, nKv = key/value heads, D = head dim, V = vocab, P = positions with a label,
+ * r = LoRA rank.
+ *
+ * Inputs (fed every run):
+ *   input_ids [N] int64 · rope_cos_<full|sliding>, rope_sin_<…> [T,D] · mask_<full|sliding> [T,T]
+ *   (additive: 0 or −1e9) · sel [P] int64 (flat token index whose next token is predicted) ·
+ *   tgt [P,1] int64 (the target id) · tw [P] (1 counts, 0 = padding row) · every weight by HF name ·
+ *   LoRA tensors by PEFT name · dropout masks `dropout.<layer>.<linear>` [N,in] when training with dropout.
+ * Outputs: loss [] = Σ tw·nll, nll [P], optionally logits [P,V], and `grad.<name>` for trainables.
+ */
+import { type DType, Graph, type Value } from "../onnx/builder.ts";
+import * as o from "../onnx/ops.ts";
+import { gradients } from "../onnx/autodiff.ts";
+import type { GemmaConfig, LayerType } from "./config.ts";
+import { LINEARS, type LinearName, linearPath, linearShape, paramSpecs } from "./params.ts";
+
+export interface LoraSpec {
+  r: number;
+  alpha: number;
+  rslora: boolean;
+  dropout: number;
+  targets: readonly string[];
+}
+
+export interface ModelGraphOptions {
+  batch: number;
+  seq: number;
+  /** Rows that go through the LM head (labelled positions, padded). */
+  positions: number;
+  /** "forward" builds no gradients. */
+  method: "lora" | "full" | "forward";
+  lora?: LoraSpec;
+  /** Build dropout-mask inputs for the LoRA branches (training with dropout > 0). */
+  dropout?: boolean;
+  float?: DType;
+  /** Also output logits [P,V]. */
+  logits?: boolean;
+}
+
+export interface ModelGraph {
+  bytes: Uint8Array;
+  /** Names of the trainable inputs whose gradients are outputs `grad.<name>`. */
+  trainable: string[];
+  /** Weight input names (HF), LoRA input names (PEFT), dropout inputs with their shapes. */
+  weightInputs: string[];
+  loraInputs: string[];
+  dropoutInputs: { name: string; shape: number[] }[];
+  layerTypesUsed: LayerType[];
+}
+
+export function loraScaling(l: LoraSpec): number {
+  return l.rslora ? l.alpha / Math.sqrt(l.r) : l.alpha / l.r;
+}
+
+export function peftName(i: number, lin: LinearName, ab: "A" | "B"): string {
+  return `base_model.model.${linearPath(i, lin)}.lora_${ab}.weight`;
+}
+
+/** LoRA tensor shapes: A [r,in], B [out,r]. */
+export function loraSpecs(c: GemmaConfig, l: LoraSpec): { name: string; shape: number[] }[] {
+  const out: { name: string; shape: number[] }[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    for (const lin of LINEARS) {
+      if (!l.targets.includes(lin)) continue;
+      const [fo, fi] = linearShape(c, lin);
+      out.push({ name: peftName(i, lin, "A"), shape: [l.r, fi] });
+      out.push({ name: peftName(i, lin, "B"), shape: [fo, l.r] });
+    }
+  }
+  return out;
+}
+
+/** Context for one graph: the builder, config, and the input values by name. */
+class Ctx {
+  readonly w = new Map<string, Value>();
+  readonly lora = new Map<string, Value>();
+  readonly dropout = new Map<string, Value>();
+  constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {}
+  get N() {
+    return this.opts.batch * this.opts.seq;
+  }
+}
+
+/** y = x·(1+w) / sqrt(mean(x²) + eps) over the last axis, in the graph's float type. */
+export function rmsNorm(g: Graph, x: Value, w: Value, eps: number): Value {
+  const ms = o.reduceMean(g, o.mul(g, x, x), [-1], true);
+  const inv = o.reciprocal(g, o.sqrt(g, o.add(g, ms, g.scalar(eps))));
+  return o.mul(g, o.mul(g, x, inv), o.add(g, w, g.scalar(1)));
+}
+
+/** tanh-approximate GELU. */
+export function geluTanh(g: Graph, x: Value): Value {
+  const x3 = o.mul(g, o.mul(g, x, x), x);
+  const inner = o.scale(g, o.add(g, x, o.scale(g, x3, 0.044715)), Math.sqrt(2 / Math.PI));
+  return o.mul(g, o.scale(g, x, 0.5), o.add(g, g.scalar(1), o.tanh(g, inner)));
+}
+
+export function softcap(g: Graph, x: Value, cap: number): Value {
+  return o.scale(g, o.tanh(g, o.scale(g, x, 1 / cap)), cap);
+}
+
+/** x [M,in] → [M,out] through layer i's linear, plus its LoRA branch when targeted. */
+function linear(ctx: Ctx, x: Value, i: number, lin: LinearName): Value {
+  const { g } = ctx;
+  const W = ctx.w.get(`${linearPath(i, lin)}.weight`)!; // [out,in]
+  let y = o.gemm(g, x, W, { transB: true });
+  const A = ctx.lora.get(peftName(i, lin, "A"));
+  if (A) {
+    const Bm = ctx.lora.get(peftName(i, lin, "B"))!; // [out,r]
+    const mask = ctx.dropout.get(`dropout.${i}.${lin}`);
+    const xin = mask ? o.mul(g, x, mask) : x;
+    const a = o.gemm(g, xin, A, { transB: true }); // [M,r]
+    y = o.add(g, y, o.gemm(g, a, Bm, { transB: true, alpha: loraScaling(ctx.opts.lora!) }));
+  }
+  return y;
+}
+
+/** Half-split RoPE as x·cos + rotate_half(x)·sin, rotate_half as a constant [D,D] product. */
+function rope(g: Graph, x: Value, cos: Value, sin: Value, rot: Value): Value {
+  return o.add(g, o.mul(g, x, cos), o.mul(g, o.matmul(g, x, rot), sin));
+}
+
+export function rotateHalfMatrix(D: number, float: DType): Float32Array | Float64Array {
+  const R = float === "float64" ? new Float64Array(D * D) : new Float32Array(D * D);
+  const h = D / 2;
+  for (let c = 0; c < h; c++) {
+    R[(c + h) * D + c] = -1;
+    R[c * D + c + h] = 1;
+  }
+  return R;
+}
+
+/** One decoder layer on the residual stream h [N,H]. */
+function layer(ctx: Ctx, h: Value, i: number, rot: Value): Value {
+  const { g, c, opts } = ctx;
+  const B = opts.batch, T = opts.seq, N = ctx.N;
+  const nH = c.numHeads, nKv = c.numKvHeads, D = c.headDim;
+  const p = `model.layers.${i}`;
+  const type = c.layerTypes[i];
+  const norm = (x: Value, name: string) => rmsNorm(g, x, ctx.w.get(`${p}.${name}.weight`)!, c.rmsNormEps);
+
+  // Attention.
+  const xn = norm(h, "input_layernorm"); // [N,H]
+  let q = o.reshape(g, linear(ctx, xn, i, "q_proj"), [B, T, nH, D]);
+  let k = o.reshape(g, linear(ctx, xn, i, "k_proj"), [B, T, nKv, D]);
+  const v = o.reshape(g, linear(ctx, xn, i, "v_proj"), [B, T, nKv, D]);
+  if (c.generation === 3) {
+    q = rmsNorm(g, q, ctx.w.get(`${p}.self_attn.q_norm.weight`)!, c.rmsNormEps);
+    k = rmsNorm(g, k, ctx.w.get(`${p}.self_attn.k_norm.weight`)!, c.rmsNormEps);
+  }
+  let qh = o.transpose(g, q, [0, 2, 1, 3]); // [B,nH,T,D]
+  let kh = o.transpose(g, k, [0, 2, 1, 3]); // [B,nKv,T,D]
+  let vh = o.transpose(g, v, [0, 2, 1, 3]); // [B,nKv,T,D]
+  const cos = g.inputs.find((x) => x.name === `rope_cos_${type}`)!; // [T,D]
+  const sin = g.inputs.find((x) => x.name === `rope_sin_${type}`)!;
+  qh = rope(g, qh, cos, sin, rot);
+  kh = rope(g, kh, cos, sin, rot);
+  if (nKv !== nH) {
+    const rep = nH / nKv;
+    const expandKv = (x: Value) =>
+      o.reshape(g, o.expand(g, o.reshape(g, x, [B, nKv, 1, T, D]), [B, nKv, rep, T, D]), [B, nH, T, D]);
+    kh = expandKv(kh);
+    vh = expandKv(vh);
+  }
+  qh = o.scale(g, qh, c.queryPreAttnScalar ** -0.5);
+  let scores = o.matmul(g, qh, o.transpose(g, kh, [0, 1, 3, 2])); // [B,nH,T,T]
+  if (c.attnSoftcap) scores = softcap(g, scores, c.attnSoftcap);
+  scores = o.add(g, scores, g.inputs.find((x) => x.name === `mask_${type}`)!);
+  const probs = o.softmax(g, scores, -1);
+  const ctxv = o.matmul(g, probs, vh); // [B,nH,T,D]
+  const merged = o.reshape(g, o.transpose(g, ctxv, [0, 2, 1, 3]), [N, nH * D]);
+  let attn = linear(ctx, merged, i, "o_proj"); // [N,H]
+  if (c.generation >= 2) attn = norm(attn, "post_attention_layernorm");
+  h = o.add(g, h, attn);
+
+  // MLP.
+  const mlpIn = norm(h, c.generation >= 2 ? "pre_feedforward_layernorm" : "post_attention_layernorm");
+  const gate = geluTanh(g, linear(ctx, mlpIn, i, "gate_proj")); // [N,I]
+  const up = linear(ctx, mlpIn, i, "up_proj");
+  let mlp = linear(ctx, o.mul(g, gate, up), i, "down_proj"); // [N,H]
+  if (c.generation >= 2) mlp = norm(mlp, "post_feedforward_layernorm");
+  return o.add(g, h, mlp);
+}
+
+/** Builds the whole graph: forward, loss on selected positions, and gradients for the trainables. */
+export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelGraph {
+  const float = opts.float ?? "float32";
+  const g = new Graph(float);
+  const ctx = new Ctx(g, c, opts);
+  const T = opts.seq, N = ctx.N, P = opts.positions, D = c.headDim;
+
+  const ids = g.input("input_ids", [N], "int64");
+  const used = [...new Set(c.layerTypes)];
+  for (const t of used) {
+    g.input(`rope_cos_${t}`, [T, D]);
+    g.input(`rope_sin_${t}`, [T, D]);
+    g.input(`mask_${t}`, [T, T]);
+  }
+  const sel = g.input("sel", [P], "int64");
+  const tgt = g.input("tgt", [P, 1], "int64");
+  const tw = g.input("tw", [P]);
+  for (const s of paramSpecs(c)) ctx.w.set(s.name, g.input(s.name, s.shape));
+  const loraInputs: string[] = [];
+  const dropoutInputs: { name: string; shape: number[] }[] = [];
+  if (opts.lora) {
+    for (const s of loraSpecs(c, opts.lora)) {
+      ctx.lora.set(s.name, g.input(s.name, s.shape));
+      loraInputs.push(s.name);
+    }
+    if (opts.dropout && opts.lora.dropout > 0) {
+      for (let i = 0; i < c.numLayers; i++) {
+        for (const lin of LINEARS) {
+          if (!opts.lora.targets.includes(lin)) continue;
+          const name = `dropout.${i}.${lin}`;
+          const shape = [N, linearShape(c, lin)[1]];
+          ctx.dropout.set(name, g.input(name, shape));
+          dropoutInputs.push({ name, shape });
+        }
+      }
+    }
+  }
+  const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
+
+  const E = ctx.w.get("model.embed_tokens.weight")!; // [V,H]
+  const normalizer = float === "float32" ? Math.fround(Math.sqrt(c.hiddenSize)) : Math.sqrt(c.hiddenSize);
+  let h = o.scale(g, o.gather(g, E, ids), normalizer); // [N,H]
+  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, rot);
+  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps);
+
+  const hs = o.gather(g, h, sel); // [P,H]
+  let logits = o.gemm(g, hs, E, { transB: true }); // [P,V]
+  if (c.finalSoftcap) logits = softcap(g, logits, c.finalSoftcap);
+  if (opts.logits) g.output(logits, "logits");
+  const logp = o.logSoftmax(g, logits, -1); // [P,V]
+  const nll = o.neg(g, o.reshape(g, o.gatherElements(g, logp, tgt, 1), [P])); // [P]
+  const loss = o.reduceSum(g, o.mul(g, nll, tw), [0], false); // []
+  g.output(loss, "loss");
+  g.output(nll, "nll");
+
+  let trainable: string[] = [];
+  if (opts.method !== "forward") {
+    const wrt = opts.method === "lora" ? [...ctx.lora.values()] : [...ctx.w.values()];
+    if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
+    const grads = gradients(g, loss, wrt);
+    for (const w of wrt) g.output(grads.get(w)!, `grad.${w.name}`);
+    trainable = wrt.map((w) => w.name);
+  }
+  return {
+    bytes: g.toBytes(),
+    trainable,
+    weightInputs: [...ctx.w.keys()],
+    loraInputs,
+    dropoutInputs,
+    layerTypesUsed: used,
+  };
+}
+
+/** cos/sin tables [T,D] (concat(freqs, freqs)) for a layer type, positions 0…T−1, computed in float64. */
+export function ropeTables(c: GemmaConfig, type: LayerType, T: number): { cos: Float64Array; sin: Float64Array } {
+  const D = c.headDim, half = D / 2;
+  const base = type === "full" ? c.ropeThetaFull : c.ropeThetaSliding;
+  const factor = type === "full" ? c.ropeScalingFull : 1;
+  const cos = new Float64Array(T * D), sin = new Float64Array(T * D);
+  for (let t = 0; t < T; t++) {
+    for (let j = 0; j < half; j++) {
+      // HF computes inv_freq and the angle in float32.
+      const invFreq = Math.fround(Math.fround(1 / base ** ((2 * j) / D)) / factor);
+      const ang = Math.fround(t * invFreq);
+      cos[t * D + j] = cos[t * D + j + half] = Math.cos(ang);
+      sin[t * D + j] = sin[t * D + j + half] = Math.sin(ang);
+    }
+  }
+  return { cos, sin };
+}
+
+/** Additive causal mask [T,T]; sliding layers also hide keys with q − k ≥ W. */
+export function attentionMask(c: GemmaConfig, type: LayerType, T: number): Float64Array {
+  const m = new Float64Array(T * T);
+  const W = type === "sliding" && c.slidingWindow ? c.slidingWindow : Infinity;
+  for (let q = 0; q < T; q++) {
+    for (let k = 0; k < T; k++) if (k > q || q - k >= W) m[q * T + k] = -1e9;
+  }
+  return m;
+}
