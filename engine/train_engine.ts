@@ -220,6 +220,14 @@ export class TrainEngine {
     return { lossSum: Number(out.loss.data[0]), tokens: s.count };
   }
 
+  /** Per-position NLL of the next token for a single sequence (every position counted). */
+  async tokenNll(b: Batch): Promise<number[]> {
+    const s = this.selection(b);
+    const compiled = await this.compile(b.batchSize, b.seqLen, s.P, false);
+    const out = await compiled.session.run(this.feeds(b, s), ["nll"]);
+    return Array.from(out.nll.data as Float32Array).slice(0, s.count);
+  }
+
   release(): void {
     for (const s of this.sessions.values()) s.then((c) => c.session.release()).catch(() => {});
     this.sessions.clear();
