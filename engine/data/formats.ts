@@ -89,6 +89,17 @@ function toMessages(v: unknown, field: string): ChatMessage[] {
   });
 }
 
+/** A string stays a string unless it is JSON text of a list (message lists stored in CSV cells). */
+function listOrString(v: unknown): unknown {
+  if (typeof v !== "string" || !/^\s*\[/.test(v)) return v;
+  try {
+    const parsed = JSON.parse(v);
+    return Array.isArray(parsed) ? parsed : v;
+  } catch {
+    return v;
+  }
+}
+
 function str(r: Record<string, unknown>, field: string, optional = false): string {
   const v = r[field];
   if (v === undefined || v === null || v === "") {
@@ -129,14 +140,15 @@ export function rowToSegments(row: Record<string, unknown>, format: DatasetForma
       return chat(toMessages(row[field], field), field, generation);
     }
     case "prompt_completion": {
-      const p = row.prompt, c = row.completion;
-      if (typeof p === "string" && typeof c === "string" && !/^\s*\[/.test(p)) {
-        if (!p) throw new RowError("prompt", "missing or empty");
-        if (!c) throw new RowError("completion", "missing or empty");
+      for (const f of ["prompt", "completion"]) {
+        if (row[f] === undefined || row[f] === null || row[f] === "") throw new RowError(f, "missing or empty");
+      }
+      const p = listOrString(row.prompt), c = listOrString(row.completion);
+      if (typeof p === "string" && typeof c === "string") {
         return [{ text: "<bos>" + p, trained: false }, { text: c + "<eos>", trained: true }];
       }
-      const prompt = typeof p === "string" && !/^\s*\[/.test(p) ? [{ role: "user" as const, content: p }] : toMessages(p, "prompt");
-      const completion = typeof c === "string" && !/^\s*\[/.test(c) ? [{ role: "assistant" as const, content: c }] : toMessages(c, "completion");
+      const prompt = typeof p === "string" ? [{ role: "user" as const, content: p }] : toMessages(p, "prompt");
+      const completion = typeof c === "string" ? [{ role: "assistant" as const, content: c }] : toMessages(c, "completion");
       if (completion.some((m) => m.role !== "assistant")) throw new RowError("completion", "a completion may only hold assistant messages");
       const segs = chat([...prompt, ...completion], "prompt", generation);
       // Only the completion is trained, even if the prompt holds earlier assistant turns.

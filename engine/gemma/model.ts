@@ -15,7 +15,7 @@
  */
 import { type DType, Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
-import { gradients } from "../onnx/autodiff.ts";
+import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import type { GemmaConfig, LayerType } from "./config.ts";
 import { LINEARS, type LinearName, linearPath, linearShape, paramSpecs } from "./params.ts";
 
@@ -232,9 +232,11 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, rot);
   h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps);
 
-  const hs = o.gather(g, h, sel); // [P,H]
-  let logits = o.gemm(g, hs, E, { transB: true }); // [P,V]
-  if (c.finalSoftcap) logits = softcap(g, logits, c.finalSoftcap);
+  const twCol = o.reshape(g, tw, [P, 1]);
+  // Padding rows are zeroed here, on [P,H], so nothing on [P,V] needs masking in the backward.
+  const hs = o.mul(g, o.gather(g, h, sel), twCol); // [P,H]
+  const rawLogits = o.gemm(g, hs, E, { transB: true }); // [P,V]
+  const logits = c.finalSoftcap ? softcap(g, rawLogits, c.finalSoftcap) : rawLogits;
   if (opts.logits) g.output(logits, "logits");
   const logp = o.logSoftmax(g, logits, -1); // [P,V]
   const nll = o.neg(g, o.reshape(g, o.gatherElements(g, logp, tgt, 1), [P])); // [P]
@@ -246,7 +248,10 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   if (opts.method !== "forward") {
     const wrt = opts.method === "lora" ? [...ctx.lora.values()] : [...ctx.w.values()];
     if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
-    const grads = gradients(g, loss, wrt);
+    // d loss/d logits in closed form, softmax − onehot: far fewer [P,V] intermediates than
+    // differentiating LogSoftmax and GatherElements node by node. Padding rows are masked on hs.
+    const dLogits = o.scatterElementsAdd(g, o.exp(g, logp), tgt, o.expand(g, g.scalar(-1), [P, 1]), 1); // [P,V]
+    const grads = gradientsFromSeeds(g, new Map([[logits, dLogits]]), wrt);
     for (const w of wrt) g.output(grads.get(w)!, `grad.${w.name}`);
     trainable = wrt.map((w) => w.name);
   }

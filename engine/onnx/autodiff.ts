@@ -160,6 +160,14 @@ const NON_DIFF = new Set(["ConstantOfShape", "Shape", "Equal", "Less", "ScatterN
  * (a zero tensor when the loss does not depend on it).
  */
 export function gradients(g: Graph, loss: Value, wrt: Value[], seed?: Value): Map<Value, Value> {
+  return gradientsFromSeeds(g, new Map([[loss, seed ?? g.scalar(1)]]), wrt);
+}
+
+/**
+ * The same walk started from gradients given for intermediate values (e.g. d loss/d logits computed
+ * in closed form), so the nodes after them are never differentiated.
+ */
+export function gradientsFromSeeds(g: Graph, seeds: Map<Value, Value>, wrt: Value[]): Map<Value, Value> {
   const tape = g.nodes.slice();
   // Forward pass: which values depend on a wanted leaf.
   const live = new Set<number>(wrt.map((v) => v.id));
@@ -167,7 +175,7 @@ export function gradients(g: Graph, loss: Value, wrt: Value[], seed?: Value): Ma
     if (n.inputs.some((x) => x && live.has(x.id))) for (const y of n.outputs) live.add(y.id);
   }
   const grad = new Map<number, Value>();
-  grad.set(loss.id, seed ?? g.scalar(1));
+  for (const [v, d] of seeds) grad.set(v.id, d);
   const accumulate = (v: Value, d: Value) => {
     const prev = grad.get(v.id);
     grad.set(v.id, prev ? o.add(g, prev, d) : d);
