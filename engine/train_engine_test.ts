@@ -1,0 +1,84 @@
+/** TrainEngine: loss over labelled positions only, padding rows inert, accumulation additive. */
+import { TrainEngine } from "./train_engine.ts";
+import { randomWeights, tinyConfig } from "./gemma/testing.ts";
+import { referenceTokenNll } from "./gemma/reference.ts";
+
+const c = tinyConfig(3, true);
+const w = randomWeights(c, 41, 0.1);
+const T = 8;
+const rowA = [2, 17, 5, 33, 40, 8, 8, 21];
+const rowB = [2, 30, 31, 32, 9, 1, 0, 0];
+// Labels: −100 on the prompt part and padding (HF convention, shifted inside the engine).
+const labA = [-100, -100, -100, 33, 40, 8, 8, 21];
+const labB = [-100, -100, 31, 32, 9, 1, -100, -100];
+
+function batch(rows: number[][], labels: number[][]) {
+  return { inputIds: Int32Array.from(rows.flat()), labels: Int32Array.from(labels.flat()), batchSize: rows.length, seqLen: T };
+}
+
+Deno.test("lossSum is the sum of reference NLLs over labelled positions only", async () => {
+  const e = await TrainEngine.create({ model: { config: c, weights: w }, method: "full", seed: 1 });
+  const r = await e.evaluate(batch([rowA, rowB], [labA, labB]));
+  const nllA = referenceTokenNll(c, w, rowA), nllB = referenceTokenNll(c, w, rowB);
+  // Position t predicts labels[t+1].
+  let expected = 0, count = 0;
+  labA.forEach((y, t) => {
+    if (t > 0 && y !== -100) (expected += nllA[t - 1]), count++;
+  });
+  labB.forEach((y, t) => {
+    if (t > 0 && y !== -100) (expected += nllB[t - 1]), count++;
+  });
+  if (r.tokens !== count) throw new Error(`counted ${r.tokens} tokens, expected ${count}`);
+  if (Math.abs(r.lossSum - expected) > 1e-3) throw new Error(`lossSum ${r.lossSum}, reference ${expected}`);
+  e.release();
+});
+
+Deno.test("gradients accumulate: two micro-batches equal one batch of both rows (padding rows inert)", async () => {
+  const spec = { r: 4, alpha: 8, dropout: 0, rslora: false, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
+  const e = await TrainEngine.create({ model: { config: c, weights: w }, method: "lora", lora: spec, seed: 3 });
+  // Give B non-zero values so every LoRA tensor has a gradient.
+  for (const [k, t] of e.trainable) if (k.includes("lora_B")) t.data.forEach((_, i) => (t.data[i] = Math.sin(i + k.length) * 0.1));
+  e.zeroGrads();
+  const a = await e.forwardBackward(batch([rowA], [labA]));
+  const b = await e.forwardBackward(batch([rowB], [labB]));
+  const split = new Map([...e.grads].map(([k, g]) => [k, g.slice()]));
+  e.zeroGrads();
+  const both = await e.forwardBackward(batch([rowA, rowB], [labA, labB]));
+  if (Math.abs(a.lossSum + b.lossSum - both.lossSum) > 1e-4) throw new Error("loss sums differ");
+  let worst = 0, nonzero = 0;
+  for (const [k, g] of e.grads) {
+    const s = split.get(k)!;
+    for (let i = 0; i < g.length; i++) {
+      worst = Math.max(worst, Math.abs(g[i] - s[i]));
+      if (g[i] !== 0) nonzero++;
+    }
+  }
+  if (worst > 1e-4) throw new Error(`accumulated gradients differ by ${worst}`);
+  if (nonzero === 0) throw new Error("all gradients are zero");
+  e.release();
+});
+
+Deno.test("dropout masks are deterministic per step and change between steps", async () => {
+  const spec = { r: 4, alpha: 8, dropout: 0.3, rslora: false, targets: ["q_proj", "v_proj"] };
+  const e = await TrainEngine.create({ model: { config: c, weights: w }, method: "lora", lora: spec, seed: 5 });
+  for (const [k, t] of e.trainable) if (k.includes("lora_B")) t.data.fill(0.05);
+  const bt = batch([rowA], [labA]);
+  const l1 = (await e.forwardBackward(bt, { dropoutSeed: 7 })).lossSum;
+  const l2 = (await e.forwardBackward(bt, { dropoutSeed: 7 })).lossSum;
+  const l3 = (await e.forwardBackward(bt, { dropoutSeed: 8 })).lossSum;
+  if (l1 !== l2) throw new Error(`same step gave ${l1} and ${l2}`);
+  if (l1 === l3) throw new Error("different steps gave identical dropout");
+  e.release();
+});
+
+Deno.test("out-of-vocabulary ids and labels are refused with the position", async () => {
+  const e = await TrainEngine.create({ model: { config: c, weights: w }, method: "full", seed: 1 });
+  let msg = "";
+  try {
+    await e.evaluate(batch([[2, 999, 3, 4, 5, 6, 7, 8]], [[-100, 999, 3, 4, 5, 6, 7, 8]]));
+  } catch (err) {
+    msg = (err as Error).message;
+  }
+  if (!/outside the vocabulary/.test(msg)) throw new Error(`expected a vocabulary error, got "${msg}"`);
+  e.release();
+});
