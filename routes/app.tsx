@@ -1,0 +1,92 @@
+/**
+ * Builds the Hono app: middleware (token, cross-site guard, headers), static assets, and one sub-app
+ * per view. Adding a view is one `app.route` line.
+ */
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { z } from "zod";
+import * as path from "node:path";
+import { type AppSettings, VERSION } from "../config/app.ts";
+import { crossSiteGuard, requireToken, securityHeaders } from "./security.ts";
+import { homeRoutes } from "./home.tsx";
+import { runsRoutes } from "./runs.tsx";
+import { createRoutes } from "./create.tsx";
+import { inferenceRoutes } from "./inference.tsx";
+import { page } from "./_layout.tsx";
+
+export interface AppDeps {
+  settings: AppSettings;
+}
+
+const STATIC_TYPES: Record<string, string> = {
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".ico": "image/x-icon",
+  ".map": "application/json",
+};
+
+const STATIC_NAME = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
+
+/** Files under static/ only; names are checked, so no path can leave the folder. */
+async function serveStatic(name: string): Promise<Response | null> {
+  if (!STATIC_NAME.test(name) || name.includes("..")) return null;
+  const type = STATIC_TYPES[path.extname(name)];
+  if (!type) return null;
+  try {
+    const data = await Deno.readFile(new URL(`../static/${name}`, import.meta.url));
+    return new Response(data, { headers: { "Content-Type": type, "Cache-Control": "no-cache" } });
+  } catch {
+    return null;
+  }
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  app.use("*", securityHeaders());
+  app.use("*", requireToken(deps.settings.token));
+  app.use("*", crossSiteGuard());
+
+  app.get("/healthz", (c) => c.json({ ok: true, version: VERSION }));
+  app.get("/static/:name", async (c) => (await serveStatic(c.req.param("name"))) ?? c.notFound());
+
+  app.route("/", homeRoutes(deps));
+  app.route("/", runsRoutes(deps));
+  app.route("/", createRoutes(deps));
+  app.route("/", inferenceRoutes(deps));
+
+  app.notFound((c) => {
+    if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);
+    return page(c, "Not found", <NotFound path={c.req.path} />, 404);
+  });
+  app.onError((err, c) => {
+    const api = c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/");
+    let status = 500, message = "Something went wrong on the server; the details are in the server log.";
+    if (err instanceof HTTPException) [status, message] = [err.status, err.message];
+    else if (err instanceof z.ZodError) [status, message] = [400, err.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ")];
+    else if (err instanceof SyntaxError || err instanceof RangeError || err instanceof TypeError) [status, message] = [400, err.message];
+    if (status >= 500) console.error(`${c.req.method} ${c.req.path}:`, err);
+    if (api) return c.json({ error: message }, status as 400);
+    return page(c, "Error", <ErrorPage status={status} message={message} />, status);
+  });
+  return app;
+}
+
+function NotFound(props: { path: string }) {
+  return (
+    <>
+      <h1>Not found</h1>
+      <p>There is nothing at <code>{props.path}</code>. <a href="/">Back to the start</a>.</p>
+    </>
+  );
+}
+
+function ErrorPage(props: { status: number; message: string }) {
+  return (
+    <>
+      <h1>Error {props.status}</h1>
+      <p>{props.message}</p>
+    </>
+  );
+}
