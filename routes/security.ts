@@ -43,7 +43,7 @@ export function crossSiteGuard(): MiddlewareHandler {
     if (!UNSAFE.has(c.req.method)) return next();
     const site = c.req.header("Sec-Fetch-Site");
     const origin = c.req.header("Origin");
-    const host = c.req.header("Host");
+    const host = c.req.header("Host") ?? new URL(c.req.url).host;
     if (site === "cross-site" || site === "same-site") return c.json({ error: "Cross-site requests are not allowed" }, 403);
     if (origin && origin !== "null") {
       let ok = false;

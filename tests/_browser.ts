@@ -1,0 +1,56 @@
+/**
+ * Puppeteer helper for browser tests: Debian's chromium with the flags this machine needs, a page that
+ * records console errors and failed requests, and screenshots into a test folder.
+ */
+import puppeteer, { type Browser, type Page } from "puppeteer-core";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+export const CHROMIUM = "/usr/bin/chromium";
+
+export async function launch(): Promise<Browser> {
+  if (!fs.existsSync(CHROMIUM)) throw new Error(`Browser tests need Debian's chromium at ${CHROMIUM} (apt-get install -y chromium)`);
+  return await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--no-first-run", "--disable-sync", "--disable-dev-shm-usage", `--user-data-dir=${fs.mkdtempSync("/tmp/gt-chrome-")}`,
+    ],
+  });
+}
+
+export interface WatchedPage {
+  page: Page;
+  /** Console errors, page errors and failed requests seen so far. */
+  problems: string[];
+  screenshot(name: string): Promise<string>;
+}
+
+export async function watchedPage(browser: Browser, shotDir: string): Promise<WatchedPage> {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1280, height: 900 });
+  const problems: string[] = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`pageerror: ${(e as Error).message}`));
+  page.on("requestfailed", (r) => {
+    // An EventSource or fetch aborted by navigation is not a failure of the app.
+    const why = r.failure()?.errorText ?? "";
+    if (why !== "net::ERR_ABORTED") problems.push(`requestfailed: ${r.url()} ${why}`);
+  });
+  page.on("response", (r) => {
+    if (r.status() >= 500) problems.push(`HTTP ${r.status()}: ${r.url()}`);
+  });
+  fs.mkdirSync(shotDir, { recursive: true });
+  return {
+    page,
+    problems,
+    async screenshot(name: string) {
+      const file = path.join(shotDir, `${name}.png`);
+      await page.screenshot({ path: file as `${string}.png`, fullPage: true });
+      return file;
+    },
+  };
+}

@@ -1,0 +1,57 @@
+/** The CLI as a user runs it: a real `deno run main.ts` process. */
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+async function cli(args: string[], timeoutMs = 60_000) {
+  const p = new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args], stdout: "piped", stderr: "piped" }).spawn();
+  const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
+  const out = await p.output();
+  clearTimeout(timer);
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+}
+
+function assert(cond: unknown, msg: string) {
+  if (!cond) throw new Error(msg);
+}
+
+Deno.test("--help lists the verbs; unknown verbs and flags exit 2 with a message", async () => {
+  const h = await cli(["--help"]);
+  assert(h.code === 0 && ["serve", "train", "score", "generate", "init-model", "export", "bench"].every((v) => h.stdout.includes(v)), h.stdout);
+  const v = await cli(["frobnicate"]);
+  assert(v.code === 2 && v.stderr.includes('unknown verb "frobnicate"'), v.stderr);
+  const f = await cli(["score", "--modle", "x"]);
+  assert(f.code === 2 && f.stderr.includes('unknown flag "--modle"') && f.stderr.includes("--model"), f.stderr);
+});
+
+Deno.test("serve --host 0.0.0.0 without a token refuses to start and names --token", async () => {
+  const r = await cli(["serve", "--host", "0.0.0.0", "--port", "0"]);
+  assert(r.code === 2 && r.stderr.includes("--token"), r.stderr);
+});
+
+Deno.test("serve on a taken port names --port; --port 0 prints the URL", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  try {
+    const r = await cli(["serve", "--port", String(port), "--data", "/tmp/gt-cli"]);
+    assert(r.code === 2 && r.stderr.includes("already in use") && r.stderr.includes("--port"), r.stderr);
+  } finally {
+    listener.close();
+  }
+  const p = new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, "serve", "--port", "0", "--data", "/tmp/gt-cli"], stdout: "piped", stderr: "piped" }).spawn();
+  const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const deadline = Date.now() + 60_000;
+  while (!/http:\/\/127\.0\.0\.1:\d+\//.test(text) && Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  const url = /http:\/\/127\.0\.0\.1:\d+\//.exec(text)?.[0];
+  assert(url, `no URL printed: ${text}`);
+  const health = await fetch(`${url}healthz`);
+  assert(health.status === 200, "server not answering");
+  await health.body?.cancel();
+  p.kill("SIGTERM");
+  await reader.cancel();
+  await p.stderr.cancel();
+  await p.status;
+});

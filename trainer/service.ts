@@ -1,0 +1,269 @@
+/**
+ * TrainingService: create, queue, start, abort, resume, cancel and delete runs, and reconcile what
+ * the server believes with the files (the run directories and the lock are the truth).
+ *
+ * Reconcile runs on start and on every poll: a lock held by a live process this server did not start
+ * is an orphan run (shown, abortable); a lock or a training status whose pid is dead becomes
+ * `failed` with the tail of stderr; when nothing trains, the oldest queued run starts.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { RunConfig } from "../config/training.ts";
+import { isLockLive, isPidAlive, lockPath, readLock } from "./lock.ts";
+import { isFinalState, readStatus, type RunStatus, writeStatus } from "./status.ts";
+import { createRun, readRunJson, type RunJson } from "./worker.ts";
+import { type CheckpointInfo, listCheckpoints } from "./checkpoint.ts";
+import { spawnWorker, STDERR_LOG, stopProcess } from "./process.ts";
+import { MetricsReader } from "./metrics.ts";
+import { RunStore } from "./runs.ts";
+import { tailLines } from "./logs.ts";
+
+export const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+export class ServiceError extends Error {
+  constructor(readonly status: 400 | 404 | 409, message: string) {
+    super(message);
+  }
+}
+
+export interface RunView {
+  id: string;
+  dir: string;
+  run: RunJson;
+  status: RunStatus;
+  /** Held by a live trainer that this server did not start. */
+  orphan: boolean;
+  queuePosition?: number;
+  checkpoints: CheckpointInfo[];
+  hasFinal: boolean;
+  trainLoss?: number;
+  evalLoss?: number;
+}
+
+export interface ServiceOptions {
+  /** SIGTERM → SIGKILL grace when aborting. */
+  graceMs?: number;
+  /** Reconcile interval (ms); 0 = only on demand. */
+  intervalMs?: number;
+}
+
+export class TrainingService {
+  readonly metrics = new MetricsReader();
+  readonly store: RunStore;
+  private started = new Map<string, number>();
+  private aborting = new Set<string>();
+  private timer = 0;
+  private reconciling = false;
+
+  constructor(readonly dataDir: string, readonly opts: ServiceOptions = {}) {
+    fs.mkdirSync(path.join(dataDir, "runs"), { recursive: true });
+    this.store = new RunStore(dataDir);
+  }
+
+  /** Starts the periodic reconcile (queue + orphan detection). */
+  start(): void {
+    this.reconcile();
+    const ms = this.opts.intervalMs ?? 1000;
+    if (ms > 0) {
+      this.timer = setInterval(() => this.reconcile(), ms) as unknown as number;
+      Deno.unrefTimer(this.timer);
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.store.close();
+  }
+
+  runDir(id: string): string {
+    if (!RUN_ID.test(id)) throw new ServiceError(404, `No run "${id}"`);
+    const dir = path.join(this.dataDir, "runs", id);
+    if (!fs.existsSync(path.join(dir, "run.json"))) throw new ServiceError(404, `No run "${id}"`);
+    return dir;
+  }
+
+  private ids(): string[] {
+    try {
+      return fs.readdirSync(path.join(this.dataDir, "runs")).filter((d) => RUN_ID.test(d) && fs.existsSync(path.join(this.dataDir, "runs", d, "run.json")));
+    } catch {
+      return [];
+    }
+  }
+
+  /** A new run from a validated RunConfig: queued, and started at once when nothing trains. */
+  create(config: RunConfig): { id: string; state: string } {
+    const dir = createRun(config, this.dataDir);
+    const id = path.basename(dir);
+    this.reconcile();
+    return { id, state: readStatus(dir)?.state ?? "queued" };
+  }
+
+  private busy(): string | null {
+    const lock = readLock(this.dataDir);
+    if (lock && isLockLive(lock)) return lock.runId;
+    for (const [id, pid] of this.started) if (isPidAlive(pid)) return id;
+    return null;
+  }
+
+  private fail(dir: string, status: RunStatus, message: string) {
+    const tail = tailLines(path.join(dir, STDERR_LOG), 8).join("\n");
+    writeStatus(dir, { ...status, state: "failed", message, error: tail || status.error || message, pid: status.pid });
+  }
+
+  /** Brings status files in line with reality, then starts the next queued run if nothing trains. */
+  reconcile(): void {
+    if (this.reconciling) return;
+    this.reconciling = true;
+    try {
+      const lock = readLock(this.dataDir);
+      if (lock && !isLockLive(lock)) {
+        const dir = path.join(this.dataDir, "runs", lock.runId);
+        const st = RUN_ID.test(lock.runId) ? readStatus(dir) : null;
+        if (st && !isFinalState(st.state)) this.finishDead(lock.runId, dir, st);
+        try {
+          fs.unlinkSync(lockPath(this.dataDir));
+        } catch { /* someone else cleared it */ }
+      }
+      for (const id of this.ids()) {
+        const dir = path.join(this.dataDir, "runs", id);
+        const st = readStatus(dir);
+        if (!st) continue;
+        if ((st.state === "training" || st.state === "initializing") && !isPidAlive(st.pid)) this.finishDead(id, dir, st);
+      }
+      for (const [id, pid] of this.started) if (!isPidAlive(pid)) this.started.delete(id);
+      if (!this.busy()) {
+        const next = this.queue()[0];
+        if (next) this.launch(next);
+      }
+      this.syncStore();
+    } finally {
+      this.reconciling = false;
+    }
+  }
+
+  private finishDead(id: string, dir: string, st: RunStatus) {
+    if (this.aborting.has(id)) {
+      writeStatus(dir, { ...st, state: "aborted", message: "Aborted (the trainer was stopped before it could save)" });
+      this.aborting.delete(id);
+    } else {
+      this.fail(dir, st, "Trainer process ended unexpectedly");
+    }
+  }
+
+  /** Queued run ids, oldest first. */
+  queue(): string[] {
+    return this.ids()
+      .map((id) => ({ id, st: readStatus(path.join(this.dataDir, "runs", id)) }))
+      .filter((r) => r.st?.state === "queued")
+      .sort((a, b) => (a.id < b.id ? -1 : 1))
+      .map((r) => r.id);
+  }
+
+  private launch(id: string) {
+    const dir = path.join(this.dataDir, "runs", id);
+    const st = readStatus(dir)!;
+    const pid = spawnWorker(dir);
+    this.started.set(id, pid);
+    writeStatus(dir, { ...st, state: "initializing", message: "Starting the trainer process", pid, error: undefined });
+  }
+
+  get(id: string): RunView {
+    const dir = this.runDir(id);
+    const run = readRunJson(dir);
+    const status = readStatus(dir) ?? { state: "queued", message: "", step: 0, totalSteps: 0, epoch: 0, updatedAt: "", pid: 0 } as RunStatus;
+    const lock = readLock(this.dataDir);
+    const orphan = !!lock && lock.runId === id && isLockLive(lock) && !this.started.has(id) && !isFinalState(status.state);
+    const q = this.queue();
+    return {
+      id,
+      dir,
+      run,
+      status,
+      orphan,
+      queuePosition: status.state === "queued" ? q.indexOf(id) + 1 : undefined,
+      checkpoints: listCheckpoints(dir),
+      hasFinal: fs.existsSync(path.join(dir, "final")),
+      trainLoss: this.metrics.last(dir, "train/loss")?.[1],
+      evalLoss: this.metrics.last(dir, "eval/loss")?.[1],
+    };
+  }
+
+  list(): RunView[] {
+    return this.ids().map((id) => {
+      try {
+        return this.get(id);
+      } catch {
+        return null;
+      }
+    }).filter((r): r is RunView => !!r).sort((a, b) => (a.run.createdAt < b.run.createdAt ? 1 : -1));
+  }
+
+  private syncStore() {
+    const ids = new Set<string>();
+    for (const v of this.list()) {
+      ids.add(v.id);
+      const c = v.run.config;
+      this.store.upsert({
+        id: v.id,
+        name: c.name,
+        state: v.status.state,
+        model: c.model,
+        method: c.method,
+        dataset: c.dataset.path,
+        createdAt: v.run.createdAt,
+        updatedAt: v.status.updatedAt,
+        step: v.status.step,
+        totalSteps: v.status.totalSteps,
+        trainLoss: v.trainLoss ?? null,
+        evalLoss: v.evalLoss ?? null,
+        message: v.status.message,
+        error: v.status.error ?? null,
+      });
+    }
+    this.store.retain(ids);
+  }
+
+  /** SIGTERM, then SIGKILL after the grace period; the worker saves a checkpoint and ends `aborted`. */
+  async abort(id: string): Promise<RunStatus> {
+    const dir = this.runDir(id);
+    const st = readStatus(dir);
+    if (!st || isFinalState(st.state)) throw new ServiceError(409, `Run "${id}" is not running (state ${st?.state ?? "unknown"})`);
+    if (st.state === "queued") return this.cancel(id);
+    const lock = readLock(this.dataDir);
+    const pid = lock?.runId === id && isLockLive(lock) ? lock.pid : st.pid;
+    this.aborting.add(id);
+    await stopProcess(pid, this.opts.graceMs ?? 30_000);
+    this.reconcile();
+    return readStatus(dir)!;
+  }
+
+  cancel(id: string): RunStatus {
+    const dir = this.runDir(id);
+    const st = readStatus(dir);
+    if (st?.state !== "queued") throw new ServiceError(409, `Only queued runs can be cancelled; "${id}" is ${st?.state ?? "unknown"}`);
+    return writeStatus(dir, { ...st, state: "aborted", message: "Cancelled before it started" });
+  }
+
+  /** Puts an aborted or failed run with a checkpoint back in the queue; the worker resumes from it. */
+  resume(id: string): RunStatus {
+    const dir = this.runDir(id);
+    const st = readStatus(dir);
+    if (!st || (st.state !== "aborted" && st.state !== "failed")) {
+      throw new ServiceError(409, `Only aborted or failed runs can be resumed; "${id}" is ${st?.state ?? "unknown"}`);
+    }
+    if (listCheckpoints(dir).length === 0) throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
+    const out = writeStatus(dir, { ...st, state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
+    this.reconcile();
+    return readStatus(dir) ?? out;
+  }
+
+  /** Deletes a finished run's directory (never one that is queued or running). */
+  delete(id: string): void {
+    const dir = this.runDir(id);
+    const st = readStatus(dir);
+    if (st && !isFinalState(st.state)) throw new ServiceError(409, `Run "${id}" is ${st.state}; abort it before deleting`);
+    fs.rmSync(dir, { recursive: true, force: true });
+    this.metrics.forget(dir);
+    this.store.remove(id);
+  }
+}
