@@ -13,9 +13,14 @@ import { runsRoutes } from "./runs.tsx";
 import { createRoutes } from "./create.tsx";
 import { inferenceRoutes } from "./inference.tsx";
 import { page } from "./_layout.tsx";
+import { apiRoutes } from "./api.ts";
+import { dashboardRoutes } from "./dashboard.tsx";
+import { metricsRoutes } from "./metrics.ts";
+import type { TrainingService } from "../trainer/service.ts";
 
 export interface AppDeps {
   settings: AppSettings;
+  service: TrainingService;
 }
 
 const STATIC_TYPES: Record<string, string> = {
@@ -55,6 +60,9 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", runsRoutes(deps));
   app.route("/", createRoutes(deps));
   app.route("/", inferenceRoutes(deps));
+  app.route("/", dashboardRoutes(deps.service));
+  app.route("/", apiRoutes(deps.service));
+  app.route("/", metricsRoutes(deps.service));
 
   app.notFound((c) => {
     if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);

@@ -1,22 +1,37 @@
 /** Starts Deno.serve with the app; resolves once listening (port 0 → the picked port). */
 import type { AppSettings } from "../config/app.ts";
 import { createApp } from "./app.tsx";
+import { TrainingService } from "../trainer/service.ts";
 
 export interface RunningServer {
   port: number;
+  service: TrainingService;
   finished: Promise<void>;
   shutdown(): Promise<void>;
 }
 
-export function startServer(settings: AppSettings): Promise<RunningServer> {
-  const app = createApp({ settings });
+export function startServer(settings: AppSettings, opts: { intervalMs?: number } = {}): Promise<RunningServer> {
+  const service = new TrainingService(settings.dataDir, { graceMs: settings.abortGraceSeconds * 1000, intervalMs: opts.intervalMs });
+  service.start();
+  const app = createApp({ settings, service });
   return new Promise((resolve, reject) => {
     try {
       const server = Deno.serve({
         hostname: settings.host,
         port: settings.port,
         // onListen runs before Deno.serve returns, so `server` is read on the next tick.
-        onListen: ({ port }) => queueMicrotask(() => resolve({ port, finished: server.finished, shutdown: () => server.shutdown() })),
+        onListen: ({ port }) =>
+          queueMicrotask(() =>
+            resolve({
+              port,
+              service,
+              finished: server.finished,
+              shutdown: async () => {
+                await server.shutdown();
+                service.stop();
+              },
+            })
+          ),
       }, app.fetch);
     } catch (e) {
       reject(e);

@@ -1,0 +1,245 @@
+/**
+ * `/runs/:id`: the training dashboard. Three panels (control, KPIs, logs) are htmx fragments polled
+ * every second; each answers 286 once the run is over, which stops its poll. A stable outer element
+ * holds an inner polled one so swaps settle without flicker. Charts are the LossChart island.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import * as path from "node:path";
+import { formatBytes, formatCount, formatDuration, fragment, Island, page } from "./_layout.tsx";
+import type { RunView, TrainingService } from "../trainer/service.ts";
+import { isFinalState } from "../trainer/status.ts";
+import { countErrorLines, readLogChunk } from "../trainer/logs.ts";
+import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
+
+const STOP_POLLING = 286;
+
+function poll(v: RunView, c: Context, body: preact.JSX.Element) {
+  return fragment(c, body, isFinalState(v.status.state) && !v.orphan ? STOP_POLLING : 200);
+}
+
+function Control(props: { v: RunView }) {
+  const { v } = props;
+  const s = v.status;
+  const id = encodeURIComponent(v.id);
+  const latest = v.checkpoints.at(-1);
+  const tryModel = v.hasFinal ? `${v.id}/final` : latest ? `${v.id}/${path.basename(latest.dir)}` : "";
+  const abort = (
+    <button class="danger" hx-post={`/api/runs/${id}/abort`} hx-confirm="Abort this run? It stops after the current step and keeps its checkpoints." hx-swap="none">
+      Abort
+    </button>
+  );
+  let body: preact.JSX.Element;
+  if (v.orphan) {
+    body = (
+      <>
+        <p><strong>Training in a process this server did not start</strong> (pid {s.pid}). It is monitored here; you can abort it.</p>
+        <p>{s.message}</p>
+        <div class="actions">{abort}</div>
+      </>
+    );
+  } else if (s.state === "queued") {
+    body = (
+      <>
+        <p>Queued{v.queuePosition ? ` (position ${v.queuePosition})` : ""}: it starts when the current run finishes.</p>
+        <div class="actions">
+          <button hx-post={`/api/runs/${id}/cancel`} hx-confirm="Cancel this queued run?" hx-swap="none">Cancel</button>
+        </div>
+      </>
+    );
+  } else if (s.state === "initializing" || s.state === "training") {
+    body = (
+      <>
+        <p role="status">{s.state === "initializing" ? "Initializing" : "Training"}: {s.message}</p>
+        <div class="actions">{abort}</div>
+      </>
+    );
+  } else if (s.state === "completed") {
+    body = (
+      <>
+        <p role="status">Completed. {latest ? `Latest checkpoint: step ${latest.step}.` : ""}</p>
+        <div class="actions">
+          {tryModel && <a class="button primary" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try it</a>}
+          <a class="button" href="/create">New model</a>
+        </div>
+      </>
+    );
+  } else {
+    body = (
+      <>
+        <p role="status">{s.state === "failed" ? "Failed" : "Aborted"}: {s.message}</p>
+        {s.error && <pre class="error">{s.error}</pre>}
+        {!latest && <p class="warning">No checkpoint was saved: nothing to resume or try. Start a new run.</p>}
+        <div class="actions">
+          {latest && <button class="primary" hx-post={`/api/runs/${id}/resume`} hx-swap="none">Resume from step {latest.step}</button>}
+          {latest && <a class="button" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try the checkpoint</a>}
+          <a class="button" href="/create">New model</a>
+        </div>
+      </>
+    );
+  }
+  return (
+    <div>
+      <p>
+        <span class={`state state-${s.state}`} data-state={s.state}>{v.orphan ? "orphan" : s.state}</span>
+      </p>
+      {body}
+    </div>
+  );
+}
+
+function Kpi(props: { v: RunView; service: TrainingService }) {
+  const { v, service } = props;
+  const m = service.metrics;
+  const info = (v.run.modelInfo ?? {}) as Record<string, number | string>;
+  const s = v.status;
+  const lastLoss = m.last(v.dir, "train/loss");
+  if (!lastLoss) {
+    return <p class="muted" data-kpi="waiting">Waiting for the first training step… ({s.message || s.state})</p>;
+  }
+  const tps = m.mean(v.dir, "train/tokens_per_second", 10);
+  const stepMs = m.mean(v.dir, "train/step_time_ms", 20);
+  const range = m.wallRange(v.dir, "train/loss");
+  const elapsedMs = range ? (range[1] - range[0]) * 1000 + (stepMs ?? 0) : NaN;
+  const remaining = s.totalSteps > s.step && stepMs ? (s.totalSteps - s.step) * stepMs : 0;
+  const evalLoss = m.last(v.dir, "eval/loss");
+  const rss = m.last(v.dir, "system/rss_mb");
+  const epoch = m.last(v.dir, "train/epoch");
+  return (
+    <div class="grid">
+      <section class="kpi" aria-label="Model">
+        <h3>Model</h3>
+        <dl>
+          <dt>Architecture</dt><dd>{String(info.architecture ?? "–")}</dd>
+          <dt>Layers</dt><dd>{String(info.layers ?? "–")}</dd>
+          <dt>Parameters</dt><dd>{info.parameters ? formatCount(Number(info.parameters)) : "–"}</dd>
+          <dt>Trainable</dt><dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
+          <dt>Memory (est.)</dt><dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
+        </dl>
+      </section>
+      <section class="kpi" aria-label="Progress">
+        <h3>Progress</h3>
+        <dl>
+          <dt>Step</dt><dd data-kpi="step">{s.totalSteps ? `${lastLoss[0]} / ${s.totalSteps}` : lastLoss[0]}</dd>
+          <dt>Epoch</dt><dd>{epoch ? epoch[1].toFixed(2) : "–"}</dd>
+          <dt>Loss</dt><dd data-kpi="loss">{lastLoss[1].toFixed(4)}</dd>
+          <dt>Eval loss</dt><dd>{evalLoss ? evalLoss[1].toFixed(4) : "–"}</dd>
+          <dt>Elapsed</dt><dd>{formatDuration(elapsedMs)}</dd>
+        </dl>
+      </section>
+      <section class="kpi" aria-label="Performance">
+        <h3>Performance</h3>
+        <dl>
+          <dt>Tokens/s</dt><dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
+          <dt>Step time</dt><dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
+          <dt>ETA</dt><dd>{isFinalState(s.state) ? "done" : remaining ? formatDuration(remaining) : "–"}</dd>
+          <dt>Memory in use</dt><dd>{rss ? formatBytes(rss[1] * 2 ** 20) : "–"}</dd>
+        </dl>
+      </section>
+    </div>
+  );
+}
+
+function LogsPoller(props: { id: string; out: number; err: number; errors: number }) {
+  const q = `out=${props.out}&err=${props.err}&errors=${props.errors}`;
+  return <div id="logs-poller" hx-get={`/runs/${encodeURIComponent(props.id)}/fragments/logs?${q}`} hx-trigger="every 1s" hx-swap="outerHTML"></div>;
+}
+
+export function dashboardRoutes(service: TrainingService) {
+  const app = new Hono();
+
+  const view = (c: Context): RunView | Response => {
+    service.reconcile();
+    try {
+      return service.get(c.req.param("id") ?? "");
+    } catch {
+      return c.notFound() as Response;
+    }
+  };
+
+  app.get("/runs/:id", (c) => {
+    const v = view(c);
+    if (v instanceof Response) return v;
+    const id = encodeURIComponent(v.id);
+    const live = !isFinalState(v.status.state) || v.orphan;
+    return page(
+      c,
+      v.run.config.name,
+      <>
+        <h1>{v.run.config.name}</h1>
+        <p class="muted">
+          {v.run.config.method === "lora" ? `LoRA r=${v.run.config.lora.r}` : "Full fine-tuning"} of <code>{v.run.config.model}</code> on{" "}
+          <code>{v.run.config.dataset.path}</code> · run <code>{v.id}</code>
+        </p>
+        <section class="panel" aria-label="Control">
+          <div id="control" hx-get={`/runs/${id}/fragments/control`} hx-trigger={live ? "every 1s" : "none"}>
+            <Control v={v} />
+          </div>
+        </section>
+        <section class="panel" aria-label="Key figures">
+          <div id="kpi" hx-get={`/runs/${id}/fragments/kpi`} hx-trigger={live ? "every 1s" : "none"}>
+            <Kpi v={v} service={service} />
+          </div>
+        </section>
+        <section class="panel" aria-label="Charts">
+          <div class="grid">
+            <Island name="LossChart" props={{ runId: v.id, title: "Loss", tags: ["train/loss", "eval/loss"], smoothing: 0.6, pollMs: 1000 }} />
+            <Island name="LossChart" props={{ runId: v.id, title: "Learning rate", tags: ["train/learning_rate"], pollMs: 2000 }} />
+            <Island name="LossChart" props={{ runId: v.id, title: "Gradient norm", tags: ["train/grad_norm"], pollMs: 2000 }} />
+            <Island name="LossChart" props={{ runId: v.id, title: "Tokens per second", tags: ["train/tokens_per_second"], pollMs: 2000 }} />
+          </div>
+        </section>
+        <section class="panel logs" aria-label="Logs">
+          <h2>Logs <span id="log-errors" class="muted">(0 error lines)</span></h2>
+          <h3>stdout</h3>
+          <pre id="log-stdout" tabIndex={0} aria-live="off"></pre>
+          <h3>stderr</h3>
+          <pre id="log-stderr" tabIndex={0}></pre>
+          <LogsPoller id={v.id} out={-1} err={-1} errors={0} />
+        </section>
+        <p>
+          TensorBoard: <code>tensorboard --logdir {v.dir}</code>
+        </p>
+      </>,
+    );
+  });
+
+  app.get("/runs/:id/fragments/control", (c) => {
+    const v = view(c);
+    if (v instanceof Response) return v;
+    return poll(v, c, <Control v={v} />);
+  });
+
+  app.get("/runs/:id/fragments/kpi", (c) => {
+    const v = view(c);
+    if (v instanceof Response) return v;
+    return poll(v, c, <Kpi v={v} service={service} />);
+  });
+
+  app.get("/runs/:id/fragments/logs", (c) => {
+    const v = view(c);
+    if (v instanceof Response) return v;
+    const num = (k: string, d: number) => {
+      const n = Number(c.req.query(k) ?? d);
+      return Number.isSafeInteger(n) && n >= -1 ? n : d;
+    };
+    const out = readLogChunk(path.join(v.dir, STDOUT_LOG), num("out", -1));
+    const err = readLogChunk(path.join(v.dir, STDERR_LOG), num("err", -1));
+    const errors = num("errors", 0) + countErrorLines(err.text) + countErrorLines(out.text);
+    const done = isFinalState(v.status.state) && !v.orphan && out.next >= out.size && err.next >= err.size;
+    return fragment(
+      c,
+      <>
+        {!done && <LogsPoller id={v.id} out={out.next} err={err.next} errors={errors} />}
+        {out.text && <div hx-swap-oob="beforeend:#log-stdout">{out.text}</div>}
+        {err.text && <div hx-swap-oob="beforeend:#log-stderr">{err.text}</div>}
+        <span id="log-errors" class={errors ? "error-count" : "muted"} hx-swap-oob="true" data-errors={errors}>
+          ({errors} error line{errors === 1 ? "" : "s"})
+        </span>
+      </>,
+      done ? STOP_POLLING : 200,
+    );
+  });
+
+  return app;
+}
