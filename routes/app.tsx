@@ -55,6 +55,7 @@ export function createApp(deps: AppDeps): Hono {
 
   app.get("/healthz", (c) => c.json({ ok: true, version: VERSION }));
   app.get("/static/:name", async (c) => (await serveStatic(c.req.param("name"))) ?? c.notFound());
+  app.get("/favicon.ico", (c) => c.redirect("/static/favicon.svg", 301));
 
   app.route("/", homeRoutes(deps));
   app.route("/", runsRoutes(deps));

@@ -1,0 +1,221 @@
+/**
+ * The trainer end to end, on the real engine with the built-in demo model and the sample dataset:
+ * a run through `main.ts train` (loss falls, valid event file, PEFT adapter, final/ with a card),
+ * resume after SIGKILL reaching the same losses as a run that never stopped, SIGTERM abort with a
+ * checkpoint, the lock refusing a second trainer, and full fine-tuning's HF-layout checkpoint.
+ */
+import { deepStrictEqual as eq, ok } from "node:assert/strict";
+import { join } from "node:path";
+import { listEventFiles, readEventFile, type ScalarEvent } from "../trainer/tfevents.ts";
+import { readStatus } from "../trainer/status.ts";
+import { acquireLock, readLock, releaseLock } from "../trainer/lock.ts";
+import { createRun, runWorker } from "../trainer/worker.ts";
+import { listCheckpoints, readTrainerState } from "../trainer/checkpoint.ts";
+import { readHeader } from "../engine/safetensors.ts";
+import { parseRunConfig } from "../config/training.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const DATA = Deno.makeTempDirSync({ prefix: "gt-e2e-" });
+const quiet = () => {};
+
+function config(extra: Record<string, unknown> = {}) {
+  return {
+    name: "e2e",
+    model: "demo",
+    dataset: { path: "sample", validation: 0.1 },
+    maxSteps: 12,
+    batchSize: 4,
+    learningRate: 0.01,
+    warmupSteps: 2,
+    maxLength: 64,
+    evalEvery: 6,
+    saveEvery: 4,
+    keepCheckpoints: 10,
+    threads: 1,
+    lora: { r: 4, alpha: 8, dropout: 0.1 },
+    ...extra,
+  };
+}
+
+function spawnTrain(args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(ROOT, "main.ts"), "train", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+async function finish(p: Deno.ChildProcess): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await p.output();
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+}
+
+/** The last value written for each step of `tag` over every event file of the run (a resumed run rewrites steps). */
+function series(runDir: string, tag: string): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const f of listEventFiles(runDir)) {
+    for (const s of readEventFile(f).scalars as ScalarEvent[]) if (s.tag === tag) m.set(s.step, s.value);
+  }
+  return m;
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+Deno.test({
+  name: "train --config on the demo model and sample data: falling loss, valid events, PEFT adapter, final card",
+  sanitizeResources: false,
+  async fn() {
+    const cfgFile = join(DATA, "cfg.json");
+    Deno.writeTextFileSync(cfgFile, JSON.stringify(config({ maxSteps: 40, batchSize: 8, evalEvery: 20, saveEvery: 20, keepCheckpoints: 1 })));
+    const r = await finish(spawnTrain(["--config", cfgFile, "--data", DATA]));
+    eq(r.code, 0, r.stderr);
+    const last = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    eq(Object.keys(last), ["runId", "runDir", "state", "step", "trainLoss", "evalLoss"]);
+    eq([last.state, last.step], ["completed", 40]);
+    ok(r.stdout.includes("step 40/40 | loss "), "progress lines on stdout");
+    const runDir: string = last.runDir;
+    const loss = [...series(runDir, "train/loss").entries()].sort((a, b) => a[0] - b[0]).map(([, v]) => v);
+    eq(loss.length, 40);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    ok(mean(loss.slice(-8)) < 0.6 * mean(loss.slice(0, 4)), `loss should fall: first ${loss.slice(0, 4)} last ${loss.slice(-8)}`);
+    for (const tag of ["train/learning_rate", "train/grad_norm", "train/tokens_per_second", "train/step_time_ms", "train/epoch", "system/rss_mb"]) {
+      eq(series(runDir, tag).size, 40, tag);
+    }
+    eq([...series(runDir, "eval/loss").keys()], [20, 40]);
+    ok(Math.abs(series(runDir, "eval/loss").get(40)! - last.evalLoss) < 1e-4);
+    const st = readStatus(runDir)!;
+    eq([st.state, st.step, st.totalSteps], ["completed", 40, 40]);
+    eq(readLock(DATA), null);
+    const run = JSON.parse(Deno.readTextFileSync(join(runDir, "run.json")));
+    eq(run.modelInfo.layers, 2);
+    ok(run.modelInfo.parameters > run.modelInfo.trainableParameters && run.modelInfo.trainableParameters > 0);
+    // PEFT adapter
+    const final = join(runDir, "final");
+    const ac = JSON.parse(Deno.readTextFileSync(join(final, "adapter_config.json")));
+    eq([ac.peft_type, ac.task_type, ac.r, ac.lora_alpha], ["LORA", "CAUSAL_LM", 4, 8]);
+    const { entries, metadata } = readHeader(join(final, "adapter_model.safetensors"));
+    eq(metadata.format, "pt");
+    eq(entries.length, 2 * 7 * 2);
+    const q = entries.find((e) => e.name === "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")!;
+    eq([q.dtype, q.shape], ["F32", [4, 64]]);
+    ok(Deno.readTextFileSync(join(final, "README.md")).includes("library_name: peft"));
+    eq(listCheckpoints(runDir).map((c) => c.step), [40]); // keepCheckpoints 1
+    const ts = readTrainerState(join(runDir, "checkpoints", "checkpoint-40"));
+    eq([ts.step, ts.microBatches, ts.schedule.totalSteps], [40, 40, 40]);
+    ok(Deno.statSync(join(runDir, "checkpoints", "checkpoint-40", "optimizer.safetensors")).size > 0);
+  },
+});
+
+Deno.test({
+  name: "resume after SIGKILL reaches the same losses as a run that never stopped",
+  sanitizeResources: false,
+  async fn() {
+    const cfg = parseRunConfig(config({ maxSteps: 16, saveEvery: 4, batchSize: 2, gradAccum: 2 }));
+    const reference = createRun(cfg, DATA);
+    eq((await runWorker(reference, DATA, { log: quiet })).state, "completed");
+    const ref = series(reference, "train/loss");
+
+    const killed = createRun(cfg, DATA);
+    const p = spawnTrain(["--run", killed]);
+    await waitFor(() => listCheckpoints(killed).length > 0, 120_000, "the first checkpoint");
+    p.kill("SIGKILL");
+    const r = await finish(p);
+    ok(r.code !== 0);
+    const before = readStatus(killed)!;
+    ok(before.state === "training" && before.step < 16, `killed mid-run, status ${JSON.stringify(before)}`);
+    eq(readLock(DATA)?.runId, killed.split("/").at(-1)); // the dead process's lock is left behind
+
+    const resumed = await finish(spawnTrain(["--run", killed]));
+    eq(resumed.code, 0, resumed.stderr);
+    ok(resumed.stdout.includes("Resumed from step"), resumed.stdout);
+    ok(Deno.readTextFileSync(join(killed, "status.log")).includes("Replaced a stale lock"));
+    const got = series(killed, "train/loss");
+    eq([...got.keys()].sort((a, b) => a - b), [...ref.keys()].sort((a, b) => a - b));
+    for (const [step, v] of ref) ok(Math.abs(got.get(step)! - v) <= 1e-5 * Math.max(1, Math.abs(v)), `step ${step}: ${got.get(step)} vs ${v}`);
+    const evalRef = series(reference, "eval/loss"), evalGot = series(killed, "eval/loss");
+    ok(Math.abs(evalRef.get(16)! - evalGot.get(16)!) < 1e-5);
+    eq(readStatus(killed)!.state, "completed");
+  },
+});
+
+Deno.test({
+  name: "SIGTERM finishes the step, saves a checkpoint, writes aborted and exits 0",
+  sanitizeResources: false,
+  async fn() {
+    const runDir = createRun(parseRunConfig(config({ maxSteps: 100000, saveEvery: 0, evalEvery: 0 })), DATA);
+    const p = spawnTrain(["--run", runDir]);
+    await waitFor(() => (readStatus(runDir)?.step ?? 0) >= 2, 120_000, "two steps");
+    const t0 = Date.now();
+    p.kill("SIGTERM");
+    const r = await finish(p);
+    ok(Date.now() - t0 < 10_000, "exits within seconds");
+    eq(r.code, 0, r.stderr);
+    const last = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    const st = readStatus(runDir)!;
+    eq([last.state, st.state], ["aborted", "aborted"]);
+    eq(listCheckpoints(runDir).map((c) => c.step), [st.step]);
+    eq(readLock(DATA), null);
+  },
+});
+
+Deno.test({
+  name: "a live lock makes a second trainer refuse to start; a bad dataset fails before training",
+  sanitizeResources: false,
+  async fn() {
+    const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
+    try {
+      ok(acquireLock(DATA, "other-run", sleeper.pid).ok);
+      const runDir = createRun(parseRunConfig(config({ maxSteps: 1 })), DATA);
+      const r = await finish(spawnTrain(["--run", runDir]));
+      eq(r.code, 1);
+      ok(r.stderr.includes(`Another training process holds the lock (pid ${sleeper.pid}, run other-run`), r.stderr);
+      eq(readStatus(runDir)!.state, "queued");
+    } finally {
+      releaseLock(DATA, sleeper.pid);
+      sleeper.kill("SIGKILL");
+      await sleeper.status;
+    }
+    const bad = join(DATA, "bad.jsonl");
+    Deno.writeTextFileSync(bad, '{"question":"a","answer":"b"}\n');
+    const runDir = createRun(parseRunConfig(config({ dataset: { path: bad } })), DATA);
+    const res = await runWorker(runDir, DATA, { log: quiet });
+    eq(res.state, "failed");
+    const st = readStatus(runDir)!;
+    eq([st.state, st.step], ["failed", 0]);
+    ok(st.error!.includes("Cannot tell the format") && st.error!.includes('"question"'), st.error);
+  },
+});
+
+Deno.test({
+  name: "full fine-tuning writes HF-layout checkpoints and lowers the loss",
+  sanitizeResources: false,
+  async fn() {
+    // 288 training rows / batch 4 = 72 micro-batches per epoch; 0.06 epochs → 5 steps
+    const runDir = createRun(parseRunConfig(config({ method: "full", maxSteps: undefined, epochs: 0.06, learningRate: 1e-3, saveEvery: 3, evalEvery: 0 })), DATA);
+    const res = await runWorker(runDir, DATA, { log: quiet });
+    eq([res.state, res.step], ["completed", 5]);
+    const loss = series(runDir, "train/loss");
+    ok(loss.get(5)! < loss.get(1)!, `loss ${[...loss.values()]}`);
+    eq(listCheckpoints(runDir).map((c) => c.step), [3, 5]);
+    const final = join(runDir, "final");
+    for (const f of ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "trainer_state.json", "README.md"]) {
+      ok(Deno.statSync(join(final, f)).isFile, f);
+    }
+    const names = readHeader(join(final, "model.safetensors")).entries.map((e) => e.name);
+    ok(names.includes("model.embed_tokens.weight") && names.includes("model.layers.1.mlp.down_proj.weight"));
+    eq(JSON.parse(Deno.readTextFileSync(join(final, "config.json"))).torch_dtype, "float32");
+  },
+});
+
+globalThis.addEventListener("unload", () => {
+  try {
+    Deno.removeSync(DATA, { recursive: true });
+  } catch { /* best effort */ }
+});

@@ -1,0 +1,196 @@
+/**
+ * Checkpoints in a run directory: `checkpoints/checkpoint-<step>/` holding the adapter (PEFT) or the
+ * full weights (HF layout), the optimizer state and trainer_state.json. Each is written into a temp
+ * directory and renamed, so a kill at any moment leaves only complete checkpoints behind.
+ */
+import * as fs from "node:fs";
+import { basename, join } from "node:path";
+import type { LoraConfig } from "../config/training.ts";
+import { readAdapter, writeAdapter } from "../engine/peft.ts";
+import { listCheckpoint, readHeader, readTensorF32, writeSafetensors } from "../engine/safetensors.ts";
+import type { Schedule } from "../engine/optim.ts";
+
+export const TRAINER_STATE_FORMAT = "gemma-tuner-trainer-state";
+export const TRAINER_STATE_VERSION = 1;
+
+export interface LogEntry {
+  step: number;
+  loss?: number;
+  learningRate?: number;
+  gradNorm?: number;
+  evalLoss?: number;
+  epoch: number;
+}
+
+/** trainer_state.json: everything besides tensors that a resumed run needs to continue exactly. */
+export interface TrainerState {
+  format: typeof TRAINER_STATE_FORMAT;
+  version: number;
+  /** Optimizer steps completed. */
+  step: number;
+  totalSteps: number;
+  /** Fractional epochs done. */
+  epoch: number;
+  /** Data cursor: micro-batches consumed (the order is a function of seed and epoch). */
+  microBatches: number;
+  /** The seeds every random choice derives from; LoRA dropout of micro-batch k uses (seed, k). */
+  rng: { seed: number; dropoutStream: "seed,microBatch"; nextMicroBatch: number };
+  schedule: Schedule;
+  method: "lora" | "full";
+  baseModel: string;
+  trainLoss: number | null;
+  evalLoss: number | null;
+  logHistory: LogEntry[];
+}
+
+export interface CheckpointInfo {
+  step: number;
+  dir: string;
+}
+
+const NAME = /^checkpoint-(\d+)$/;
+
+export function checkpointsDir(runDir: string): string {
+  return join(runDir, "checkpoints");
+}
+
+/** Complete checkpoints (those with trainer_state.json), oldest first. */
+export function listCheckpoints(runDir: string): CheckpointInfo[] {
+  const root = checkpointsDir(runDir);
+  if (!fs.existsSync(root)) return [];
+  const out: CheckpointInfo[] = [];
+  for (const name of fs.readdirSync(root)) {
+    const m = NAME.exec(name);
+    if (m && fs.existsSync(join(root, name, "trainer_state.json"))) out.push({ step: Number(m[1]), dir: join(root, name) });
+  }
+  return out.sort((a, b) => a.step - b.step);
+}
+
+export function latestCheckpoint(runDir: string): CheckpointInfo | null {
+  return listCheckpoints(runDir).at(-1) ?? null;
+}
+
+/** Removes temp directories left by a killed writer. */
+export function cleanPartialCheckpoints(runDir: string): void {
+  for (const root of [checkpointsDir(runDir), runDir]) {
+    if (!fs.existsSync(root)) continue;
+    for (const name of fs.readdirSync(root)) {
+      if (name.startsWith(".tmp-")) fs.rmSync(join(root, name), { recursive: true, force: true });
+    }
+  }
+}
+
+export interface CheckpointContent {
+  step: number;
+  method: "lora" | "full";
+  /** PEFT names (lora) or HF names (full). */
+  trainable: Map<string, { shape: number[]; data: Float32Array }>;
+  optimizer: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[];
+  state: TrainerState;
+  lora?: LoraConfig;
+  baseModel: string;
+  /** The base model directory: config and tokenizer files are copied for full checkpoints. */
+  modelDir: string;
+}
+
+const MODEL_SIDE_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json"];
+
+/** Writes the tensors and state of one checkpoint into `dir` (which must exist). */
+function writeContent(dir: string, c: CheckpointContent): void {
+  if (c.method === "lora") {
+    if (!c.lora) throw new RangeError("A LoRA checkpoint needs the LoRA settings");
+    writeAdapter(dir, c.trainable, c.lora, c.baseModel);
+  } else {
+    const tensors = [...c.trainable].map(([name, t]) => ({ name, dtype: "F32" as const, shape: t.shape, data: t.data }));
+    writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
+    for (const f of MODEL_SIDE_FILES) {
+      const src = join(c.modelDir, f);
+      if (!fs.existsSync(src)) continue;
+      if (f === "config.json") {
+        // The weights are saved as float32 whatever the base stored.
+        const cfg = JSON.parse(fs.readFileSync(src, "utf8"));
+        if ("torch_dtype" in cfg) cfg.torch_dtype = "float32";
+        if ("dtype" in cfg) cfg.dtype = "float32";
+        fs.writeFileSync(join(dir, f), JSON.stringify(cfg, null, 2) + "\n");
+      } else fs.copyFileSync(src, join(dir, f));
+    }
+  }
+  writeSafetensors(join(dir, "optimizer.safetensors"), c.optimizer, { format: "pt", step: String(c.state.step) });
+  fs.writeFileSync(join(dir, "trainer_state.json"), JSON.stringify(c.state, null, 2) + "\n");
+}
+
+/** Writes `checkpoints/checkpoint-<step>/` through a temp dir + rename; returns its path. */
+export function writeCheckpoint(runDir: string, c: CheckpointContent): string {
+  const root = checkpointsDir(runDir);
+  fs.mkdirSync(root, { recursive: true });
+  const final = join(root, `checkpoint-${c.step}`);
+  if (fs.existsSync(join(final, "trainer_state.json"))) return final;
+  const tmp = join(root, `.tmp-checkpoint-${c.step}-${Deno.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  try {
+    writeContent(tmp, c);
+    fs.rmSync(final, { recursive: true, force: true });
+    fs.renameSync(tmp, final);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return final;
+}
+
+/** Deletes all but the newest `keep` checkpoints. */
+export function pruneCheckpoints(runDir: string, keep: number): void {
+  const all = listCheckpoints(runDir);
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(c.dir, { recursive: true, force: true });
+}
+
+/** Reads trainer_state.json, refusing a file of another format or version with a hint. */
+export function readTrainerState(dir: string): TrainerState {
+  const file = join(dir, "trainer_state.json");
+  let s: TrainerState;
+  try {
+    s = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new SyntaxError(`Cannot resume from "${file}": ${(e as Error).message}`);
+  }
+  if (s.format !== TRAINER_STATE_FORMAT || s.version !== TRAINER_STATE_VERSION) {
+    throw new RangeError(
+      `Cannot resume from "${file}": format ${JSON.stringify(s.format)} version ${s.version}, expected ${TRAINER_STATE_FORMAT} version ${TRAINER_STATE_VERSION} (written by another gemma-tuner version; start a new run)`,
+    );
+  }
+  return s;
+}
+
+/** Trainable tensors and optimizer state of a checkpoint. */
+export function readCheckpoint(dir: string): { state: TrainerState; trainable: Map<string, Float32Array>; optimizer: Map<string, Float32Array> } {
+  const state = readTrainerState(dir);
+  const trainable = new Map<string, Float32Array>();
+  if (state.method === "lora") {
+    for (const [name, t] of readAdapter(dir).tensors) trainable.set(name, t.data);
+  } else {
+    for (const [name, e] of listCheckpoint(dir)) trainable.set(name, readTensorF32(e));
+  }
+  const optimizer = new Map<string, Float32Array>();
+  for (const e of readHeader(join(dir, "optimizer.safetensors")).entries) optimizer.set(e.name, readTensorF32(e));
+  return { state, trainable, optimizer };
+}
+
+/**
+ * `final/`: a copy of the checkpoint (without optimizer state) plus README.md, replaced atomically.
+ */
+export function writeFinal(runDir: string, checkpointDir: string, readme: string): string {
+  const final = join(runDir, "final");
+  const tmp = join(runDir, `.tmp-final-${Deno.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  for (const f of fs.readdirSync(checkpointDir)) {
+    if (f === "optimizer.safetensors") continue;
+    fs.copyFileSync(join(checkpointDir, f), join(tmp, f));
+  }
+  fs.writeFileSync(join(tmp, "README.md"), readme);
+  fs.writeFileSync(join(tmp, "checkpoint.txt"), basename(checkpointDir) + "\n");
+  fs.rmSync(final, { recursive: true, force: true });
+  fs.renameSync(tmp, final);
+  return final;
+}

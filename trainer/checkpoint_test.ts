@@ -1,0 +1,94 @@
+import { deepStrictEqual as eq, ok, throws } from "node:assert/strict";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { LoraSchema } from "../config/training.ts";
+import { AdamW } from "../engine/optim.ts";
+import {
+  cleanPartialCheckpoints, type CheckpointContent, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpoint,
+  readTrainerState, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, writeCheckpoint, writeFinal,
+} from "./checkpoint.ts";
+import { modelCard } from "./model_card.ts";
+import { describeFailure, readRunJson } from "./worker.ts";
+import { parseRunConfig } from "../config/training.ts";
+
+function content(step: number, scale: number): CheckpointContent {
+  const trainable = new Map([
+    ["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", { shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6].map((x) => x * scale)) }],
+    ["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", { shape: [4, 2], data: new Float32Array(8).fill(scale) }],
+  ]);
+  const opt = new AdamW(trainable, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+  opt.update(new Map([...trainable].map(([n, t]) => [n, t.data.map((x) => x + 0.5)])), 0.01);
+  return {
+    step,
+    method: "lora",
+    trainable,
+    optimizer: opt.stateTensors(),
+    lora: LoraSchema.parse({ r: 2, alpha: 4, targets: ["q_proj"] }),
+    baseModel: "/models/x",
+    modelDir: "/models/x",
+    state: {
+      format: TRAINER_STATE_FORMAT, version: TRAINER_STATE_VERSION, step, totalSteps: 10, epoch: step / 10, microBatches: step,
+      rng: { seed: 1, dropoutStream: "seed,microBatch", nextMicroBatch: step },
+      schedule: { kind: "cosine", peakLr: 0.01, warmupSteps: 1, totalSteps: 10 }, method: "lora", baseModel: "/models/x",
+      trainLoss: 1.5, evalLoss: null, logHistory: [{ step, loss: 1.5, epoch: step / 10 }],
+    },
+  };
+}
+
+Deno.test("checkpoints: atomic write, partial dirs ignored and cleaned, prune, exact round-trip, final/", () => {
+  const run = Deno.makeTempDirSync();
+  try {
+    const c2 = content(2, 1);
+    writeCheckpoint(run, c2);
+    // a writer killed mid-way leaves only a temp dir, and a dir without trainer_state.json is incomplete
+    fs.mkdirSync(join(run, "checkpoints", ".tmp-checkpoint-4-999"), { recursive: true });
+    fs.mkdirSync(join(run, "checkpoints", "checkpoint-6"));
+    eq(listCheckpoints(run).map((c) => c.step), [2]);
+    cleanPartialCheckpoints(run);
+    ok(!fs.existsSync(join(run, "checkpoints", ".tmp-checkpoint-4-999")));
+    writeCheckpoint(run, content(4, 2));
+    writeCheckpoint(run, content(10, 3));
+    eq(latestCheckpoint(run)!.step, 10);
+    pruneCheckpoints(run, 2);
+    eq(listCheckpoints(run).map((c) => c.step), [4, 10]);
+    const back = readCheckpoint(join(run, "checkpoints", "checkpoint-4"));
+    const orig = content(4, 2);
+    for (const [n, t] of orig.trainable) eq(Array.from(back.trainable.get(n)!), Array.from(t.data));
+    for (const t of orig.optimizer) eq(Array.from(back.optimizer.get(t.name)!), Array.from(t.data));
+    eq(back.state.step, 4);
+    const ac = JSON.parse(Deno.readTextFileSync(join(run, "checkpoints", "checkpoint-4", "adapter_config.json")));
+    eq([ac.peft_type, ac.r, ac.lora_alpha, ac.target_modules], ["LORA", 2, 4, ["q_proj"]]);
+    const final = writeFinal(run, join(run, "checkpoints", "checkpoint-10"), "# card\n");
+    eq(fs.readdirSync(final).sort(), ["README.md", "adapter_config.json", "adapter_model.safetensors", "checkpoint.txt", "trainer_state.json"]);
+    Deno.writeTextFileSync(join(run, "checkpoints", "checkpoint-10", "trainer_state.json"), JSON.stringify({ format: "other", version: 9 }));
+    throws(() => readTrainerState(join(run, "checkpoints", "checkpoint-10")), /expected gemma-tuner-trainer-state version 1.*start a new run/);
+  } finally {
+    Deno.removeSync(run, { recursive: true });
+  }
+});
+
+Deno.test("run.json in both shapes, failure messages, model card", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const cfg = { name: "x", dataset: { path: "sample" }, maxSteps: 3 };
+    Deno.writeTextFileSync(join(dir, "run.json"), JSON.stringify({ id: "r1", createdAt: "t", config: cfg, modelInfo: { layers: 2 } }));
+    eq([readRunJson(dir).id, readRunJson(dir).config.maxSteps], ["r1", 3]);
+    Deno.writeTextFileSync(join(dir, "run.json"), JSON.stringify({ ...cfg, id: "r2", modelInfo: { layers: 2 }, datasetInfo: {}, modelDir: "/m" }));
+    eq([readRunJson(dir).id, readRunJson(dir).config.name], ["r2", "x"]);
+    Deno.writeTextFileSync(join(dir, "run.json"), JSON.stringify({ ...cfg, batchSize: 0 }));
+    throws(() => readRunJson(dir), /run\.json[\s\S]*batchSize/);
+    Deno.removeSync(join(dir, "run.json"));
+    throws(() => readRunJson(dir), /run\.json is missing/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+  ok(describeFailure(new Error("std::bad_alloc")).includes("smaller batchSize"));
+  eq(describeFailure(new RangeError("Step 3: the loss is NaN")), "Step 3: the loss is NaN");
+  const card = modelCard({
+    runId: "r", config: parseRunConfig({ name: "demo-run", dataset: { path: "d.jsonl" }, maxSteps: 5 }), baseModel: "/m",
+    dataset: { format: "messages", train: 9, validation: 1, invalid: 2, truncated: 0 }, step: 5, totalSteps: 5, epoch: 1,
+    trainLoss: 1.23456, evalLoss: null, parameters: { total: 1000, trainable: 10 }, finishedAt: "now", state: "completed",
+  });
+  ok(card.startsWith("---\nbase_model: \"/m\"\nlibrary_name: peft"));
+  ok(card.includes("| train (last step) | 1.2346 |") && card.includes("| eval | n/a |") && card.includes("2 rows skipped as invalid"));
+});
