@@ -189,7 +189,7 @@ Deno.test({
     eq(res.state, "failed");
     const st = readStatus(runDir)!;
     eq([st.state, st.step], ["failed", 0]);
-    ok(st.error!.includes("Cannot tell the format") && st.error!.includes('"question"'), st.error);
+    ok(st.error!.includes("Cannot tell the format") && st.error!.includes('"question"'), st.error ?? "");
   },
 });
 
