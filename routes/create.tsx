@@ -1,18 +1,428 @@
-/** `/create`: choose the base model, the data and the method, then start a run. */
+/**
+ * `/create`: choose the base model, the data and the method, see what will be trained, start.
+ * Fragments: `check` (validation + model info + memory), `preview` (dataset three ways, histogram,
+ * invalid rows), `estimate` (a measured probe of the real step), `start` (creates the run).
+ */
 import { Hono } from "hono";
-import { page } from "./_layout.tsx";
+import type { Context } from "hono";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { formatBytes, formatCount, formatDuration, fragment, page } from "./_layout.tsx";
 import type { AppDeps } from "./app.tsx";
+import { ALL_TARGETS, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
+import type { RunConfig } from "../config/training.ts";
+import { describeModel, type ModelInfo } from "../engine/model_dir.ts";
+import { resolveModelPath } from "../engine/init_model.ts";
+import { estimateMemory } from "../engine/gemma/params.ts";
+import { inspectDataset, tokenizeExample } from "../engine/data/mod.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+import { renderChat } from "../engine/chat_format.ts";
+import { probeStep } from "../trainer/preflight.ts";
 
-export function createRoutes(_deps: AppDeps) {
+const LAST_SETTINGS = "create.last";
+const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "form"];
+
+async function formValues(c: Context): Promise<FormValues> {
+  const body = await c.req.parseBody({ all: true });
+  const out: FormValues = {};
+  for (const [k, v] of Object.entries(body)) {
+    if (typeof v === "string") out[k] = v;
+    else if (Array.isArray(v)) out[k] = v.filter((x): x is string => typeof x === "string");
+  }
+  return out;
+}
+
+function Err(props: { name: string; msg?: string; oob?: boolean }) {
+  return (
+    <p id={`err-${props.name}`} class="field-error" role={props.msg ? "alert" : undefined} hx-swap-oob={props.oob ? "true" : undefined}>
+      {props.msg ?? ""}
+    </p>
+  );
+}
+
+function Num(props: { name: string; label: string; value?: number; step?: string; min?: number; max?: number; hint?: string }) {
+  return (
+    <div class="field">
+      <label for={`f-${props.name}`}>{props.label}</label>
+      <input id={`f-${props.name}`} name={props.name} type="number" inputmode="decimal" value={props.value ?? ""} step={props.step ?? "any"} min={props.min} max={props.max}
+        aria-describedby={`err-${props.name}`} />
+      {props.hint && <small class="muted">{props.hint}</small>}
+      <Err name={props.name} />
+    </div>
+  );
+}
+
+function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[]; preset?: string }) {
+  const { cfg } = props;
+  const custom = cfg.model !== "demo" && !props.cached.some((m) => m.dir === cfg.model);
+  const trigger = "change delay:300ms from:#create-form, load";
+  return (
+    <form id="create-form" hx-post="/create/start" hx-target="#start-result">
+      <div hx-post="/create/fragments/check" hx-trigger={trigger} hx-include="#create-form" hx-target="#check" hx-sync="this:replace"></div>
+      <section class="panel" aria-labelledby="h-presets">
+        <h2 id="h-presets">Presets</h2>
+        <p class="actions">
+          {Object.entries(PRESETS).map(([k, p]) => <a class="button" href={`/create?preset=${k}`} aria-current={props.preset === k ? "true" : undefined}>{p.label}</a>)}
+        </p>
+      </section>
+      <section class="panel" aria-labelledby="h-model">
+        <h2 id="h-model">1. Base model</h2>
+        <label for="f-model">Model</label>
+        <select id="f-model" name="model">
+          <option value="demo" selected={cfg.model === "demo"}>demo: tiny Gemma 3 with the real tokenizer (built in)</option>
+          {props.cached.map((m) => <option value={m.dir} selected={cfg.model === m.dir}>{m.label}</option>)}
+        </select>
+        <label for="f-model_path">…or a local Hugging Face model directory</label>
+        <input id="f-model_path" name="model_path" type="text" size={60} placeholder="/path/to/gemma-3-270m" value={custom ? cfg.model : ""} aria-describedby="err-model_path" />
+        <Err name="model_path" />
+        <Err name="model" />
+        <label for="f-name">Run name</label>
+        <input id="f-name" name="name" type="text" value={cfg.name} maxLength={100} aria-describedby="err-name" />
+        <Err name="name" />
+      </section>
+      <section class="panel" aria-labelledby="h-data">
+        <h2 id="h-data">2. Dataset</h2>
+        <label for="f-dataset_path">Dataset: <code>sample</code>, a path, or upload a file below</label>
+        <input id="f-dataset_path" name="dataset_path" type="text" size={60} value={cfg.dataset.path} aria-describedby="err-dataset_path" />
+        <Err name="dataset_path" />
+        <label for="f-upload">Upload (JSONL, JSON, CSV or Parquet)</label>
+        <input id="f-upload" name="file" type="file" accept=".jsonl,.json,.csv,.parquet" form="upload-form" />
+        <button type="submit" form="upload-form">Upload</button>
+        <div id="upload-result" aria-live="polite"></div>
+        <label for="f-format">Format</label>
+        <select id="f-format" name="format">
+          {["auto", "messages", "prompt_completion", "alpaca", "text"].map((f) => <option value={f} selected={cfg.dataset.format === f}>{f}</option>)}
+        </select>
+        <Num name="validation" label="Validation fraction" value={cfg.dataset.validation} min={0} max={0.5} />
+        <PreviewBox />
+      </section>
+      <section class="panel" aria-labelledby="h-method">
+        <h2 id="h-method">3. Method and settings</h2>
+        <fieldset>
+          <legend>Method</legend>
+          <label><input type="radio" name="method" value="lora" checked={cfg.method === "lora"} /> LoRA (small adapter, little memory)</label>
+          <label><input type="radio" name="method" value="full" checked={cfg.method === "full"} /> Full fine-tuning (every weight)</label>
+        </fieldset>
+        <div class="grid">
+          <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" />
+          <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} />
+          <Num name="lora_dropout" label="LoRA dropout" value={cfg.lora.dropout} min={0} max={0.9} />
+        </div>
+        <label><input type="checkbox" name="lora_rslora" checked={cfg.lora.rslora} /> rsLoRA (scale α/√r)</label>
+        <fieldset>
+          <legend>LoRA target modules</legend>
+          {ALL_TARGETS.map((t) => <label class="inline"><input type="checkbox" name="lora_targets" value={t} checked={cfg.lora.targets.includes(t)} /> {t}</label>)}
+          <Err name="lora_targets" />
+        </fieldset>
+        <fieldset>
+          <legend>Length of training</legend>
+          <label><input type="radio" name="until" value="steps" checked={cfg.epochs === undefined} /> Steps</label>
+          <label><input type="radio" name="until" value="epochs" checked={cfg.epochs !== undefined} /> Epochs</label>
+        </fieldset>
+        <div class="grid">
+          <Num name="maxSteps" label="Max steps" value={cfg.maxSteps} min={1} step="1" />
+          <Num name="epochs" label="Epochs" value={cfg.epochs} min={0} />
+          <Num name="batchSize" label="Batch size" value={cfg.batchSize} min={1} step="1" />
+          <Num name="gradAccum" label="Gradient accumulation" value={cfg.gradAccum} min={1} step="1" />
+          <Num name="learningRate" label="Learning rate" value={cfg.learningRate} min={0} />
+          <div class="field">
+            <label for="f-schedule">Schedule</label>
+            <select id="f-schedule" name="schedule">
+              {["cosine", "linear", "constant"].map((s) => <option value={s} selected={cfg.schedule === s}>{s}</option>)}
+            </select>
+          </div>
+          <Num name="warmupSteps" label="Warmup steps" value={cfg.warmupSteps} min={0} step="1" />
+          <Num name="maxLength" label="Max length (tokens)" value={cfg.maxLength} min={8} step="1" />
+          <Num name="evalEvery" label="Eval every (steps)" value={cfg.evalEvery} min={0} step="1" />
+          <Num name="saveEvery" label="Save every (steps)" value={cfg.saveEvery} min={0} step="1" />
+          <Num name="seed" label="Seed" value={cfg.seed} min={0} step="1" />
+        </div>
+      </section>
+      <section class="panel" aria-labelledby="h-check">
+        <h2 id="h-check">4. What will be trained</h2>
+        <div id="check" aria-live="polite"></div>
+        <p>
+          <button type="button" hx-post="/create/fragments/estimate" hx-include="#create-form" hx-target="#estimate" hx-indicator="#estimate-busy">
+            Estimate time (measures a few real steps)
+          </button>
+          <span id="estimate-busy" class="htmx-indicator muted"> measuring…</span>
+        </p>
+        <div id="estimate" aria-live="polite"></div>
+      </section>
+      <p class="actions">
+        <button type="submit" class="primary" id="start">Start training</button>
+      </p>
+      <Err name="form" />
+      <div id="start-result" aria-live="polite"></div>
+    </form>
+  );
+}
+
+function PreviewBox(props: { oob?: boolean }) {
+  return (
+    <div id="preview" hx-post="/create/fragments/preview" hx-swap-oob={props.oob ? "true" : undefined}
+      hx-trigger="load, change from:#f-dataset_path, change from:#f-format, change from:#f-maxLength, change from:.map-field" hx-include="#create-form" aria-live="polite">
+      <p class="muted">Loading the preview…</p>
+    </div>
+  );
+}
+
+function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
+  const { info, cfg } = props;
+  const mem = estimateMemory(info.config, { method: cfg.method, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets });
+  const total = os.totalmem();
+  return (
+    <div class="kpi">
+      <dl>
+        <dt>Generation</dt><dd>Gemma {info.generation} ({info.modelType})</dd>
+        <dt>Layers</dt><dd>{info.layers}</dd>
+        <dt>Parameters</dt><dd>{formatCount(info.parameters)}</dd>
+        <dt>Stored dtype</dt><dd>{info.storedDtype}</dd>
+        <dt>Size on disk</dt><dd>{formatBytes(info.sizeBytes)}</dd>
+        <dt>Memory for {cfg.method === "lora" ? "LoRA" : "full fine-tuning"}</dt><dd data-memory={mem.totalBytes}>{formatBytes(mem.totalBytes)} (weights {formatBytes(mem.weightsBytes)}, optimizer {formatBytes(mem.optimizerBytes)}, activations {formatBytes(mem.activationBytes)})</dd>
+      </dl>
+      {mem.totalBytes > total * 0.8 && (
+        <p class="field-error" role="alert">
+          This needs about {formatBytes(mem.totalBytes)} but the machine has {formatBytes(total)}: lower the batch size or max length, or use LoRA.
+        </p>
+      )}
+    </div>
+  );
+}
+
+export function createRoutes(deps: AppDeps) {
   const app = new Hono();
-  app.get("/create", (c) =>
-    page(
+  const dataDir = deps.settings.dataDir;
+
+  app.get("/create", (c) => {
+    const preset = c.req.query("preset");
+    let cfg = presetConfig(preset ?? "quick-lora");
+    if (!preset) {
+      const last = deps.service.store.getSetting(LAST_SETTINGS);
+      if (last) {
+        try {
+          cfg = JSON.parse(last);
+        } catch { /* keep the preset */ }
+      }
+    }
+    return page(
       c,
       "Fine-tune a model",
       <>
         <h1>Fine-tune a model</h1>
-        <p class="muted">Choose a base model, a dataset and a method.</p>
+        <p class="muted">Pick a base model and your data, choose how to train, check what it will cost, then start.</p>
+        <form id="upload-form" hx-post="/create/upload" hx-encoding="multipart/form-data" hx-target="#upload-result"></form>
+        <Form cfg={cfg} cached={scanHuggingFaceCache()} preset={preset} />
       </>,
-    ));
+    );
+  });
+
+  app.post("/create/fragments/check", async (c) => {
+    const f = await formValues(c);
+    const { config, errors } = formToConfig(f);
+    let info: ModelInfo | undefined;
+    const modelRef = String(f.model_path || f.model || "demo");
+    try {
+      info = describeModel(await resolveModelPath(modelRef, dataDir));
+    } catch (e) {
+      errors[f.model_path ? "model_path" : "model"] = (e as Error).message;
+    }
+    const oob = FIELDS.map((k) => <Err name={k} msg={errors[k]} oob />);
+    const n = Object.keys(errors).length;
+    return fragment(
+      c,
+      <>
+        {n > 0 && <p class="field-error" role="alert" data-errors={n}>{n} setting{n === 1 ? "" : "s"} to fix before starting (see the messages next to the fields).</p>}
+        {info && config && <ModelPanel info={info} cfg={config} />}
+        {oob}
+      </>,
+    );
+  });
+
+  app.post("/create/fragments/preview", async (c) => {
+    const f = await formValues(c);
+    const datasetPath = String(f.dataset_path || "sample");
+    const maxLength = Number(f.maxLength) > 0 ? Number(f.maxLength) : 512;
+    const fields: Record<string, string> = {};
+    for (const [k, v] of Object.entries(f)) if (k.startsWith("map_") && v) fields[k.slice(4)] = String(v);
+    try {
+      const modelDir = await resolveModelPath(String(f.model_path || f.model || "demo"), dataDir);
+      const info = describeModel(modelDir);
+      const format = String(f.format || "auto") as "auto";
+      const ins = await inspectDataset(datasetPath, { format, fields: Object.keys(fields).length ? fields : undefined, limit: 2000, generation: info.generation });
+      const tok = await loadTokenizer(modelDir);
+      const lengths: number[] = [];
+      let truncated = 0;
+      const shown = ins.examples.slice(0, 3).map((e) => ({ line: e.line, t: tokenizeExample(e.segments, tok, { maxLength }) }));
+      for (const e of ins.examples) {
+        const t = tokenizeExample(e.segments, tok, {});
+        lengths.push(t.ids.length);
+        if (t.ids.length > maxLength) truncated++;
+      }
+      const maxLen = Math.max(...lengths, 1);
+      const bins = 12, width = Math.ceil(maxLen / bins) || 1;
+      const hist = Array(bins).fill(0);
+      for (const l of lengths) hist[Math.min(bins - 1, Math.floor(l / width))]++;
+      const peak = Math.max(...hist, 1);
+      const columns = ins.columns;
+      return fragment(
+        c,
+        <div data-preview="ok">
+          <p>
+            <strong>{ins.total}</strong> rows, <strong>{ins.valid}</strong> usable, format <strong data-format={ins.format}>{ins.format}</strong> ({ins.chosenBecause}).
+            {" "}{truncated > 0 ? <span class="field-error">{truncated} of the first {lengths.length} rows are longer than max length {maxLength} and will be truncated.</span> : <span>No row is longer than max length {maxLength}.</span>}
+          </p>
+          {columns.length > 0 && ins.fileKind !== "sample" && (
+            <details>
+              <summary>Map fields (columns found: {columns.join(", ")})</summary>
+              {["messages", "prompt", "completion", "instruction", "input", "output", "text"].map((k) => (
+                <label>
+                  {k} ←{" "}
+                  <select name={`map_${k}`} class="map-field" form="create-form">
+                    <option value="">(same name)</option>
+                    {columns.map((col) => <option value={col} selected={fields[k] === col}>{col}</option>)}
+                  </select>
+                </label>
+              ))}
+            </details>
+          )}
+          <h3>Token lengths</h3>
+          <div class="hist" role="img" aria-label={`Histogram of token lengths, longest ${maxLen}`}>
+            {hist.map((h, i) => (
+              <div class="bar" title={`${i * width}–${(i + 1) * width - 1} tokens: ${h} rows`}>
+                <span style={{ height: `${Math.round((h / peak) * 100)}%` }}></span>
+                <small>{i * width}</small>
+              </div>
+            ))}
+          </div>
+          {shown.map(({ line, t }) => {
+            const ex = ins.examples.find((e) => e.line === line)!;
+            const row = ins.rows.find((r) => r.line === line);
+            return (
+              <article class="example">
+                <h3>Row at line {line}</h3>
+                <details>
+                  <summary>Raw</summary>
+                  <pre>{JSON.stringify(row?.value ?? {}, null, 2)}</pre>
+                </details>
+                <details>
+                  <summary>Rendered Gemma chat text</summary>
+                  <pre>{ex.segments.map((s) => s.text).join("")}</pre>
+                </details>
+                <p class="muted">Tokens ({t.ids.length}, {t.trainedTokens} trained, highlighted):</p>
+                <p class="tokens">
+                  {t.tokens.map((k) => <span class={k.trained ? "tok trained" : "tok"} title={`id ${k.id}`}>{k.text}</span>)}
+                </p>
+              </article>
+            );
+          })}
+          {ins.invalid.length > 0 && (
+            <>
+              <h3 class="field-error">{ins.invalid.length} invalid row{ins.invalid.length === 1 ? "" : "s"} (skipped)</h3>
+              <table>
+                <thead><tr><th scope="col">Line</th><th scope="col">Field</th><th scope="col">Reason</th></tr></thead>
+                <tbody>{ins.invalid.slice(0, 200).map((i) => <tr><td>{i.line}</td><td>{i.field}</td><td>{i.reason}</td></tr>)}</tbody>
+              </table>
+            </>
+          )}
+        </div>,
+      );
+    } catch (e) {
+      return fragment(c, <p class="field-error" role="alert" data-preview="error">{(e as Error).message}</p>);
+    }
+  });
+
+  app.post("/create/fragments/estimate", async (c) => {
+    const f = await formValues(c);
+    const { config, errors } = formToConfig(f);
+    if (!config) return fragment(c, <p class="field-error">Fix the settings first: {Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}</p>);
+    try {
+      const est = await probeStep(config, dataDir);
+      return fragment(
+        c,
+        <div class="kpi" data-estimate="ok">
+          <dl>
+            <dt>Training examples</dt><dd>{est.trainExamples}</dd>
+            <dt>Tokens per epoch</dt><dd>{formatCount(est.tokensPerEpoch)}</dd>
+            <dt>Steps</dt><dd>{est.steps}</dd>
+            <dt>Measured step</dt><dd>{est.stepMs.toFixed(0)} ms ({est.probeSteps} probe steps on this machine)</dd>
+            <dt>Estimated time</dt><dd data-eta={est.totalMs}>{formatDuration(est.totalMs)}</dd>
+          </dl>
+        </div>,
+      );
+    } catch (e) {
+      return fragment(c, <p class="field-error" role="alert">{(e as Error).message}</p>);
+    }
+  });
+
+  app.post("/create/start", async (c) => {
+    const f = await formValues(c);
+    const { config, errors } = formToConfig(f);
+    if (!config) {
+      return fragment(c, <>{FIELDS.map((k) => <Err name={k} msg={errors[k]} oob />)}<p class="field-error" role="alert">Fix the marked settings before starting.</p></>, 422);
+    }
+    try {
+      await resolveModelPath(config.model, dataDir);
+      if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) throw new RangeError(`Dataset file "${config.dataset.path}" does not exist`);
+      await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1 });
+    } catch (e) {
+      return fragment(c, <p class="field-error" role="alert">{(e as Error).message}</p>, 422);
+    }
+    deps.service.store.setSetting(LAST_SETTINGS, JSON.stringify(config));
+    const { id } = deps.service.create(config);
+    c.header("HX-Redirect", `/runs/${encodeURIComponent(id)}`);
+    return fragment(c, <p>Created <a href={`/runs/${encodeURIComponent(id)}`}>{id}</a>.</p>, 201);
+  });
+
+  app.post("/create/upload", async (c) => {
+    const limit = deps.settings.maxUploadBytes;
+    const len = Number(c.req.header("Content-Length") ?? 0);
+    if (len > limit + 64 * 1024) {
+      return fragment(c, <p class="field-error" role="alert">The upload is {formatBytes(len)}; the limit is {formatBytes(limit)}. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).</p>, 413);
+    }
+    // Read the body with a running count: a client without Content-Length cannot exceed the limit either.
+    const reader = c.req.raw.body?.getReader();
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    while (reader) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > limit + 64 * 1024) {
+        await reader.cancel();
+        return fragment(c, <p class="field-error" role="alert">The upload is over the {formatBytes(limit)} limit.</p>, 413);
+      }
+      chunks.push(value);
+    }
+    const form = await new Request("http://local/", { method: "POST", headers: { "Content-Type": c.req.header("Content-Type") ?? "" }, body: new Blob(chunks as BlobPart[]) }).formData();
+    const file = form.get("file");
+    if (!(file instanceof File) || file.size === 0) return fragment(c, <p class="field-error" role="alert">Choose a file to upload.</p>, 400);
+    const ext = path.extname(file.name).toLowerCase();
+    if (![".jsonl", ".json", ".csv", ".parquet"].includes(ext)) {
+      return fragment(c, <p class="field-error" role="alert">"{file.name}" is not a JSONL, JSON, CSV or Parquet file.</p>, 400);
+    }
+    const safe = path.basename(file.name).replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
+    const dir = path.join(dataDir, "datasets");
+    fs.mkdirSync(dir, { recursive: true });
+    const dest = path.join(dir, `${Date.now()}-${safe}`);
+    const tmp = `${dest}.part`;
+    try {
+      fs.writeFileSync(tmp, new Uint8Array(await file.arrayBuffer()));
+      fs.renameSync(tmp, dest);
+    } catch (e) {
+      fs.rmSync(tmp, { force: true });
+      return fragment(c, <p class="field-error" role="alert">Could not save the upload: {(e as Error).message}</p>, 507);
+    }
+    return fragment(
+      c,
+      <>
+        <p>Uploaded {file.name} ({formatBytes(file.size)}).</p>
+        <input id="f-dataset_path" name="dataset_path" type="text" size={60} value={dest} hx-swap-oob="true" aria-describedby="err-dataset_path" form="create-form" />
+        <PreviewBox oob />
+      </>,
+    );
+  });
+
   return app;
 }
