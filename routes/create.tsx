@@ -94,6 +94,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         <select id="f-format" name="format">
           {["auto", "messages", "prompt_completion", "alpaca", "text"].map((f) => <option value={f} selected={cfg.dataset.format === f}>{f}</option>)}
         </select>
+        <Err name="format" />
         <Num name="validation" label="Validation fraction" value={cfg.dataset.validation} min={0} max={0.5} />
         <PreviewBox />
       </section>
@@ -103,6 +104,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           <legend>Method</legend>
           <label><input type="radio" name="method" value="lora" checked={cfg.method === "lora"} /> LoRA (small adapter, little memory)</label>
           <label><input type="radio" name="method" value="full" checked={cfg.method === "full"} /> Full fine-tuning (every weight)</label>
+          <Err name="method" />
         </fieldset>
         <div class="grid">
           <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" />
@@ -131,6 +133,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
             <select id="f-schedule" name="schedule">
               {["cosine", "linear", "constant"].map((s) => <option value={s} selected={cfg.schedule === s}>{s}</option>)}
             </select>
+            <Err name="schedule" />
           </div>
           <Num name="warmupSteps" label="Warmup steps" value={cfg.warmupSteps} min={0} step="1" />
           <Num name="maxLength" label="Max length (tokens)" value={cfg.maxLength} min={8} step="1" />
@@ -161,7 +164,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
 
 function PreviewBox(props: { oob?: boolean }) {
   return (
-    <div id="preview" hx-post="/create/fragments/preview" hx-swap-oob={props.oob ? "true" : undefined}
+    <div id="preview" hx-post="/create/fragments/preview" hx-target="this" hx-swap-oob={props.oob ? "true" : undefined}
       hx-trigger="load, change from:#f-dataset_path, change from:#f-format, change from:#f-maxLength, change from:.map-field" hx-include="#create-form" aria-live="polite">
       <p class="muted">Loading the preview…</p>
     </div>
