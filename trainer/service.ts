@@ -56,8 +56,13 @@ export class TrainingService {
   private reconciling = false;
 
   constructor(readonly dataDir: string, readonly opts: ServiceOptions = {}) {
-    fs.mkdirSync(path.join(dataDir, "runs"), { recursive: true });
-    this.store = new RunStore(dataDir);
+    try {
+      fs.mkdirSync(path.join(dataDir, "runs"), { recursive: true });
+      fs.accessSync(path.join(dataDir, "runs"), fs.constants.W_OK);
+      this.store = new RunStore(dataDir);
+    } catch (e) {
+      throw new Error(`Cannot use the data directory "${dataDir}": ${(e as Error).message}. It must be writable: choose another with --data DIR or $GEMMA_TUNER_HOME`);
+    }
   }
 
   /** Starts the periodic reconcile (queue + orphan detection). */

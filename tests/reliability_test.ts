@@ -1,0 +1,185 @@
+/**
+ * Bad input and faults, table-driven: hostile API bodies never give a 500, ids cannot traverse paths,
+ * user content is escaped, broken datasets and checkpoints are refused with a named reason, and a
+ * read-only data dir is a clear error with nothing half-written.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createApp } from "../routes/app.tsx";
+import { loadAppSettings } from "../config/app.ts";
+import { TrainingService } from "../trainer/service.ts";
+import { inspectDataset } from "../engine/data/mod.ts";
+import { listCheckpoint, readHeader, readTensorF32, writeSafetensors } from "../engine/safetensors.ts";
+import { loadModel } from "../engine/model_dir.ts";
+
+function assert(cond: unknown, msg: string) {
+  if (!cond) throw new Error(msg);
+}
+
+function setup() {
+  const dataDir = fs.mkdtempSync("/tmp/gt-rel-");
+  const service = new TrainingService(dataDir, { intervalMs: 0 });
+  return { app: createApp({ settings: loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir }), service }), dataDir, service };
+}
+
+const json = (body: string) => ({ method: "POST", body, headers: { "Content-Type": "application/json" } });
+const good = { model: "demo", dataset: { path: "sample" }, maxSteps: 5 };
+
+const HOSTILE: [string, string][] = [
+  ["not JSON", "{nope"],
+  ["empty body", ""],
+  ["an array", "[]"],
+  ["null", "null"],
+  ["wrong types", JSON.stringify({ ...good, maxSteps: "five", batchSize: true })],
+  ["huge numbers", JSON.stringify({ ...good, maxSteps: 1e300, batchSize: 1e12 })],
+  ["negative steps", JSON.stringify({ ...good, maxSteps: -3 })],
+  ["NaN-ish", '{"model":"demo","dataset":{"path":"sample"},"maxSteps":1e999}'],
+  ["unknown fields", JSON.stringify({ ...good, rm: "-rf /" })],
+  ["10 MB string", JSON.stringify({ ...good, name: "x".repeat(10 * 1024 * 1024) })],
+  ["missing dataset", JSON.stringify({ model: "demo", maxSteps: 5 })],
+  ["prototype pollution", '{"__proto__":{"admin":true},"model":"demo","dataset":{"path":"sample"},"maxSteps":5,"constructor":{}}'],
+  ["deep nesting", "[".repeat(5000) + "]".repeat(5000)],
+];
+
+for (const [label, body] of HOSTILE) {
+  Deno.test(`POST /api/runs with ${label} → 4xx with a message, never a 500`, async () => {
+    const { app, service } = setup();
+    const r = await app.request("/api/runs", json(body));
+    const text = await r.text();
+    assert(r.status >= 400 && r.status < 500, `${label}: status ${r.status}: ${text.slice(0, 200)}`);
+    assert(typeof JSON.parse(text).error === "string", `${label}: no error message`);
+    assert(service.list().length === 0, `${label}: a run was created`);
+  });
+}
+
+Deno.test("path traversal in run ids and query parameters is refused", async () => {
+  const { app, dataDir } = setup();
+  fs.writeFileSync(path.join(dataDir, "secret.txt"), "secret");
+  for (const id of ["..", "..%2F..%2Fetc", "%2Fetc%2Fpasswd", "..%5C..", ".hidden", "a%00b"]) {
+    for (const suffix of ["", "/scalars", "/logs?stream=stdout&offset=0"]) {
+      const r = await app.request(`/api/runs/${id}${suffix}`);
+      assert(r.status === 404 || r.status === 400, `/api/runs/${id}${suffix} gave ${r.status}`);
+      assert(!(await r.text()).includes("secret"), "leaked a file");
+    }
+    // "/runs/.." is normalised by URL parsing to "/" (the home page); every other id must be a 404.
+    if (id !== "..") {
+      const page = await app.request(`/runs/${id}`);
+      assert(page.status === 404, `/runs/${id} gave ${page.status}`);
+    }
+  }
+  const bad = await app.request("/api/runs/x/logs?stream=../../secret.txt");
+  assert(bad.status === 404 || bad.status === 400, `stream traversal gave ${bad.status}`);
+});
+
+Deno.test("user content is escaped: script tags in run names and dataset rows never render as HTML", async () => {
+  const { app, dataDir } = setup();
+  const evil = '<script>alert(1)</script><img src=x onerror=alert(2)>';
+  const r = await app.request("/api/runs", json(JSON.stringify({ ...good, name: evil, maxSteps: 1 })));
+  assert(r.status === 201, `create gave ${r.status}`);
+  const { id } = await r.json();
+  for (const url of ["/", "/runs", `/runs/${id}`]) {
+    const html = await (await app.request(url)).text();
+    assert(!html.includes("<script>alert(1)") && !html.includes("<img src=x"), `${url} rendered user HTML`);
+    assert(html.includes("&lt;script"), `${url} does not show the (escaped) name`);
+  }
+  const ds = path.join(dataDir, "xss.jsonl");
+  fs.writeFileSync(ds, JSON.stringify({ messages: [{ role: "user", content: evil }, { role: "assistant", content: evil }] }) + "\n");
+  const f = new FormData();
+  for (const [k, v] of Object.entries({ model: "demo", dataset_path: ds, format: "auto", maxLength: "128" })) f.append(k, v);
+  const preview = await (await app.request("/create/fragments/preview", { method: "POST", body: f, headers: { "HX-CSRF": "1" } })).text();
+  assert(preview.includes("&lt;script") && !preview.includes("<script>alert") && !preview.includes("<img src=x"), "dataset row rendered as HTML");
+});
+
+const BROKEN_DATASETS: [string, string | Uint8Array, RegExp][] = [
+  ["empty.jsonl", "", /no rows|empty/i],
+  ["notjson.json", "this is not json", /not valid JSON|Cannot read|JSON/i],
+  ["wrongfields.jsonl", '{"question":"a","reply":"b"}\n', /question/],
+  ["roles.jsonl", '{"messages":[{"role":"assistant","content":"a"},{"role":"user","content":"b"}]}\n', /alternate|role/i],
+  ["invalid-utf8.jsonl", new Uint8Array([0x7b, 0x22, 0x74, 0x65, 0x78, 0x74, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d, 0x0a]), /UTF-8/i],
+  ["quoting.csv", 'prompt,completion\n"unterminated,quote\n', /quot|line/i],
+  ["fake.parquet", "PAR1 but not really a parquet file", /parquet/i],
+  ["mixed.jsonl", '{"text":"plain"}\n{"prompt":"p"}\n', /line 2|no usable|completion/i],
+];
+
+for (const [name, content, expect] of BROKEN_DATASETS) {
+  Deno.test(`broken dataset ${name} is refused or its rows skipped with the reason`, async () => {
+    const dir = fs.mkdtempSync("/tmp/gt-badds-");
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, content);
+    const before = fs.readFileSync(file);
+    let message = "";
+    try {
+      const ins = await inspectDataset(file, { limit: 5 });
+      message = ins.invalid.map((i) => `line ${i.line}, ${i.field}: ${i.reason}`).join("\n");
+      assert(ins.invalid.length > 0, `${name}: accepted without any reported problem`);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert(expect.test(message), `${name}: message does not explain the problem: ${message}`);
+    assert(Buffer.compare(before, fs.readFileSync(file)) === 0, `${name}: the user's file was modified`);
+  });
+}
+
+Deno.test("a huge single line is refused or skipped, not a crash", async () => {
+  const dir = fs.mkdtempSync("/tmp/gt-badds-");
+  const file = path.join(dir, "huge.jsonl");
+  fs.writeFileSync(file, `{"text":"${"a".repeat(20 * 1024 * 1024)}"}\n{"text":"ok"}\n`);
+  const ins = await inspectDataset(file, { limit: 1 }).catch((e) => ({ error: (e as Error).message }));
+  assert("error" in ins ? /line|long|size/i.test(ins.error) : ins.valid >= 1, JSON.stringify(ins).slice(0, 300));
+});
+
+Deno.test("corrupt or truncated safetensors files get an error naming the file and the problem", () => {
+  const dir = fs.mkdtempSync("/tmp/gt-st-");
+  const file = path.join(dir, "model.safetensors");
+  writeSafetensors(file, [{ name: "w", dtype: "F32", shape: [4, 4], data: new Float32Array(16).fill(1.5) }]);
+  const whole = fs.readFileSync(file);
+  assert(readTensorF32(readHeader(file).entries[0])[3] === 1.5, "round trip");
+  const cases: [string, Uint8Array, RegExp][] = [
+    ["truncated data", whole.subarray(0, whole.length - 10), /past the end|truncated/],
+    ["truncated header", whole.subarray(0, 12), /exceeds file size|truncated/],
+    ["garbage header", Uint8Array.from([...whole.subarray(0, 8), ...new TextEncoder().encode("x".repeat(whole.length - 8))]), /not valid JSON|exceeds/],
+    ["tiny file", new Uint8Array(3), /too short/],
+  ];
+  for (const [label, bytes, re] of cases) {
+    fs.writeFileSync(file, bytes);
+    let msg = "";
+    try {
+      listCheckpoint(dir);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assert(re.test(msg) && msg.includes(file), `${label}: ${msg}`);
+  }
+});
+
+Deno.test("a corrupt checkpoint shard in a model dir is named, and loading another model still works", async () => {
+  const { initModel } = await import("../engine/init_model.ts");
+  const root = fs.mkdtempSync("/tmp/gt-ckpt-");
+  const a = await initModel({ preset: "tiny-3", out: path.join(root, "a"), seed: 1 });
+  const b = await initModel({ preset: "tiny-3", out: path.join(root, "b"), seed: 2 });
+  const f = path.join(a, "model.safetensors");
+  fs.truncateSync(f, fs.statSync(f).size - 1000);
+  let msg = "";
+  try {
+    await loadModel(a);
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(msg.includes(f), `error does not name the file: ${msg}`);
+  const ok = await loadModel(b);
+  assert(ok.weights.size > 0, "the intact model did not load");
+});
+
+Deno.test("a data dir that cannot be written gives a clear error naming it and the fix, and writes nothing", () => {
+  // Root ignores permission bits, so as root the unwritable place is inside /proc (no writes there for anyone).
+  const dir = Deno.uid() === 0 ? "/proc/1/gemma-tuner-data" : fs.mkdtempSync("/tmp/gt-ro-");
+  if (Deno.uid() !== 0) fs.chmodSync(dir, 0o555);
+  let msg = "";
+  try {
+    new TrainingService(dir, { intervalMs: 0 });
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(msg.includes(dir) && msg.includes("--data"), msg);
+  if (Deno.uid() !== 0) assert(fs.readdirSync(dir).length === 0, "something was written");
+});
