@@ -76,9 +76,25 @@ export function apiRoutes(service: TrainingService) {
     return c.json({ id: v.id, status: v.status, config: v.run.config, modelInfo: v.run.modelInfo ?? null, orphan: v.orphan, queuePosition: v.queuePosition ?? null, checkpoints: v.checkpoints.map((k) => ({ step: k.step, name: path.basename(k.dir) })), hasFinal: v.hasFinal });
   });
 
-  app.post("/api/runs/:id/abort", async (c) => c.json({ status: await service.abort(c.req.param("id")) }));
-  app.post("/api/runs/:id/resume", (c) => c.json({ status: service.resume(c.req.param("id")) }));
-  app.post("/api/runs/:id/cancel", (c) => c.json({ status: service.cancel(c.req.param("id")) }));
+  // From the dashboard (htmx), a state change reloads the page so its panels poll again.
+  const refresh = (c: Context) => {
+    if (c.req.header("HX-Request")) c.header("HX-Refresh", "true");
+  };
+  app.post("/api/runs/:id/abort", async (c) => {
+    const status = await service.abort(c.req.param("id"));
+    refresh(c);
+    return c.json({ status });
+  });
+  app.post("/api/runs/:id/resume", (c) => {
+    const status = service.resume(c.req.param("id"));
+    refresh(c);
+    return c.json({ status });
+  });
+  app.post("/api/runs/:id/cancel", (c) => {
+    const status = service.cancel(c.req.param("id"));
+    refresh(c);
+    return c.json({ status });
+  });
   app.delete("/api/runs/:id", (c) => {
     service.delete(c.req.param("id"));
     return c.json({ deleted: c.req.param("id") });

@@ -1,0 +1,74 @@
+/**
+ * The whole journey in a real browser, as a person clicks it: welcome → create (demo model, sample
+ * dataset) → dashboard trains live → abort with confirmation → aborted → resume → completes →
+ * "Try it" opens the playground. Screenshots of each view go to a folder under the temp dir; any
+ * console error or failed request fails the test.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { launch, watchedPage } from "./_browser.ts";
+import { withServer } from "./_server.ts";
+
+function assert(cond: unknown, msg: string) {
+  if (!cond) throw new Error(msg);
+}
+
+const SHOTS = fs.mkdtempSync(path.join(Deno.env.get("TMPDIR") ?? "/tmp", "gt-journey-"));
+
+Deno.test({
+  name: "browser journey: create → train → abort (confirmed) → resume → complete → try it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withServer(async (base) => {
+      const browser = await launch();
+      try {
+        const w = await watchedPage(browser, SHOTS);
+        const dialogs: string[] = [];
+        w.page.on("dialog", async (d) => {
+          dialogs.push(d.message());
+          await d.accept();
+        });
+        await w.page.goto(base + "/", { waitUntil: "networkidle0" });
+        await w.screenshot("01-welcome");
+        await Promise.all([w.page.waitForNavigation(), w.page.click('a[href="/create"].button')]);
+        await w.page.waitForSelector('#preview [data-preview="ok"]', { timeout: 120_000 });
+        await w.page.$eval("#f-name", (e) => ((e as HTMLInputElement).value = "journey"));
+        await w.page.$eval("#f-maxSteps", (e) => ((e as HTMLInputElement).value = "600"));
+        await w.page.$eval("#f-saveEvery", (e) => ((e as HTMLInputElement).value = "10"));
+        await w.page.$eval("#f-evalEvery", (e) => ((e as HTMLInputElement).value = "20"));
+        await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
+        await w.screenshot("02-create");
+        await Promise.all([w.page.waitForNavigation({ timeout: 60_000 }), w.page.click("#start")]);
+        assert(w.page.url().includes("/runs/journey-"), `not on the dashboard: ${w.page.url()}`);
+
+        // Training: KPIs change, the chart draws, logs stream.
+        await w.page.waitForSelector('[data-kpi="step"]', { timeout: 120_000 });
+        const s1 = await w.page.$eval('[data-kpi="step"]', (e) => e.textContent);
+        await w.page.waitForFunction((s) => document.querySelector('[data-kpi="step"]')?.textContent !== s, { timeout: 60_000 }, s1);
+        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("step "), { timeout: 60_000 });
+        // Wait for a checkpoint so the abort has something to keep.
+        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("Saved"), { timeout: 120_000 });
+        await w.screenshot("03-training");
+
+        await w.page.click("#control button.danger");
+        await w.page.waitForSelector('[data-state="aborted"]', { timeout: 60_000 });
+        assert(dialogs.some((d) => /Abort this run/.test(d)), `no confirmation was asked: ${dialogs}`);
+        await w.screenshot("04-aborted");
+
+        await w.page.click("#control button.primary");
+        await w.page.waitForSelector('[data-state="training"], [data-state="initializing"]', { timeout: 60_000 });
+        await w.page.waitForSelector('[data-state="completed"]', { timeout: 400_000 });
+        await w.screenshot("05-completed");
+
+        await Promise.all([w.page.waitForNavigation(), w.page.click('#control a.button.primary')]);
+        assert(w.page.url().includes("/inference"), `"Try it" went to ${w.page.url()}`);
+        await w.screenshot("06-playground");
+        assert(w.problems.length === 0, `browser problems:\n${w.problems.join("\n")}`);
+        for (const s of ["01-welcome", "03-training", "05-completed"]) assert(fs.existsSync(path.join(SHOTS, `${s}.png`)), `missing ${s}`);
+      } finally {
+        await browser.close();
+      }
+    });
+  },
+});
