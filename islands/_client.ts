@@ -6,3 +6,13 @@ import LossChart from "./LossChart.tsx";
 (globalThis as unknown as { htmx: typeof htmx }).htmx = htmx;
 // deno-lint-ignore no-explicit-any
 installBoot({ LossChart: LossChart as any });
+
+// Log panes follow new output unless the reader scrolled up.
+document.addEventListener("htmx:oobBeforeSwap", (e) => {
+  const target = (e as CustomEvent).detail?.target as HTMLElement | undefined;
+  if (target?.tagName === "PRE") target.dataset.stick = String(target.scrollTop + target.clientHeight >= target.scrollHeight - 8);
+});
+document.addEventListener("htmx:oobAfterSwap", (e) => {
+  const target = (e as CustomEvent).detail?.target as HTMLElement | undefined;
+  if (target?.tagName === "PRE" && target.dataset.stick !== "false") target.scrollTop = target.scrollHeight;
+});

@@ -162,6 +162,10 @@ export function dashboardRoutes(service: TrainingService) {
     if (v instanceof Response) return v;
     const id = encodeURIComponent(v.id);
     const live = !isFinalState(v.status.state) || v.orphan;
+    // The page carries the logs' tail; the poller continues from these offsets.
+    const out = readLogChunk(path.join(v.dir, STDOUT_LOG), -1);
+    const err = readLogChunk(path.join(v.dir, STDERR_LOG), -1);
+    const errors = countErrorLines(out.text) + countErrorLines(err.text);
     return page(
       c,
       v.run.config.name,
@@ -190,12 +194,12 @@ export function dashboardRoutes(service: TrainingService) {
           </div>
         </section>
         <section class="panel logs" aria-label="Logs">
-          <h2>Logs <span id="log-errors" class="muted">(0 error lines)</span></h2>
+          <h2>Logs <span id="log-errors" class="muted" data-errors={errors}>({errors} error line{errors === 1 ? "" : "s"})</span></h2>
           <h3>stdout</h3>
-          <pre id="log-stdout" tabIndex={0} aria-live="off"></pre>
+          <pre id="log-stdout" tabIndex={0} aria-live="off">{out.text || (live ? "" : "(no output)")}</pre>
           <h3>stderr</h3>
-          <pre id="log-stderr" tabIndex={0}></pre>
-          <LogsPoller id={v.id} out={-1} err={-1} errors={0} />
+          <pre id="log-stderr" tabIndex={0}>{err.text}</pre>
+          {live && <LogsPoller id={v.id} out={out.next} err={err.next} errors={errors} />}
         </section>
         <p>
           TensorBoard: <code>tensorboard --logdir {v.dir}</code>
