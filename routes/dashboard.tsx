@@ -145,6 +145,27 @@ function LogsPoller(props: { id: string; out: number; err: number; errors: numbe
   return <div id="logs-poller" hx-get={`/runs/${encodeURIComponent(props.id)}/fragments/logs?${q}`} hx-trigger="every 1s" hx-swap="outerHTML"></div>;
 }
 
+/**
+ * Many tabs poll the same fragment every second; an answer is reused for half a second, so twenty
+ * viewers cost about as much as one (they share the CPU with the trainer).
+ */
+const SHARED_MS = 500;
+const shared = new Map<string, { at: number; status: number; body: string }>();
+
+async function sharedFragment(c: Context, make: () => Response | Promise<Response>): Promise<Response> {
+  const key = c.req.url;
+  const hit = shared.get(key);
+  if (hit && Date.now() - hit.at < SHARED_MS) {
+    c.header("Vary", "HX-Request");
+    return c.html(hit.body, hit.status as 200);
+  }
+  const res = await make();
+  const body = await res.clone().text();
+  if (shared.size > 2000) shared.clear();
+  shared.set(key, { at: Date.now(), status: res.status, body });
+  return res;
+}
+
 export function dashboardRoutes(service: TrainingService) {
   const app = new Hono();
 
@@ -208,19 +229,23 @@ export function dashboardRoutes(service: TrainingService) {
     );
   });
 
-  app.get("/runs/:id/fragments/control", (c) => {
-    const v = view(c);
-    if (v instanceof Response) return v;
-    return poll(v, c, <Control v={v} />);
-  });
+  app.get("/runs/:id/fragments/control", (c) =>
+    sharedFragment(c, () => {
+      const v = view(c);
+      if (v instanceof Response) return v;
+      return poll(v, c, <Control v={v} />);
+    }));
 
-  app.get("/runs/:id/fragments/kpi", (c) => {
-    const v = view(c);
-    if (v instanceof Response) return v;
-    return poll(v, c, <Kpi v={v} service={service} />);
-  });
+  app.get("/runs/:id/fragments/kpi", (c) =>
+    sharedFragment(c, () => {
+      const v = view(c);
+      if (v instanceof Response) return v;
+      return poll(v, c, <Kpi v={v} service={service} />);
+    }));
 
-  app.get("/runs/:id/fragments/logs", (c) => {
+  app.get("/runs/:id/fragments/logs", (c) => sharedFragment(c, () => logsFragment(c)));
+
+  const logsFragment = (c: Context) => {
     const v = view(c);
     if (v instanceof Response) return v;
     const num = (k: string, d: number) => {
@@ -243,7 +268,7 @@ export function dashboardRoutes(service: TrainingService) {
       </>,
       done ? STOP_POLLING : 200,
     );
-  });
+  };
 
   return app;
 }

@@ -54,6 +54,8 @@ export class TrainingService {
   private aborting = new Set<string>();
   private timer = 0;
   private reconciling = false;
+  private lastReconcile = 0;
+  private lastSync = 0;
 
   constructor(readonly dataDir: string, readonly opts: ServiceOptions = {}) {
     try {
@@ -67,10 +69,10 @@ export class TrainingService {
 
   /** Starts the periodic reconcile (queue + orphan detection). */
   start(): void {
-    this.reconcile();
+    this.reconcile(0);
     const ms = this.opts.intervalMs ?? 1000;
     if (ms > 0) {
-      this.timer = setInterval(() => this.reconcile(), ms) as unknown as number;
+      this.timer = setInterval(() => this.reconcile(0), ms) as unknown as number;
       Deno.unrefTimer(this.timer);
     }
   }
@@ -99,7 +101,7 @@ export class TrainingService {
   create(config: RunConfig): { id: string; state: string } {
     const dir = createRun(config, this.dataDir);
     const id = path.basename(dir);
-    this.reconcile();
+    this.reconcile(0);
     return { id, state: readStatus(dir)?.state ?? "queued" };
   }
 
@@ -115,9 +117,14 @@ export class TrainingService {
     writeStatus(dir, { ...status, state: "failed", message, error: tail || status.error || message, pid: status.pid });
   }
 
-  /** Brings status files in line with reality, then starts the next queued run if nothing trains. */
-  reconcile(): void {
-    if (this.reconciling) return;
+  /**
+   * Brings status files in line with reality, then starts the next queued run if nothing trains.
+   * Polls call this often: within `minIntervalMs` of the last pass it does nothing, so twenty
+   * dashboards polling every second cost one pass, not twenty (they share the 2 cores with training).
+   */
+  reconcile(minIntervalMs = 250): void {
+    if (this.reconciling || Date.now() - this.lastReconcile < minIntervalMs) return;
+    this.lastReconcile = Date.now();
     this.reconciling = true;
     try {
       const lock = readLock(this.dataDir);
@@ -140,7 +147,11 @@ export class TrainingService {
         const next = this.queue()[0];
         if (next) this.launch(next);
       }
-      this.syncStore();
+      // The SQLite copy is for history pages; refreshing it every few seconds is enough.
+      if (Date.now() - this.lastSync > 5000) {
+        this.lastSync = Date.now();
+        this.syncStore();
+      }
     } finally {
       this.reconciling = false;
     }
@@ -238,7 +249,7 @@ export class TrainingService {
     const pid = lock?.runId === id && isLockLive(lock) ? lock.pid : st.pid;
     this.aborting.add(id);
     await stopProcess(pid, this.opts.graceMs ?? 30_000);
-    this.reconcile();
+    this.reconcile(0);
     return readStatus(dir)!;
   }
 
@@ -258,7 +269,7 @@ export class TrainingService {
     }
     if (listCheckpoints(dir).length === 0) throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
     const out = writeStatus(dir, { ...st, state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
-    this.reconcile();
+    this.reconcile(0);
     return readStatus(dir) ?? out;
   }
 
