@@ -15,9 +15,8 @@ export type LinearName = typeof LINEARS[number];
 
 /** HF module path of a linear in layer i. */
 export function linearPath(i: number, lin: LinearName): string {
-  return lin.endsWith("_proj") && ["gate_proj", "up_proj", "down_proj"].includes(lin)
-    ? `model.layers.${i}.mlp.${lin}`
-    : `model.layers.${i}.self_attn.${lin}`;
+  const mlp = lin === "gate_proj" || lin === "up_proj" || lin === "down_proj";
+  return `model.layers.${i}.${mlp ? "mlp" : "self_attn"}.${lin}`;
 }
 
 /** [out, in] of each linear. */

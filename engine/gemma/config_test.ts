@@ -1,0 +1,82 @@
+/** Config normalisation for every spelling of spec §1.6–1.8 and §8, and refusals that say what is supported. */
+import { normalizeConfig } from "./config.ts";
+import { countParams } from "./params.ts";
+
+function eq(a: unknown, b: unknown, label: string) {
+  if (JSON.stringify(a) !== JSON.stringify(b)) throw new Error(`${label}: expected ${JSON.stringify(b)}, got ${JSON.stringify(a)}`);
+}
+
+const G3_270M = {
+  _sliding_window_pattern: 6, architectures: ["Gemma3ForCausalLM"], attn_logit_softcapping: null, final_logit_softcapping: null,
+  head_dim: 256, hidden_activation: "gelu_pytorch_tanh", hidden_size: 640, intermediate_size: 2048,
+  layer_types: [...Array(18)].map((_, i) => ((i + 1) % 6 === 0 ? "full_attention" : "sliding_attention")),
+  max_position_embeddings: 32768, model_type: "gemma3_text", num_attention_heads: 4, num_hidden_layers: 18, num_key_value_heads: 1,
+  query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_local_base_freq: 10000.0, rope_scaling: null, rope_theta: 1000000.0,
+  sliding_window: 512, vocab_size: 262144, eos_token_id: 1, use_bidirectional_attention: false,
+};
+
+Deno.test("gemma-3-270m (v4 spelling with layer_types): bases, window, full layers 5/11/17, exact parameter count", () => {
+  const c = normalizeConfig(G3_270M, "270m");
+  eq(c.generation, 3, "generation");
+  eq(c.layerTypes.map((t, i) => (t === "full" ? i : -1)).filter((i) => i >= 0), [5, 11, 17], "full layers");
+  eq([c.ropeThetaFull, c.ropeThetaSliding, c.ropeScalingFull, c.slidingWindow], [1e6, 1e4, 1, 512], "rope/window");
+  eq([c.attnSoftcap, c.finalSoftcap, c.queryPreAttnScalar], [null, null, 256], "caps/scalar");
+  eq(countParams(c), 268098176, "parameters (spec §2.6)");
+});
+
+Deno.test("gemma-3-1b with sliding_window_pattern (no layer_types): globals 5, 11, 17, 23; count", () => {
+  const { layer_types: _l, _sliding_window_pattern: _p, ...rest } = G3_270M;
+  const c = normalizeConfig({ ...rest, sliding_window_pattern: 6, hidden_size: 1152, intermediate_size: 6912, num_hidden_layers: 26, eos_token_id: [1, 106] }, "1b");
+  eq(c.layerTypes.map((t, i) => (t === "full" ? i : -1)).filter((i) => i >= 0), [5, 11, 17, 23], "full layers");
+  eq(c.eosTokenIds, [1, 106], "eos list");
+  eq(countParams(c), 999885952, "parameters (spec §2.6)");
+});
+
+Deno.test("transformers v5 rope_parameters per layer type, with linear scaling on full layers only", () => {
+  const { rope_theta: _t, rope_local_base_freq: _b, rope_scaling: _s, ...rest } = G3_270M;
+  const c = normalizeConfig({
+    ...rest,
+    rope_parameters: { full_attention: { rope_type: "linear", rope_theta: 1e6, factor: 8 }, sliding_attention: { rope_type: "default", rope_theta: 1e4 } },
+  }, "v5");
+  eq([c.ropeThetaFull, c.ropeThetaSliding, c.ropeScalingFull], [1e6, 1e4, 8], "v5 rope");
+  const v4 = normalizeConfig({ ...G3_270M, rope_scaling: { rope_type: "linear", factor: 8.0 } }, "v4 scaling");
+  eq(v4.ropeScalingFull, 8, "v4 rope_scaling");
+});
+
+Deno.test("gemma-2-2b: even layers slide, softcaps 50/30, parameter count", () => {
+  const c = normalizeConfig({
+    model_type: "gemma2", attn_logit_softcapping: 50.0, final_logit_softcapping: 30.0, head_dim: 256, hidden_act: "gelu_pytorch_tanh",
+    hidden_size: 2304, intermediate_size: 9216, num_attention_heads: 8, num_hidden_layers: 26, num_key_value_heads: 4,
+    query_pre_attn_scalar: 256, rope_theta: 10000.0, sliding_window: 4096, vocab_size: 256000,
+  }, "2-2b");
+  eq(c.layerTypes.slice(0, 4), ["sliding", "full", "sliding", "full"], "layer types");
+  eq([c.attnSoftcap, c.finalSoftcap, c.slidingWindow, c.ropeThetaSliding], [50, 30, 4096, 10000], "caps");
+  eq(countParams(c), 2614341888, "parameters (spec §2.6)");
+});
+
+Deno.test("gemma-2b / 7b (Gemma 1, hidden_act gelu → tanh GELU anyway): scalar = head_dim, counts", () => {
+  const base = { model_type: "gemma", head_dim: 256, hidden_act: "gelu", rope_theta: 10000.0, vocab_size: 256000, rope_scaling: null };
+  const c2 = normalizeConfig({ ...base, hidden_size: 2048, intermediate_size: 16384, num_attention_heads: 8, num_hidden_layers: 18, num_key_value_heads: 1 }, "2b");
+  eq([c2.queryPreAttnScalar, c2.slidingWindow, c2.layerTypes.every((t) => t === "full")], [256, null, true], "gemma 1");
+  eq(countParams(c2), 2506172416, "2b parameters");
+  const c7 = normalizeConfig({ ...base, hidden_size: 3072, intermediate_size: 24576, num_attention_heads: 16, num_hidden_layers: 28, num_key_value_heads: 16 }, "7b");
+  eq(countParams(c7), 8537680896, "7b parameters");
+});
+
+Deno.test("unsupported checkpoints are refused with what is supported", () => {
+  for (const [raw, re] of [
+    [{ model_type: "gemma3", text_config: {} }, /multimodal/],
+    [{ model_type: "llama", hidden_size: 8 }, /not a Gemma text model.*Supported/],
+    [{ ...G3_270M, use_bidirectional_attention: true }, /bidirectional/],
+    [{ ...G3_270M, layer_types: ["sliding_attention"] }, /layer_types has 1 entries/],
+    [{ ...G3_270M, hidden_size: "big" }, /hidden_size/],
+  ] as [Record<string, unknown>, RegExp][]) {
+    let msg = "";
+    try {
+      normalizeConfig(raw, "cfg.json");
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    if (!re.test(msg) || !msg.includes("cfg.json")) throw new Error(`expected ${re}, got "${msg}"`);
+  }
+});
