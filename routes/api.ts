@@ -97,6 +97,7 @@ export function apiRoutes(service: TrainingService) {
   });
   app.delete("/api/runs/:id", (c) => {
     service.delete(c.req.param("id"));
+    refresh(c);
     return c.json({ deleted: c.req.param("id") });
   });
 

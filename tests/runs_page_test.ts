@@ -1,0 +1,33 @@
+/** `/runs` history: every run listed, loss-curve comparison, delete only finished runs. */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { createApp } from "../routes/app.tsx";
+import { loadAppSettings } from "../config/app.ts";
+import { TrainingService } from "../trainer/service.ts";
+import { createRun } from "../trainer/worker.ts";
+import { parseRunConfig } from "../config/training.ts";
+import { writeStatus } from "../trainer/status.ts";
+
+function assert(cond: unknown, msg: string) {
+  if (!cond) throw new Error(msg);
+}
+
+Deno.test("runs page lists runs, overlays selected curves, and deletes only finished runs", async () => {
+  const dataDir = fs.mkdtempSync("/tmp/gt-runs-");
+  const service = new TrainingService(dataDir, { intervalMs: 0 });
+  const app = createApp({ settings: loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir }), service });
+  const mk = (name: string, state: "completed" | "training") => {
+    const dir = createRun(parseRunConfig({ name, dataset: { path: "sample" }, maxSteps: 3 }), dataDir);
+    writeStatus(dir, { state, message: state, step: 3, totalSteps: 3, epoch: 0, pid: Deno.pid });
+    return path.basename(dir);
+  };
+  const a = mk("alpha", "completed"), b = mk("beta", "completed"), live = mk("gamma", "training");
+  const html = await (await app.request(`/runs?compare=${a}&compare=${b}`)).text();
+  for (const n of ["alpha", "beta", "gamma"]) assert(html.includes(n), `${n} missing`);
+  assert(html.includes("data-island=\"LossChart\"") && html.includes(a) && html.includes("runIds"), "no comparison chart");
+  const del = await app.request(`/api/runs/${a}`, { method: "DELETE" });
+  assert(del.status === 200 && !fs.existsSync(path.join(dataDir, "runs", a)), `delete gave ${del.status}`);
+  const refused = await app.request(`/api/runs/${live}`, { method: "DELETE" });
+  assert(refused.status === 409 && fs.existsSync(path.join(dataDir, "runs", live)), `deleting a running run gave ${refused.status}`);
+  service.stop();
+});
