@@ -1,5 +1,274 @@
-/** `gemma-tuner generate`: placeholder until its owner (inference) lands the real verb. */
-export function generateCommand(_args: string[]): Promise<number> {
-  console.error("gemma-tuner generate: not available in this build yet");
-  return Promise.resolve(2);
+/**
+ * Text generation with a KV cache: prefill the prompt in chunks, then one `session.run` per token.
+ * The JS side keeps the cache buffers (fed as zero-copy views) and writes each call's new keys and
+ * values into their slots; sampling is engine/sampling.ts. Also the `generate` CLI verb.
+ */
+import type * as ortTypes from "onnxruntime-node";
+import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
+import type { GemmaConfig, LayerType } from "./gemma/config.ts";
+import { ropeTables } from "./gemma/model.ts";
+import { paramSpecs } from "./gemma/params.ts";
+import { buildDecoderGraph, decoderMask, slotsFor } from "./decoder.ts";
+import { createSession, type Device, DEVICES, tensor } from "./session.ts";
+import { Sampler, type SamplingOptions } from "./sampling.ts";
+import { loadModel } from "./model_dir.ts";
+import { readAdapter } from "./peft.ts";
+import { loraScaling, mergeLora } from "./lora.ts";
+import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+import { type ChatMessage, renderChat } from "./chat_format.ts";
+
+export interface GeneratorModel {
+  config: GemmaConfig;
+  weights: Map<string, Float32Array>;
+}
+
+const PREFILL_CHUNK = 128;
+
+function roundUp(n: number, m: number) {
+  return Math.ceil(n / m) * m;
+}
+
+/** One sequence's decoding state on one model. Not safe for concurrent use (queue requests). */
+export class Generator {
+  private sessions = new Map<string, Promise<ortTypes.InferenceSession>>();
+  private capacity = 0;
+  private k: Float32Array[] = [];
+  private v: Float32Array[] = [];
+  private weightFeeds: Record<string, ortTypes.Tensor> = {};
+  /** Tokens in the cache. */
+  pos = 0;
+
+  constructor(readonly model: GeneratorModel, readonly opts: { device?: Device; threads?: number } = {}) {
+    for (const s of paramSpecs(model.config)) this.weightFeeds[s.name] = tensor("float32", model.weights.get(s.name)!, s.shape);
+  }
+
+  get config() {
+    return this.model.config;
+  }
+
+  reset(): void {
+    this.pos = 0;
+  }
+
+  private session(S: number, C: number) {
+    const key = `${S}x${C}`;
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = createSession(buildDecoderGraph(this.config, S, C).bytes, { device: this.opts.device, threads: this.opts.threads });
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  /** Grows the cache to hold `need` positions (full layers), keeping what is there. */
+  private ensureCapacity(need: number) {
+    if (need <= this.capacity) return;
+    const c = this.config;
+    const C = roundUp(Math.max(need, this.capacity * 2, 64), 64);
+    const per = c.numKvHeads * c.headDim;
+    for (let i = 0; i < c.numLayers; i++) {
+      const type = c.layerTypes[i];
+      const oldSlots = slotsFor(c, type, this.capacity), slots = slotsFor(c, type, C);
+      const k = new Float32Array(slots * per), v = new Float32Array(slots * per);
+      if (this.pos > 0) {
+        // Re-home every held position p (slot p mod oldSlots) to slot p mod slots, per kv head.
+        for (let p = Math.max(0, this.pos - oldSlots); p < this.pos; p++) {
+          for (let h = 0; h < c.numKvHeads; h++) {
+            const from = (h * oldSlots + (p % oldSlots)) * c.headDim, to = (h * slots + (p % slots)) * c.headDim;
+            k.set(this.k[i].subarray(from, from + c.headDim), to);
+            v.set(this.v[i].subarray(from, from + c.headDim), to);
+          }
+        }
+      }
+      this.k[i] = k;
+      this.v[i] = v;
+    }
+    this.capacity = C;
+  }
+
+  /** Runs `ids` through the model at the current position; returns the logits after the last one. */
+  async feed(ids: number[]): Promise<Float32Array> {
+    if (ids.length === 0) throw new RangeError("feed needs at least one token");
+    const c = this.config;
+    for (const id of ids) if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`Token id ${id} is outside the vocabulary (0…${c.vocabSize - 1})`);
+    let logits: Float32Array | null = null;
+    for (let start = 0; start < ids.length; start += PREFILL_CHUNK) {
+      const chunk = ids.slice(start, start + PREFILL_CHUNK);
+      logits = await this.step(chunk);
+    }
+    return logits!;
+  }
+
+  private async step(chunk: number[]): Promise<Float32Array> {
+    const c = this.config;
+    const L = chunk.length;
+    const S = L === 1 ? 1 : Math.min(PREFILL_CHUNK, roundUp(L, 16));
+    this.ensureCapacity(this.pos + S);
+    const C = this.capacity, D = c.headDim, nKv = c.numKvHeads;
+    const session = await this.session(S, C);
+    const ids = new BigInt64Array(S);
+    chunk.forEach((t, i) => (ids[i] = BigInt(t)));
+    const feeds: Record<string, ortTypes.Tensor> = {
+      ...this.weightFeeds,
+      input_ids: tensor("int64", ids, [S]),
+      last: tensor("int64", BigInt64Array.of(BigInt(L - 1)), [1]),
+    };
+    for (const type of new Set<LayerType>(c.layerTypes)) {
+      const slots = slotsFor(c, type, C);
+      const { cos, sin } = ropeTables(c, type, this.pos + S);
+      feeds[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos.subarray(this.pos * D)), [S, D]);
+      feeds[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin.subarray(this.pos * D)), [S, D]);
+      feeds[`mask_${type}`] = tensor("float32", decoderMask(c, type, slots, this.pos, S), [S, slots + S]);
+    }
+    for (let i = 0; i < c.numLayers; i++) {
+      const slots = slotsFor(c, c.layerTypes[i], C);
+      feeds[`cache_k.${i}`] = tensor("float32", this.k[i], [1, nKv, slots, D]);
+      feeds[`cache_v.${i}`] = tensor("float32", this.v[i], [1, nKv, slots, D]);
+    }
+    const out = await session.run(feeds);
+    // Write the real tokens' keys and values into their slots.
+    for (let i = 0; i < c.numLayers; i++) {
+      const slots = slotsFor(c, c.layerTypes[i], C);
+      const nk = out[`new_k.${i}`].data as Float32Array, nv = out[`new_v.${i}`].data as Float32Array;
+      for (let s = 0; s < L; s++) {
+        const slot = (this.pos + s) % slots;
+        for (let h = 0; h < nKv; h++) {
+          const from = (h * S + s) * D, to = (h * slots + slot) * D;
+          this.k[i].set(nk.subarray(from, from + D), to);
+          this.v[i].set(nv.subarray(from, from + D), to);
+        }
+      }
+    }
+    this.pos += L;
+    return out.logits.data as Float32Array;
+  }
+
+  release(): void {
+    for (const s of this.sessions.values()) s.then((x) => x.release()).catch(() => {});
+    this.sessions.clear();
+  }
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens?: number;
+  stopIds?: number[];
+  /** Called with each new token id as it is produced; return false to stop. */
+  onToken?: (id: number) => boolean | void;
+  signal?: AbortSignal;
+}
+
+export interface GenerateResult {
+  ids: number[];
+  stopReason: "stop" | "length" | "aborted";
+  promptTokens: number;
+  tokensPerSecond: number;
+}
+
+/** Generates after `prompt` from an empty cache. */
+export async function generateIds(gen: Generator, prompt: number[], o: GenerateOptions = {}): Promise<GenerateResult> {
+  gen.reset();
+  const sampler = new Sampler(o);
+  const stops = new Set(o.stopIds ?? gen.config.eosTokenIds);
+  const max = o.maxNewTokens ?? 128;
+  const out: number[] = [];
+  let logits = await gen.feed(prompt);
+  const t0 = performance.now();
+  let reason: GenerateResult["stopReason"] = "length";
+  while (out.length < max) {
+    if (o.signal?.aborted) {
+      reason = "aborted";
+      break;
+    }
+    const id = sampler.pick(logits, [...prompt, ...out]);
+    if (stops.has(id)) {
+      reason = "stop";
+      break;
+    }
+    out.push(id);
+    if (o.onToken?.(id) === false) {
+      reason = "aborted";
+      break;
+    }
+    if (out.length >= max) break;
+    logits = await gen.feed([id]);
+    // Let timers and streams run between tokens (session.run blocks the thread).
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  const secs = (performance.now() - t0) / 1000;
+  return { ids: out, stopReason: reason, promptTokens: prompt.length, tokensPerSecond: out.length / Math.max(secs, 1e-9) };
+}
+
+/** Loads a model dir (and adapter, merged into the weights) for generation. */
+export async function loadForGeneration(modelDir: string, adapterDir?: string): Promise<GeneratorModel> {
+  const m = await loadModel(modelDir);
+  if (!adapterDir) return m;
+  const a = readAdapter(adapterDir);
+  return { config: m.config, weights: mergeLora(m.weights, a.tensors, loraScaling({ ...a.lora })) };
+}
+
+/** The prompt ids for chat messages (rendered by our own template, no second BOS). */
+export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], generation: 1 | 2 | 3): number[] {
+  return tok.encode(renderChat(messages, { addGenerationPrompt: true, generation }), { addSpecialTokens: false });
+}
+
+const FLAGS = {
+  model: { kind: "string" as const, help: "model directory" },
+  adapter: { kind: "string" as const, help: "PEFT LoRA adapter directory" },
+  prompt: { kind: "string" as const, help: "prompt text" },
+  ids: { kind: "string" as const, help: "comma-separated prompt token ids, used exactly" },
+  chat: { kind: "boolean" as const, help: "wrap --prompt as a user turn in the Gemma chat format" },
+  "max-new-tokens": { kind: "number" as const, help: "tokens to generate", default: 64 },
+  temperature: { kind: "number" as const, help: "0 = greedy", default: 0.7 },
+  "top-p": { kind: "number" as const, help: "nucleus sampling", default: 0.95 },
+  "top-k": { kind: "number" as const, help: "top-k sampling (0 = off)", default: 64 },
+  "min-p": { kind: "number" as const, help: "min-p sampling (0 = off)", default: 0 },
+  "repetition-penalty": { kind: "number" as const, help: "HF-style repetition penalty", default: 1 },
+  seed: { kind: "number" as const, help: "sampling seed", default: 0 },
+  device: { kind: "string" as const, help: "cpu | webgpu | cuda", default: "cpu" },
+  json: { kind: "boolean" as const, help: "print {ids, text, tokens_per_second}" },
+  help: { kind: "boolean" as const, help: "show this help" },
+};
+
+export async function generateCommand(args: string[]): Promise<number> {
+  const f = parseFlags("generate", args, FLAGS);
+  if (f.help) {
+    console.log(flagHelp("gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--json]", FLAGS));
+    return 0;
+  }
+  if (!f.model) throw new UsageError("generate: --model DIR is required");
+  if (!f.prompt === !f.ids) throw new UsageError("generate: give exactly one of --prompt or --ids");
+  const device = String(f.device) as Device;
+  if (!DEVICES.includes(device)) throw new UsageError(`generate: --device must be one of ${DEVICES.join(", ")}`);
+  const model = await loadForGeneration(String(f.model), f.adapter as string | undefined);
+  const tok = await loadTokenizer(String(f.model));
+  let prompt: number[];
+  if (f.ids) {
+    prompt = String(f.ids).split(",").map((s, i) => {
+      const n = Number(s.trim());
+      if (!Number.isInteger(n) || n < 0) throw new UsageError(`generate: --ids item ${i} ("${s}") is not a token id`);
+      return n;
+    });
+  } else if (f.chat) {
+    prompt = chatPromptIds(tok, [{ role: "user", content: String(f.prompt) }], model.config.generation);
+  } else {
+    prompt = tok.encode(String(f.prompt), { addSpecialTokens: true });
+  }
+  const gen = new Generator(model, { device });
+  const stream = !f.json;
+  const r = await generateIds(gen, prompt, {
+    maxNewTokens: f["max-new-tokens"] as number,
+    temperature: f.temperature as number,
+    topP: f["top-p"] as number,
+    topK: f["top-k"] as number,
+    minP: f["min-p"] as number,
+    repetitionPenalty: f["repetition-penalty"] as number,
+    seed: f.seed as number,
+    stopIds: [...new Set([...tok.stopIds, ...model.config.eosTokenIds])],
+    onToken: stream ? (id) => void Deno.stdout.writeSync(new TextEncoder().encode(tok.decode([id]))) : undefined,
+  });
+  gen.release();
+  const text = tok.decode(r.ids);
+  if (f.json) console.log(JSON.stringify({ ids: r.ids, text, tokens_per_second: r.tokensPerSecond, stop_reason: r.stopReason }));
+  else console.log(`\n[${r.ids.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s, ${r.stopReason}]`);
+  return 0;
 }

@@ -76,7 +76,7 @@ export function loraSpecs(c: GemmaConfig, l: LoraSpec): { name: string; shape: n
 }
 
 /** Context for one graph: the builder, config, and the input values by name. */
-class Ctx {
+export class Ctx {
   readonly w = new Map<string, Value>();
   readonly lora = new Map<string, Value>();
   readonly dropout = new Map<string, Value>();
@@ -135,8 +135,38 @@ export function rotateHalfMatrix(D: number, float: DType): Float32Array | Float6
   return R;
 }
 
+/**
+ * Attention over this call's keys/values: q [B,nH,T,D] (scaled), k and v [B,nKv,T,D] after RoPE.
+ * Returns [B,nH,T,D]. Training uses `localAttention`; the KV-cache decoder adds cached keys.
+ */
+export type Attend = (ctx: Ctx, q: Value, k: Value, v: Value, layer: number) => Value;
+
+/** Repeats kv heads for GQA/MQA: [B,nKv,T,D] → [B,nH,T,D]. */
+export function expandKv(ctx: Ctx, x: Value): Value {
+  const { g, c } = ctx;
+  const [B, nKv, T, D] = x.shape;
+  if (nKv === c.numHeads) return x;
+  const rep = c.numHeads / nKv;
+  return o.reshape(g, o.expand(g, o.reshape(g, x, [B, nKv, 1, T, D]), [B, nKv, rep, T, D]), [B, c.numHeads, T, D]);
+}
+
+/** Scores → (soft-capped) + additive mask → softmax → weighted values. */
+export function attentionWeights(ctx: Ctx, q: Value, k: Value, mask: Value): Value {
+  const { g, c } = ctx;
+  let scores = o.matmul(g, q, o.transpose(g, k, [0, 1, 3, 2])); // [B,nH,T,S]
+  if (c.attnSoftcap) scores = softcap(g, scores, c.attnSoftcap);
+  return o.softmax(g, o.add(g, scores, mask), -1);
+}
+
+export const localAttention: Attend = (ctx, q, k, v, i) => {
+  const type = ctx.c.layerTypes[i];
+  const mask = ctx.g.inputs.find((x) => x.name === `mask_${type}`)!; // [T,T]
+  const probs = attentionWeights(ctx, q, expandKv(ctx, k), mask);
+  return o.matmul(ctx.g, probs, expandKv(ctx, v));
+};
+
 /** One decoder layer on the residual stream h [N,H]. */
-function layer(ctx: Ctx, h: Value, i: number, rot: Value): Value {
+export function layer(ctx: Ctx, h: Value, i: number, rot: Value, attend: Attend = localAttention): Value {
   const { g, c, opts } = ctx;
   const B = opts.batch, T = opts.seq, N = ctx.N;
   const nH = c.numHeads, nKv = c.numKvHeads, D = c.headDim;
@@ -155,24 +185,12 @@ function layer(ctx: Ctx, h: Value, i: number, rot: Value): Value {
   }
   let qh = o.transpose(g, q, [0, 2, 1, 3]); // [B,nH,T,D]
   let kh = o.transpose(g, k, [0, 2, 1, 3]); // [B,nKv,T,D]
-  let vh = o.transpose(g, v, [0, 2, 1, 3]); // [B,nKv,T,D]
+  const vh = o.transpose(g, v, [0, 2, 1, 3]); // [B,nKv,T,D]
   const cos = g.inputs.find((x) => x.name === `rope_cos_${type}`)!; // [T,D]
   const sin = g.inputs.find((x) => x.name === `rope_sin_${type}`)!;
-  qh = rope(g, qh, cos, sin, rot);
+  qh = o.scale(g, rope(g, qh, cos, sin, rot), c.queryPreAttnScalar ** -0.5);
   kh = rope(g, kh, cos, sin, rot);
-  if (nKv !== nH) {
-    const rep = nH / nKv;
-    const expandKv = (x: Value) =>
-      o.reshape(g, o.expand(g, o.reshape(g, x, [B, nKv, 1, T, D]), [B, nKv, rep, T, D]), [B, nH, T, D]);
-    kh = expandKv(kh);
-    vh = expandKv(vh);
-  }
-  qh = o.scale(g, qh, c.queryPreAttnScalar ** -0.5);
-  let scores = o.matmul(g, qh, o.transpose(g, kh, [0, 1, 3, 2])); // [B,nH,T,T]
-  if (c.attnSoftcap) scores = softcap(g, scores, c.attnSoftcap);
-  scores = o.add(g, scores, g.inputs.find((x) => x.name === `mask_${type}`)!);
-  const probs = o.softmax(g, scores, -1);
-  const ctxv = o.matmul(g, probs, vh); // [B,nH,T,D]
+  const ctxv = attend(ctx, qh, kh, vh, i); // [B,nH,T,D]
   const merged = o.reshape(g, o.transpose(g, ctxv, [0, 2, 1, 3]), [N, nH * D]);
   let attn = linear(ctx, merged, i, "o_proj"); // [N,H]
   if (c.generation >= 2) attn = norm(attn, "post_attention_layernorm");
