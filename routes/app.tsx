@@ -17,10 +17,28 @@ import { apiRoutes } from "./api.ts";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
 import type { TrainingService } from "../trainer/service.ts";
+import { ModelCache } from "../engine/model_cache.ts";
+import { openaiRoutes } from "./openai.ts";
 
 export interface AppDeps {
   settings: AppSettings;
   service: TrainingService;
+  models?: ModelCache;
+}
+
+/** The models of the playground: the demo model and every run's final model and checkpoints. */
+export function modelCacheFor(deps: AppDeps): ModelCache {
+  return new ModelCache(deps.settings.dataDir, () =>
+    deps.service.list().map((v) => ({
+      id: v.id,
+      dir: v.dir,
+      baseModel: v.run.config.model,
+      method: v.run.config.method,
+      checkpoints: v.checkpoints,
+      hasFinal: v.hasFinal,
+      name: v.run.config.name,
+      trainLoss: v.trainLoss,
+    })));
 }
 
 const STATIC_TYPES: Record<string, string> = {
@@ -48,6 +66,7 @@ async function serveStatic(name: string): Promise<Response | null> {
 }
 
 export function createApp(deps: AppDeps): Hono {
+  deps.models ??= modelCacheFor(deps);
   const app = new Hono();
   app.use("*", securityHeaders());
   app.use("*", requireToken(deps.settings.token));
@@ -64,6 +83,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", dashboardRoutes(deps.service));
   app.route("/", apiRoutes(deps.service));
   app.route("/", metricsRoutes(deps.service));
+  app.route("/", openaiRoutes(deps.models));
 
   app.notFound((c) => {
     if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);
