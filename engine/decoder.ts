@@ -26,7 +26,12 @@ export interface DecoderGraph {
   capacity: number;
 }
 
-export function buildDecoderGraph(c: GemmaConfig, S: number, capacity: number, opts: { withLogitsAll?: boolean } = {}): DecoderGraph {
+export function buildDecoderGraph(
+  c: GemmaConfig,
+  S: number,
+  capacity: number,
+  opts: { withLogitsAll?: boolean; externalWeights?: { location: string; placements: Map<string, { offset: number; length: number }> } } = {},
+): DecoderGraph {
   const g = new Graph("float32");
   const ctx = new Ctx(g, c, { batch: 1, seq: S, positions: 1, method: "forward" });
   const D = c.headDim, nKv = c.numKvHeads;
@@ -64,6 +69,7 @@ export function buildDecoderGraph(c: GemmaConfig, S: number, capacity: number, o
   let logits = o.gemm(g, rows, E, { transB: true });
   if (c.finalSoftcap) logits = softcap(g, logits, c.finalSoftcap);
   g.output(logits, "logits");
+  if (opts.externalWeights) g.externalize(opts.externalWeights.placements, opts.externalWeights.location);
   return { bytes: g.toBytes(), S, capacity };
 }
 

@@ -1,5 +1,234 @@
-/** `gemma-tuner export`: placeholder until its owner (inference) lands the real verb. */
-export function exportCommand(_args: string[]): Promise<number> {
-  console.error("gemma-tuner export: not available in this build yet");
-  return Promise.resolve(2);
+/**
+ * Export a run's model: the PEFT adapter as it is, a merged full checkpoint in Hugging Face layout
+ * (loads in transformers), or an ONNX KV-cache decoder (one token per call) with its weights as
+ * external data, runnable by onnxruntime alone. Also `gemma-tuner export` and a store-only zip.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
+import { loadModel } from "./model_dir.ts";
+import { readAdapter } from "./peft.ts";
+import { loraScaling, mergeLora } from "./lora.ts";
+import { paramSpecs } from "./gemma/params.ts";
+import { writeSafetensors } from "./safetensors.ts";
+import { resolveModelPath } from "./init_model.ts";
+import { buildDecoderGraph } from "./decoder.ts";
+
+export interface RunSource {
+  runDir: string;
+  /** "final" or "checkpoint-<step>"; default: final, else the newest checkpoint. */
+  checkpoint?: string;
+  dataDir: string;
+}
+
+interface Located {
+  dir: string;
+  method: "lora" | "full";
+  baseModel: string;
+}
+
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json"];
+
+function locate(src: RunSource): Located {
+  let run: { config?: { method?: string; model?: string } };
+  try {
+    run = JSON.parse(fs.readFileSync(path.join(src.runDir, "run.json"), "utf8"));
+  } catch {
+    throw new RangeError(`"${src.runDir}" is not a run directory (no readable run.json)`);
+  }
+  const cfg = run.config ?? (run as { method?: string; model?: string });
+  let name = src.checkpoint;
+  if (!name) {
+    if (fs.existsSync(path.join(src.runDir, "final"))) name = "final";
+    else {
+      const cks = fs.existsSync(path.join(src.runDir, "checkpoints")) ? fs.readdirSync(path.join(src.runDir, "checkpoints")).filter((n) => /^checkpoint-\d+$/.test(n)) : [];
+      name = cks.sort((a, b) => Number(a.split("-")[1]) - Number(b.split("-")[1])).at(-1);
+      if (!name) throw new RangeError(`Run "${src.runDir}" has no final model and no checkpoint to export`);
+    }
+  }
+  if (!/^(final|checkpoint-\d+)$/.test(name)) throw new RangeError(`--checkpoint must be "final" or "checkpoint-<step>", got "${name}"`);
+  const dir = name === "final" ? path.join(src.runDir, "final") : path.join(src.runDir, "checkpoints", name);
+  if (!fs.existsSync(dir)) throw new RangeError(`Run "${src.runDir}" has no ${name}`);
+  return { dir, method: cfg.method === "full" ? "full" : "lora", baseModel: String(cfg.model ?? "demo") };
+}
+
+function copyFiles(from: string, to: string, names: string[]) {
+  for (const n of names) if (fs.existsSync(path.join(from, n))) fs.copyFileSync(path.join(from, n), path.join(to, n));
+}
+
+function freshDir(out: string) {
+  if (fs.existsSync(out) && fs.readdirSync(out).length) throw new RangeError(`Output directory "${out}" is not empty; choose another --out`);
+  fs.mkdirSync(out, { recursive: true });
+}
+
+/** The PEFT adapter files (LoRA runs). */
+export function exportAdapter(src: RunSource, out: string): string[] {
+  const l = locate(src);
+  if (l.method !== "lora") throw new RangeError("This run fine-tuned every weight; it has no adapter. Use --merged (the model itself)");
+  freshDir(out);
+  const files = ["adapter_model.safetensors", "adapter_config.json", "README.md"].filter((n) => fs.existsSync(path.join(l.dir, n)));
+  copyFiles(l.dir, out, files);
+  return files;
+}
+
+/** Base + adapter merged (or the fully tuned weights) as a Hugging Face checkpoint. */
+export async function exportMerged(src: RunSource, out: string): Promise<void> {
+  const l = locate(src);
+  const baseDir = await resolveModelPath(l.baseModel, src.dataDir);
+  freshDir(out);
+  if (l.method === "full") {
+    copyFiles(l.dir, out, ["model.safetensors", "config.json", ...TOKENIZER_FILES]);
+    copyFiles(baseDir, out, TOKENIZER_FILES.filter((n) => !fs.existsSync(path.join(out, n))));
+    return;
+  }
+  const base = await loadModel(baseDir);
+  const a = readAdapter(l.dir);
+  const merged = mergeLora(base.weights, a.tensors, loraScaling(a.lora));
+  writeSafetensors(path.join(out, "model.safetensors"), paramSpecs(base.config).map((s) => ({ name: s.name, dtype: "F32" as const, shape: s.shape, data: merged.get(s.name)! })));
+  const cfg = JSON.parse(fs.readFileSync(path.join(baseDir, "config.json"), "utf8"));
+  fs.writeFileSync(path.join(out, "config.json"), JSON.stringify({ ...cfg, torch_dtype: "float32" }, null, 2) + "\n");
+  copyFiles(baseDir, out, TOKENIZER_FILES);
+}
+
+/**
+ * An ONNX decoder (one token per call, KV cache of `capacity` positions) with weights in
+ * `model.onnx.data`; README.md in the folder describes its inputs and outputs.
+ */
+export async function exportOnnx(src: RunSource, out: string, capacity = 512): Promise<void> {
+  const merged = fs.mkdtempSync(path.join(path.dirname(path.resolve(out)), ".merge-"));
+  fs.rmSync(merged, { recursive: true });
+  try {
+    await exportMerged(src, merged);
+    const m = await loadModel(merged);
+    freshDir(out);
+    const placements = new Map<string, { offset: number; length: number }>();
+    const fd = fs.openSync(path.join(out, "model.onnx.data"), "w");
+    let offset = 0;
+    for (const s of paramSpecs(m.config)) {
+      const w = m.weights.get(s.name)!;
+      fs.writeSync(fd, new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
+      placements.set(s.name, { offset, length: w.byteLength });
+      offset += w.byteLength;
+    }
+    fs.closeSync(fd);
+    const g = buildDecoderGraph(m.config, 1, capacity, { externalWeights: { location: "model.onnx.data", placements } });
+    fs.writeFileSync(path.join(out, "model.onnx"), g.bytes);
+    copyFiles(merged, out, ["config.json", ...TOKENIZER_FILES]);
+    fs.writeFileSync(path.join(out, "README.md"), onnxReadme(capacity));
+  } finally {
+    fs.rmSync(merged, { recursive: true, force: true });
+  }
+}
+
+function onnxReadme(capacity: number): string {
+  return `# ONNX decoder (exported by gemma-tuner)
+
+One token per call with a key/value cache of ${capacity} positions; weights are in \`model.onnx.data\`.
+Load with \`InferenceSession.create("model.onnx")\` (the data file must stay next to it).
+
+Inputs (S = 1; D = head_dim; C_l = cache slots of layer l: ${capacity} for full-attention layers,
+min(sliding_window, ${capacity}) for sliding layers, used as a ring: position p lives in slot p mod C_l):
+- \`input_ids\` int64 [1]: the token at position p
+- \`rope_cos_<full|sliding>\`, \`rope_sin_<full|sliding>\` float [1, D]: cos/sin of p·inv_freq (half-split, concatenated twice)
+- \`mask_<full|sliding>\` float [1, C_l + 1]: 0 where the query may attend (cached slots holding positions it sees, and itself), −1e9 elsewhere
+- \`cache_k.<l>\`, \`cache_v.<l>\` float [1, kv_heads, C_l, D]
+- \`last\` int64 [1]: 0
+
+Outputs: \`logits\` [1, vocab], \`new_k.<l>\`, \`new_v.<l>\` [1, kv_heads, 1, D] (write them into slot p mod C_l).
+`;
+}
+
+/** A store-only (uncompressed) zip of files, enough for downloads of adapters and small models. */
+export function zipFiles(files: { name: string; data: Uint8Array }[]): Uint8Array {
+  const enc = new TextEncoder();
+  const parts: Uint8Array[] = [], central: Uint8Array[] = [];
+  let offset = 0;
+  for (const f of files) {
+    const name = enc.encode(f.name);
+    const crc = crc32(f.data);
+    const local = new Uint8Array(30 + name.length);
+    const dv = new DataView(local.buffer);
+    dv.setUint32(0, 0x04034b50, true);
+    dv.setUint16(4, 20, true);
+    dv.setUint32(14, crc, true);
+    dv.setUint32(18, f.data.length, true);
+    dv.setUint32(22, f.data.length, true);
+    dv.setUint16(26, name.length, true);
+    local.set(name, 30);
+    const cen = new Uint8Array(46 + name.length);
+    const cv = new DataView(cen.buffer);
+    cv.setUint32(0, 0x02014b50, true);
+    cv.setUint16(4, 20, true);
+    cv.setUint16(6, 20, true);
+    cv.setUint32(16, crc, true);
+    cv.setUint32(20, f.data.length, true);
+    cv.setUint32(24, f.data.length, true);
+    cv.setUint16(28, name.length, true);
+    cv.setUint32(42, offset, true);
+    cen.set(name, 46);
+    parts.push(local, f.data);
+    central.push(cen);
+    offset += local.length + f.data.length;
+  }
+  const cenSize = central.reduce((s, c) => s + c.length, 0);
+  const end = new Uint8Array(22);
+  const ev = new DataView(end.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, files.length, true);
+  ev.setUint16(10, files.length, true);
+  ev.setUint32(12, cenSize, true);
+  ev.setUint32(16, offset, true);
+  const out = new Uint8Array(offset + cenSize + 22);
+  let p = 0;
+  for (const x of [...parts, ...central, end]) {
+    out.set(x, p);
+    p += x.length;
+  }
+  return out;
+}
+
+let CRC_TABLE: Uint32Array | null = null;
+export function crc32(data: Uint8Array): number {
+  if (!CRC_TABLE) {
+    CRC_TABLE = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      CRC_TABLE[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+const FLAGS = {
+  run: { kind: "string" as const, help: "run directory" },
+  checkpoint: { kind: "string" as const, help: "final (default) or checkpoint-<step>" },
+  merged: { kind: "boolean" as const, help: "a full Hugging Face checkpoint with the adapter merged in" },
+  adapter: { kind: "boolean" as const, help: "the PEFT adapter files" },
+  onnx: { kind: "boolean" as const, help: "an ONNX KV-cache decoder with external weights" },
+  out: { kind: "string" as const, help: "output directory (new or empty)" },
+  data: { kind: "string" as const, help: "data directory (for the demo base model)" },
+  help: { kind: "boolean" as const, help: "show this help" },
+};
+
+export async function exportCommand(args: string[]): Promise<number> {
+  const f = parseFlags("export", args, FLAGS);
+  if (f.help) {
+    console.log(flagHelp("gemma-tuner export --run DIR [--checkpoint NAME] (--merged | --adapter | --onnx) --out DIR", FLAGS));
+    return 0;
+  }
+  if (!f.run || !f.out) throw new UsageError("export: --run DIR and --out DIR are required");
+  const kinds = ["merged", "adapter", "onnx"].filter((k) => f[k]);
+  if (kinds.length !== 1) throw new UsageError("export: choose exactly one of --merged, --adapter, --onnx");
+  const runDir = path.resolve(String(f.run));
+  const { resolveDataDir } = await import("../config/app.ts");
+  const src = { runDir, checkpoint: f.checkpoint as string | undefined, dataDir: f.data ? resolveDataDir(String(f.data)) : path.dirname(path.dirname(runDir)) };
+  const out = path.resolve(String(f.out));
+  if (kinds[0] === "adapter") exportAdapter(src, out);
+  else if (kinds[0] === "merged") await exportMerged(src, out);
+  else await exportOnnx(src, out);
+  console.log(JSON.stringify({ out, kind: kinds[0], files: fs.readdirSync(out) }));
+  return 0;
 }

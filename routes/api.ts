@@ -95,10 +95,19 @@ export function apiRoutes(service: TrainingService) {
     refresh(c);
     return c.json({ status });
   });
-  app.delete("/api/runs/:id", (c) => {
-    service.delete(c.req.param("id"));
+  app.post("/api/runs/:id/restart", (c) => {
+    const status = service.restart(c.req.param("id"));
     refresh(c);
-    return c.json({ deleted: c.req.param("id") });
+    return c.json({ status });
+  });
+  app.delete("/api/runs/:id", (c) => {
+    const id = c.req.param("id");
+    service.delete(id);
+    // Deleted from its own dashboard: that page is gone, go to the history instead.
+    const from = c.req.header("HX-Current-URL");
+    if (from && new URL(from, "http://x").pathname === `/runs/${encodeURIComponent(id)}`) c.header("HX-Redirect", "/runs");
+    else refresh(c);
+    return c.json({ deleted: id });
   });
 
   app.get("/api/runs/:id/scalars", (c) => {

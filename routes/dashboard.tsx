@@ -69,11 +69,20 @@ function Control(props: { v: RunView }) {
       <>
         <p role="status">{s.state === "failed" ? "Failed" : "Aborted"}: {s.message}</p>
         {s.error && <pre class="error">{s.error}</pre>}
-        {!latest && <p class="warning">No checkpoint was saved: nothing to resume or try. Start a new run.</p>}
+        {!latest && <p class="warning">No checkpoint was saved: nothing to resume or try. Start it again from the beginning, or start a new run.</p>}
         <div class="actions">
           {latest && <button class="primary" hx-post={`/api/runs/${id}/resume`} hx-swap="none">Resume from step {latest.step}</button>}
           {latest && <a class="button" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try the checkpoint</a>}
+          {!latest && <button class="primary" hx-post={`/api/runs/${id}/restart`} hx-swap="none">Start again</button>}
           <a class="button" href="/create">New model</a>
+          <button
+            class="danger"
+            hx-delete={`/api/runs/${id}`}
+            hx-confirm={`Reset: delete run "${v.run.config.name}" with its logs${latest ? " and checkpoints" : ""}? This cannot be undone.`}
+            hx-swap="none"
+          >
+            Reset (delete run)
+          </button>
         </div>
       </>
     );
@@ -93,10 +102,18 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
   const m = service.metrics;
   const info = (v.run.modelInfo ?? {}) as Record<string, number | string>;
   const s = v.status;
+  const cache = m.state(v.dir);
   const lastLoss = m.last(v.dir, "train/loss");
+  const damaged = m.stats(v.dir).errors;
   if (!lastLoss) {
-    return <p class="muted" data-kpi="waiting">Waiting for the first training step… ({s.message || s.state})</p>;
+    return (
+      <div>
+        <p class="muted" data-kpi="waiting" data-cache={cache}>Waiting for the first training step… ({s.message || s.state})</p>
+        {damaged.map((e) => <p class="error">{e}</p>)}
+      </div>
+    );
   }
+  const evalSecs = m.lastEvalSeconds(v.dir);
   const tps = m.mean(v.dir, "train/tokens_per_second", 10);
   const stepMs = m.mean(v.dir, "train/step_time_ms", 20);
   const range = m.wallRange(v.dir, "train/loss");
@@ -133,9 +150,14 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
           <dt>Tokens/s</dt><dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
           <dt>Step time</dt><dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
           <dt>ETA</dt><dd>{isFinalState(s.state) ? "done" : remaining ? formatDuration(remaining) : "–"}</dd>
+          <dt>Eval time</dt><dd>{evalSecs === undefined ? "–" : evalSecs < 60 ? `${evalSecs.toFixed(1)} s` : formatDuration(evalSecs * 1000)}</dd>
           <dt>Memory in use</dt><dd>{rss ? formatBytes(rss[1] * 2 ** 20) : "–"}</dd>
         </dl>
       </section>
+      <p class="muted small" data-cache={cache}>
+        Metrics {cache === "stale" ? "updated just now" : "up to date"} · {m.stats(v.dir).bytesRead.toLocaleString("en")} bytes of events read
+      </p>
+      {damaged.map((e) => <p class="error">{e}</p>)}
     </div>
   );
 }
@@ -184,8 +206,8 @@ export function dashboardRoutes(service: TrainingService) {
     const id = encodeURIComponent(v.id);
     const live = !isFinalState(v.status.state) || v.orphan;
     // The page carries the logs' tail; the poller continues from these offsets.
-    const out = readLogChunk(path.join(v.dir, STDOUT_LOG), -1);
-    const err = readLogChunk(path.join(v.dir, STDERR_LOG), -1);
+    const out = readLogChunk(path.join(v.dir, STDOUT_LOG), -1, { partial: !live });
+    const err = readLogChunk(path.join(v.dir, STDERR_LOG), -1, { partial: !live });
     const errors = countErrorLines(out.text) + countErrorLines(err.text);
     return page(
       c,
@@ -222,9 +244,11 @@ export function dashboardRoutes(service: TrainingService) {
           <pre id="log-stderr" tabIndex={0}>{err.text}</pre>
           {live && <LogsPoller id={v.id} out={out.next} err={err.next} errors={errors} />}
         </section>
-        <p>
-          TensorBoard: <code>tensorboard --logdir {v.dir}</code>
-        </p>
+        <section class="panel" aria-label="TensorBoard">
+          <div id="tensorboard">
+            <button type="button" hx-post={`/runs/${id}/tensorboard`} hx-target="#tensorboard">Open in TensorBoard</button>
+          </div>
+        </section>
       </>,
     );
   });
@@ -245,6 +269,28 @@ export function dashboardRoutes(service: TrainingService) {
 
   app.get("/runs/:id/fragments/logs", (c) => sharedFragment(c, () => logsFragment(c)));
 
+  // Starts the managed TensorBoard (over every run of the data dir) or says the command to run.
+  app.post("/runs/:id/tensorboard", (c) => {
+    const v = view(c);
+    if (v instanceof Response) return v;
+    const tb = service.tensorboard.ensure();
+    if (tb.running) {
+      const url = `${tb.url}?runFilter=${encodeURIComponent(v.id)}`;
+      return fragment(
+        c,
+        <p data-tensorboard="running">
+          TensorBoard is running: <a href={url} target="_blank" rel="noopener">open it</a> (it may take a few seconds to start).
+        </p>,
+      );
+    }
+    return fragment(
+      c,
+      <p data-tensorboard="command">
+        {tb.reason}. Run it yourself: <code>{tb.command}</code>
+      </p>,
+    );
+  });
+
   const logsFragment = (c: Context) => {
     const v = view(c);
     if (v instanceof Response) return v;
@@ -252,10 +298,12 @@ export function dashboardRoutes(service: TrainingService) {
       const n = Number(c.req.query(k) ?? d);
       return Number.isSafeInteger(n) && n >= -1 ? n : d;
     };
-    const out = readLogChunk(path.join(v.dir, STDOUT_LOG), num("out", -1));
-    const err = readLogChunk(path.join(v.dir, STDERR_LOG), num("err", -1));
+    // Once the trainer has ended, its unfinished last line is final too.
+    const ended = isFinalState(v.status.state) && !v.orphan;
+    const out = readLogChunk(path.join(v.dir, STDOUT_LOG), num("out", -1), { partial: ended });
+    const err = readLogChunk(path.join(v.dir, STDERR_LOG), num("err", -1), { partial: ended });
     const errors = num("errors", 0) + countErrorLines(err.text) + countErrorLines(out.text);
-    const done = isFinalState(v.status.state) && !v.orphan && out.next >= out.size && err.next >= err.size;
+    const done = ended && out.next >= out.size && err.next >= err.size;
     return fragment(
       c,
       <>

@@ -48,6 +48,8 @@ export class Graph {
   readonly inputs: Value[] = [];
   readonly outputs: Value[] = [];
   readonly initializers = new Map<Value, ConstTensor>();
+  /** Inputs turned into initializers stored outside the model file (ONNX external data). */
+  readonly external = new Map<Value, { location: string; offset: number; length: number; dtype: DType; shape: number[] }>();
   private nextId = 0;
   private names = new Set<string>();
   private constCache = new Map<string, Value>();
@@ -116,6 +118,20 @@ export class Graph {
     return out;
   }
 
+  /**
+   * Makes the named inputs initializers whose bytes live in `location` (next to the model file) at
+   * the given offsets, for a model that runs without feeding its weights.
+   */
+  externalize(placements: Map<string, { offset: number; length: number }>, location: string): void {
+    for (const [name, p] of placements) {
+      const i = this.inputs.findIndex((v) => v.name === name);
+      if (i < 0) throw new Error(`No graph input "${name}" to externalize`);
+      const v = this.inputs[i];
+      this.inputs.splice(i, 1);
+      this.external.set(v, { location, offset: p.offset, length: p.length, dtype: v.dtype, shape: [...v.shape] });
+    }
+  }
+
   /** Encodes the graph as an ONNX model (opset 21, IR 10). */
   toBytes(): Uint8Array {
     const vi = (v: Value) => ({
@@ -134,7 +150,16 @@ export class Graph {
       })),
       input: this.inputs.map(vi),
       output: this.outputs.map(vi),
-      initializer: [...this.initializers].map(([v, t]) => encodeTensor(v.name, t)),
+      initializer: [
+        ...[...this.initializers].map(([v, t]) => encodeTensor(v.name, t)),
+        ...[...this.external].map(([v, e]) => ({
+          name: v.name,
+          dataType: ONNX_DTYPE[e.dtype],
+          dims: e.shape,
+          dataLocation: 1,
+          externalData: [{ key: "location", value: e.location }, { key: "offset", value: String(e.offset) }, { key: "length", value: String(e.length) }],
+        })),
+      ],
     };
     const model = {
       irVersion: 10,
