@@ -67,7 +67,7 @@ export function inferenceRoutes(deps: AppDeps) {
       const files = fs.readdirSync(out).map((name) => ({ name, data: fs.readFileSync(path.join(out, name)) }));
       const zip = zipFiles(files);
       const fname = `${v.id}-${m[2]}-${as === "adapter" && v.run.config.method === "lora" ? "adapter" : "merged"}.zip`;
-      return new Response(zip, { headers: { "Content-Type": "application/zip", "Content-Disposition": `attachment; filename="${fname}"` } });
+      return new Response(zip as Uint8Array<ArrayBuffer>, { headers: { "Content-Type": "application/zip", "Content-Disposition": `attachment; filename="${fname}"` } });
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
