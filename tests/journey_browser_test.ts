@@ -63,6 +63,13 @@ Deno.test({
 
         await Promise.all([w.page.waitForNavigation(), w.page.click('#control a.button.primary')]);
         assert(w.page.url().includes("/inference"), `"Try it" went to ${w.page.url()}`);
+        // Chat with the tuned model: the reply streams in and its stats appear.
+        await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]', { timeout: 30_000 });
+        await w.page.type("#chat-input", "What is the capital of Canada?");
+        await w.page.click('[data-chat="send"]');
+        await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="0"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
+        const reply = await w.page.$eval('[data-chat-column="0"] [data-role="assistant"]', (e) => e.textContent ?? "");
+        assert(reply.length > 0, "the chat reply is empty");
         await w.screenshot("06-playground");
         assert(w.problems.length === 0, `browser problems:\n${w.problems.join("\n")}`);
         for (const s of ["01-welcome", "03-training", "05-completed"]) assert(fs.existsSync(path.join(SHOTS, `${s}.png`)), `missing ${s}`);
