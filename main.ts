@@ -65,6 +65,13 @@ async function serveCommand(args: string[]): Promise<number> {
     console.log(`gemma-tuner ${VERSION} serving ${url} (data: ${settings.dataDir})`);
     if (settings.token) console.log(`Open ${url}login?token=… with your token to sign in.`);
     if (settings.open) openBrowser(url);
+    // Ctrl-C stops the server (and a managed TensorBoard); training processes keep running.
+    const stop = () => void server.shutdown();
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      try {
+        Deno.addSignalListener(sig, stop);
+      } catch { /* not supported on this platform */ }
+    }
     await server.finished;
     return 0;
   } catch (e) {

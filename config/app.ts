@@ -108,3 +108,15 @@ export function selfCommand(args: string[]): { cmd: string; args: string[] } {
   const config = new URL("../deno.json", import.meta.url).pathname;
   return { cmd: Deno.execPath(), args: ["run", "-A", "--config", config, "--v8-flags=--max-old-space-size=8192", main, ...args] };
 }
+
+/** The full path of an executable on $PATH, or null. */
+export function findOnPath(name: string): string | null {
+  const exe = Deno.build.os === "windows" ? `${name}.exe` : name;
+  for (const dir of (env("PATH") ?? "").split(path.delimiter)) {
+    if (!dir) continue;
+    try {
+      if (Deno.statSync(path.join(dir, exe)).isFile) return path.join(dir, exe);
+    } catch { /* not in this folder */ }
+  }
+  return null;
+}

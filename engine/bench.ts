@@ -9,6 +9,7 @@ import { countParams, paramSpecs } from "./gemma/params.ts";
 import { rng } from "./lora.ts";
 import { TrainEngine } from "./train_engine.ts";
 import { LORA_TARGETS } from "../config/training.ts";
+import { Generator, generateIds } from "./generate.ts";
 
 const FLAGS = {
   generation: { kind: "number" as const, help: "Gemma generation", default: 3 },
@@ -19,7 +20,7 @@ const FLAGS = {
   intermediate: { kind: "number" as const, help: "MLP size", default: 2048 },
   vocab: { kind: "number" as const, help: "vocabulary size", default: 262144 },
   layers: { kind: "number" as const, help: "layers", default: 2 },
-  method: { kind: "string" as const, help: "lora | full | forward", default: "lora" },
+  method: { kind: "string" as const, help: "lora | full | forward | generate", default: "lora" },
   batch: { kind: "number" as const, help: "batch size", default: 4 },
   seq: { kind: "number" as const, help: "sequence length", default: 128 },
   steps: { kind: "number" as const, help: "timed steps (after one warm-up)", default: 5 },
@@ -44,7 +45,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     return 0;
   }
   const method = String(f.method);
-  if (!["lora", "full", "forward"].includes(method)) throw new UsageError(`bench: --method must be lora, full or forward, got "${method}"`);
+  if (!["lora", "full", "forward", "generate"].includes(method)) throw new UsageError(`bench: --method must be lora, full, forward or generate, got "${method}"`);
   const gen = f.generation as number;
   const modelType = { 1: "gemma", 2: "gemma2", 3: "gemma3_text" }[gen];
   if (!modelType) throw new UsageError(`bench: --generation must be 1, 2 or 3`);
@@ -70,6 +71,26 @@ export async function benchCommand(args: string[]): Promise<number> {
     weights.set(s.name, a);
   }
   const B = f.batch as number, T = f.seq as number;
+  if (method === "generate") {
+    const gen = new Generator({ config, weights }, { threads: f.threads as number | undefined });
+    const prompt = Array.from({ length: 16 }, () => 2 + Math.floor(next() * 1000));
+    const newTokens = Math.max(8, (f.steps as number) * 8);
+    // A first pass builds the graphs; the timed pass decodes from a fresh cache.
+    await generateIds(gen, prompt, { temperature: 0, maxNewTokens: 4, stopIds: [] });
+    const r = await generateIds(gen, prompt, { temperature: 0, maxNewTokens: newTokens, stopIds: [] });
+    console.log(JSON.stringify({
+      method,
+      layers: config.numLayers,
+      vocab: config.vocabSize,
+      prompt_tokens: prompt.length,
+      new_tokens: r.ids.length,
+      decode_tokens_per_second: r.tokensPerSecond,
+      peak_rss_mb: peakRssMb(),
+      parameters: countParams(config),
+    }));
+    gen.release();
+    return 0;
+  }
   const engine = await TrainEngine.create({
     model: { config, weights },
     method: method === "full" ? "full" : "lora",
