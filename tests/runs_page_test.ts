@@ -16,12 +16,17 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
   const dataDir = fs.mkdtempSync("/tmp/gt-runs-");
   const service = new TrainingService(dataDir, { intervalMs: 0 });
   const app = createApp({ settings: loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir }), service });
+  // The live run's trainer: a stand-in with "train" on its command line (the service checks that a pid is a trainer).
+  const trainer = new Deno.Command("/bin/sh", { args: ["-c", "sleep 60; :", "sh", "train"], stdout: "null", stderr: "null" }).spawn();
   const mk = (name: string, state: "completed" | "training") => {
     const dir = createRun(parseRunConfig({ name, dataset: { path: "sample" }, maxSteps: 3 }), dataDir);
-    writeStatus(dir, { state, message: state, step: 3, totalSteps: 3, epoch: 0, pid: Deno.pid });
+    writeStatus(dir, { state, message: state, step: 3, totalSteps: 3, epoch: 0, pid: trainer.pid });
     return path.basename(dir);
   };
   const a = mk("alpha", "completed"), b = mk("beta", "completed"), live = mk("gamma", "training");
+  // Before any page reconciles (this test process is no trainer, so its "training" run would turn failed).
+  const refused = await app.request(`/api/runs/${live}`, { method: "DELETE" });
+  assert(refused.status === 409 && fs.existsSync(path.join(dataDir, "runs", live)), `deleting a running run gave ${refused.status}`);
   const html = await (await app.request(`/runs?compare=${a}&compare=${b}`)).text();
   for (const n of ["alpha", "beta", "gamma"]) assert(html.includes(n), `${n} missing`);
   assert(html.includes("data-island=\"LossChart\"") && html.includes(a) && html.includes("runIds"), "no comparison chart");
@@ -29,5 +34,7 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
   assert(del.status === 200 && !fs.existsSync(path.join(dataDir, "runs", a)), `delete gave ${del.status}`);
   const refused = await app.request(`/api/runs/${live}`, { method: "DELETE" });
   assert(refused.status === 409 && fs.existsSync(path.join(dataDir, "runs", live)), `deleting a running run gave ${refused.status}`);
-  service.stop();
+  trainer.kill("SIGKILL");
+  await trainer.status;
+  await service.stop();
 });
