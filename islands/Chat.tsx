@@ -131,7 +131,7 @@ export default function Chat(props: ChatProps) {
         <label>
           Model
           <select value={cols[0].model} onChange={(e) => update(0, (c) => ({ ...c, model: (e.target as HTMLSelectElement).value, messages: [] }))} data-chat="model">
-            {props.models.map((m) => <option value={m.id}>{m.label}</option>)}
+            {props.models.map((m) => <option key={m.id} value={m.id}>{m.label}</option>)}
           </select>
         </label>
         <label class="inline">
@@ -140,7 +140,7 @@ export default function Chat(props: ChatProps) {
         <label>
           Compare model
           <select value={cols[1].model} disabled={!sideBySide} onChange={(e) => update(1, (c) => ({ ...c, model: (e.target as HTMLSelectElement).value, messages: [] }))}>
-            {props.models.map((m) => <option value={m.id}>{m.label}</option>)}
+            {props.models.map((m) => <option key={m.id} value={m.id}>{m.label}</option>)}
           </select>
         </label>
       </div>
@@ -158,10 +158,10 @@ export default function Chat(props: ChatProps) {
       </details>
       <div class={sideBySide ? "grid chat-cols" : "chat-cols"}>
         {active.map((c, i) => (
-          <section class="panel" aria-label={`Conversation with ${c.model}`}>
+          <section key={i} class="panel" aria-label={`Conversation with ${c.model}`}>
             <h3>{props.models.find((m) => m.id === c.model)?.label ?? c.model}</h3>
             <div class="chat" aria-live="polite" data-chat-column={i}>
-              {c.messages.map((m) => <div class={`msg ${m.role}`} data-role={m.role}>{m.content || (c.busy ? "…" : "")}</div>)}
+              {c.messages.map((m, k) => <div key={k} class={`msg ${m.role}`} data-role={m.role}>{m.content || (c.busy ? "…" : "")}</div>)}
             </div>
             <p class="muted" data-chat-stats={i}>{c.stats}</p>
             <button type="button" onClick={() => copy(i)} disabled={!c.messages.length}>Copy reply</button>

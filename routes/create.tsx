@@ -17,7 +17,6 @@ import { resolveModelPath } from "../engine/init_model.ts";
 import { estimateMemory } from "../engine/gemma/params.ts";
 import { inspectDataset, tokenizeExample } from "../engine/data/mod.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
-import { renderChat } from "../engine/chat_format.ts";
 import { probeStep } from "../trainer/preflight.ts";
 
 const LAST_SETTINGS = "create.last";
@@ -273,8 +272,8 @@ export function createRoutes(deps: AppDeps) {
         c,
         <div data-preview="ok">
           <p>
-            <strong>{ins.total}</strong> rows, <strong>{ins.valid}</strong> usable, format <strong data-format={ins.format}>{ins.format}</strong> ({ins.chosenBecause}).
-            {" "}{truncated > 0 ? <span class="field-error">{truncated} of the first {lengths.length} rows are longer than max length {maxLength} and will be truncated.</span> : <span>No row is longer than max length {maxLength}.</span>}
+            <strong>{ins.total}</strong> rows, <strong>{ins.valid}</strong> usable, format <strong data-format={ins.format}>{ins.format}</strong> ({ins.chosenBecause}).{" "}
+            {truncated > 0 ? <span class="field-error">{truncated} of the first {lengths.length} rows are longer than max length {maxLength} and will be truncated.</span> : <span>No row is longer than max length {maxLength}.</span>}
           </p>
           {columns.length > 0 && ins.fileKind !== "sample" && (
             <details>

@@ -36,10 +36,10 @@ export function inferenceRoutes(deps: AppDeps) {
                 <td>{m.kind}</td>
                 <td>{models().isLoaded(m.id) ? "yes" : "no"}</td>
                 <td class="actions">
-                  {models().isLoaded(m.id) && <button hx-post={`/api/models/unload?id=${encodeURIComponent(m.id)}`} hx-swap="none">Unload</button>}
+                  {models().isLoaded(m.id) && <button type="button" hx-post={`/api/models/unload?id=${encodeURIComponent(m.id)}`} hx-swap="none">Unload</button>}
                   {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=adapter`}>Download (zip)</a>}
                   {m.kind === "checkpoint" && (
-                    <button class="danger" hx-delete={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} hx-confirm={`Delete checkpoint at step ${m.step}?`} hx-swap="none">
+                    <button type="button" class="danger" hx-delete={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} hx-confirm={`Delete checkpoint at step ${m.step}?`} hx-swap="none">
                       Delete
                     </button>
                   )}

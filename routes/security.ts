@@ -16,6 +16,7 @@ function safeEqual(a: string, b: string): boolean {
 
 /** With a token, every route (pages, static, API, SSE) needs it: Bearer header or the login cookie. */
 export function requireToken(token: string | undefined): MiddlewareHandler {
+  // deno-lint-ignore require-await
   return async (c, next) => {
     if (!token) return next();
     if (c.req.path === "/login") {
@@ -39,6 +40,7 @@ const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
  * "cross-site" or a foreign Origin. Non-browser clients (no Origin) with a token are allowed.
  */
 export function crossSiteGuard(): MiddlewareHandler {
+  // deno-lint-ignore require-await
   return async (c, next) => {
     if (!UNSAFE.has(c.req.method)) return next();
     const site = c.req.header("Sec-Fetch-Site");
