@@ -109,14 +109,18 @@ export function selfCommand(args: string[]): { cmd: string; args: string[] } {
   return { cmd: Deno.execPath(), args: ["run", "-A", "--config", config, "--v8-flags=--max-old-space-size=8192", main, ...args] };
 }
 
-/** The full path of an executable on $PATH, or null. */
-export function findOnPath(name: string): string | null {
-  const exe = Deno.build.os === "windows" ? `${name}.exe` : name;
-  for (const dir of (env("PATH") ?? "").split(path.delimiter)) {
+/** The full path of an executable `name` on PATH (`pathEnv`, default $PATH), or null. */
+export function findOnPath(name: string, pathEnv = env("PATH") ?? ""): string | null {
+  const exts = Deno.build.os === "windows" ? ["", ".exe", ".cmd", ".bat"] : [""];
+  for (const dir of pathEnv.split(path.delimiter)) {
     if (!dir) continue;
-    try {
-      if (Deno.statSync(path.join(dir, exe)).isFile) return path.join(dir, exe);
-    } catch { /* not in this folder */ }
+    for (const ext of exts) {
+      const file = path.join(dir, name + ext);
+      try {
+        const st = Deno.statSync(file);
+        if (st.isFile && (Deno.build.os === "windows" || ((st.mode ?? 0) & 0o111) !== 0)) return file;
+      } catch { /* not here */ }
+    }
   }
   return null;
 }

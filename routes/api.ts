@@ -124,7 +124,9 @@ export function apiRoutes(service: TrainingService) {
     const q = LogQuery.safeParse(c.req.query());
     if (!q.success) return c.json({ error: formatIssues(q.error) }, 400);
     const file = path.join(dir, q.data.stream === "stdout" ? STDOUT_LOG : STDERR_LOG);
-    return c.json(readLogChunk(file, q.data.offset));
+    // Once the trainer has ended, a last line without a newline is complete too.
+    const ended = isFinalState(service.get(c.req.param("id")).status.state);
+    return c.json(readLogChunk(file, q.data.offset, { partial: ended }));
   });
 
   return app;

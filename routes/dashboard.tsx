@@ -25,7 +25,7 @@ function Control(props: { v: RunView }) {
   const latest = v.checkpoints.at(-1);
   const tryModel = v.hasFinal ? `${v.id}/final` : latest ? `${v.id}/${path.basename(latest.dir)}` : "";
   const abort = (
-    <button class="danger" hx-post={`/api/runs/${id}/abort`} hx-confirm="Abort this run? It stops after the current step and keeps its checkpoints." hx-swap="none">
+    <button type="button" class="danger" hx-post={`/api/runs/${id}/abort`} hx-confirm="Abort this run? It stops after the current step and keeps its checkpoints." hx-swap="none">
       Abort
     </button>
   );
@@ -43,7 +43,7 @@ function Control(props: { v: RunView }) {
       <>
         <p>Queued{v.queuePosition ? ` (position ${v.queuePosition})` : ""}: it starts when the current run finishes.</p>
         <div class="actions">
-          <button hx-post={`/api/runs/${id}/cancel`} hx-confirm="Cancel this queued run?" hx-swap="none">Cancel</button>
+          <button type="button" hx-post={`/api/runs/${id}/cancel`} hx-confirm="Cancel this queued run?" hx-swap="none">Cancel</button>
         </div>
       </>
     );
@@ -71,11 +71,11 @@ function Control(props: { v: RunView }) {
         {s.error && <pre class="error">{s.error}</pre>}
         {!latest && <p class="warning">No checkpoint was saved: nothing to resume or try. Start it again from the beginning, or start a new run.</p>}
         <div class="actions">
-          {latest && <button class="primary" hx-post={`/api/runs/${id}/resume`} hx-swap="none">Resume from step {latest.step}</button>}
+          {latest && <button type="button" class="primary" hx-post={`/api/runs/${id}/resume`} hx-swap="none">Resume from step {latest.step}</button>}
           {latest && <a class="button" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try the checkpoint</a>}
-          {!latest && <button class="primary" hx-post={`/api/runs/${id}/restart`} hx-swap="none">Start again</button>}
+          {!latest && <button type="button" class="primary" hx-post={`/api/runs/${id}/restart`} hx-swap="none">Start again</button>}
           <a class="button" href="/create">New model</a>
-          <button
+          <button type="button"
             class="danger"
             hx-delete={`/api/runs/${id}`}
             hx-confirm={`Reset: delete run "${v.run.config.name}" with its logs${latest ? " and checkpoints" : ""}? This cannot be undone.`}
@@ -109,7 +109,7 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
     return (
       <div>
         <p class="muted" data-kpi="waiting" data-cache={cache}>Waiting for the first training step… ({s.message || s.state})</p>
-        {damaged.map((e) => <p class="error">{e}</p>)}
+        {damaged.map((e) => <p key={e} class="error">{e}</p>)}
       </div>
     );
   }
@@ -123,41 +123,43 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
   const rss = m.last(v.dir, "system/rss_mb");
   const epoch = m.last(v.dir, "train/epoch");
   return (
-    <div class="grid">
-      <section class="kpi" aria-label="Model">
-        <h3>Model</h3>
-        <dl>
-          <dt>Architecture</dt><dd>{String(info.architecture ?? "–")}</dd>
-          <dt>Layers</dt><dd>{String(info.layers ?? "–")}</dd>
-          <dt>Parameters</dt><dd>{info.parameters ? formatCount(Number(info.parameters)) : "–"}</dd>
-          <dt>Trainable</dt><dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
-          <dt>Memory (est.)</dt><dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
-        </dl>
-      </section>
-      <section class="kpi" aria-label="Progress">
-        <h3>Progress</h3>
-        <dl>
-          <dt>Step</dt><dd data-kpi="step">{s.totalSteps ? `${lastLoss[0]} / ${s.totalSteps}` : lastLoss[0]}</dd>
-          <dt>Epoch</dt><dd>{epoch ? epoch[1].toFixed(2) : "–"}</dd>
-          <dt>Loss</dt><dd data-kpi="loss">{lastLoss[1].toFixed(4)}</dd>
-          <dt>Eval loss</dt><dd>{evalLoss ? evalLoss[1].toFixed(4) : "–"}</dd>
-          <dt>Elapsed</dt><dd>{formatDuration(elapsedMs)}</dd>
-        </dl>
-      </section>
-      <section class="kpi" aria-label="Performance">
-        <h3>Performance</h3>
-        <dl>
-          <dt>Tokens/s</dt><dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
-          <dt>Step time</dt><dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
-          <dt>ETA</dt><dd>{isFinalState(s.state) ? "done" : remaining ? formatDuration(remaining) : "–"}</dd>
-          <dt>Eval time</dt><dd>{evalSecs === undefined ? "–" : evalSecs < 60 ? `${evalSecs.toFixed(1)} s` : formatDuration(evalSecs * 1000)}</dd>
-          <dt>Memory in use</dt><dd>{rss ? formatBytes(rss[1] * 2 ** 20) : "–"}</dd>
-        </dl>
-      </section>
+    <div>
+      <div class="grid">
+        <section class="kpi" aria-label="Model">
+          <h3>Model</h3>
+          <dl>
+            <dt>Architecture</dt><dd>{String(info.architecture ?? "–")}</dd>
+            <dt>Layers</dt><dd>{String(info.layers ?? "–")}</dd>
+            <dt>Parameters</dt><dd>{info.parameters ? formatCount(Number(info.parameters)) : "–"}</dd>
+            <dt>Trainable</dt><dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
+            <dt>Memory (est.)</dt><dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
+          </dl>
+        </section>
+        <section class="kpi" aria-label="Progress">
+          <h3>Progress</h3>
+          <dl>
+            <dt>Step</dt><dd data-kpi="step">{s.totalSteps ? `${lastLoss[0]} / ${s.totalSteps}` : lastLoss[0]}</dd>
+            <dt>Epoch</dt><dd>{epoch ? epoch[1].toFixed(2) : "–"}</dd>
+            <dt>Loss</dt><dd data-kpi="loss">{lastLoss[1].toFixed(4)}</dd>
+            <dt>Eval loss</dt><dd>{evalLoss ? evalLoss[1].toFixed(4) : "–"}</dd>
+            <dt>Elapsed</dt><dd>{formatDuration(elapsedMs)}</dd>
+          </dl>
+        </section>
+        <section class="kpi" aria-label="Performance">
+          <h3>Performance</h3>
+          <dl>
+            <dt>Tokens/s</dt><dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
+            <dt>Step time</dt><dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
+            <dt>ETA</dt><dd>{isFinalState(s.state) ? "done" : remaining ? formatDuration(remaining) : "–"}</dd>
+            <dt>Eval time</dt><dd>{evalSecs === undefined ? "–" : evalSecs < 60 ? `${evalSecs.toFixed(1)} s` : formatDuration(evalSecs * 1000)}</dd>
+            <dt>Memory in use</dt><dd>{rss ? formatBytes(rss[1] * 2 ** 20) : "–"}</dd>
+          </dl>
+        </section>
+      </div>
       <p class="muted small" data-cache={cache}>
         Metrics {cache === "stale" ? "updated just now" : "up to date"} · {m.stats(v.dir).bytesRead.toLocaleString("en")} bytes of events read
       </p>
-      {damaged.map((e) => <p class="error">{e}</p>)}
+      {damaged.map((e) => <p key={e} class="error">{e}</p>)}
     </div>
   );
 }

@@ -31,8 +31,9 @@ const log = fs.openSync(path.join(runDir, "trainer_stdout.log"), "w");
 const block = logLine.repeat(Math.ceil((1 << 20) / logLine.length));
 for (let i = 0; i < 50; i++) fs.writeSync(log, block);
 const writeMs = performance.now() - t0;
-// A live-looking status: this process plays the trainer (its pid is alive).
-writeStatus(runDir, { state: "training", message: "Training", step: STEPS, totalSteps: STEPS * 2, epoch: 100, pid: Deno.pid });
+// A live-looking status: a stand-in process with "train" on its command line plays the trainer.
+const trainer = new Deno.Command("/bin/sh", { args: ["-c", "sleep 600; :", "sh", "train", "--run", runDir], stdout: "null", stderr: "null" }).spawn();
+writeStatus(runDir, { state: "training", message: "Training", step: STEPS, totalSteps: STEPS * 2, epoch: 100, pid: trainer.pid });
 
 const service = new TrainingService(dataDir, { intervalMs: 0 });
 const app = createApp({ settings: loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir }), service });
@@ -45,13 +46,15 @@ async function time(url: string): Promise<number> {
 }
 
 const coldKpi = await time(`/runs/${id}/fragments/kpi`);
+if ((await app.request(`/runs/${id}/fragments/kpi`)).status !== 200) throw new Error("bench_dashboard: the stand-in run is not live; the numbers would not be those of a training run");
 const kpi: number[] = [], logs: number[] = [], scalarsMs: number[] = [];
 let offset = fs.statSync(path.join(runDir, "trainer_stdout.log")).size;
 for (let i = 1; i <= 50; i++) {
   // The trainer appends one step per poll.
   ev.scalars(STEPS + i, scalars(STEPS + i));
   fs.writeSync(log, logLine);
-  kpi.push(await time(`/runs/${id}/fragments/kpi`));
+  // A distinct URL per request: polls within 0.5 s share one answer, which would hide the cost.
+  kpi.push(await time(`/runs/${id}/fragments/kpi?n=${i}`));
   logs.push(await time(`/runs/${id}/fragments/logs?out=${offset}&err=0&errors=0`));
   offset += logLine.length;
   scalarsMs.push(await time(`/api/runs/${id}/scalars?tag=train/loss&after=${STEPS + i - 1}`));
@@ -69,5 +72,7 @@ console.log(JSON.stringify({
 }));
 ev.close();
 fs.closeSync(log);
-service.stop();
+await service.stop();
+trainer.kill("SIGKILL");
+await trainer.status;
 fs.rmSync(dataDir, { recursive: true, force: true });

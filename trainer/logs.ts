@@ -8,10 +8,21 @@ export interface LogChunk {
   size: number;
 }
 
+export interface ReadLogOptions {
+  /** Most bytes one call reads (default 64 KiB). */
+  max?: number;
+  /**
+   * Also return a last line that has no newline yet. Off while the writer is alive (the line may
+   * still grow); on once it has ended, so the final line shows and the reader reaches the end.
+   */
+  partial?: boolean;
+}
+
 const MAX_CHUNK = 64 * 1024;
 
 /** Bytes [offset, size) of `file`, at most `max`; offset < 0 means "the tail". Cut at a line end. */
-export function readLogChunk(file: string, offset: number, max = MAX_CHUNK): LogChunk {
+export function readLogChunk(file: string, offset: number, opts: ReadLogOptions = {}): LogChunk {
+  const max = opts.max ?? MAX_CHUNK;
   let fd: number;
   try {
     fd = fs.openSync(file, "r");
@@ -26,9 +37,13 @@ export function readLogChunk(file: string, offset: number, max = MAX_CHUNK): Log
     const buf = new Uint8Array(len);
     const got = len ? fs.readSync(fd, buf, 0, len, start) : 0;
     let bytes = buf.subarray(0, got);
-    // Keep a partial last line for the next read, unless the chunk is full without one.
-    const lastNl = bytes.lastIndexOf(10);
-    if (lastNl >= 0 && lastNl < bytes.length - 1) bytes = bytes.subarray(0, lastNl + 1);
+    // Keep a partial last line for the next read, unless the chunk is full without a newline.
+    const atEnd = start + got >= size;
+    if (!(opts.partial && atEnd)) {
+      const lastNl = bytes.lastIndexOf(10);
+      if (lastNl >= 0 && lastNl < bytes.length - 1) bytes = bytes.subarray(0, lastNl + 1);
+      else if (lastNl < 0 && got < max) bytes = bytes.subarray(0, 0);
+    }
     let text = new TextDecoder().decode(bytes);
     if (offset < 0 && start > 0) text = text.slice(text.indexOf("\n") + 1);
     return { text, next: start + bytes.length, size };
@@ -37,17 +52,18 @@ export function readLogChunk(file: string, offset: number, max = MAX_CHUNK): Log
   }
 }
 
-/** Lines that are real errors: "error:"/"Error:" prefixes, uncaught exceptions, stack headers, panics. */
-const ERROR_LINE = /^(\s*(error|Error|ERROR)\b[:\s]|Uncaught |thread '.*' panicked|Segmentation fault|Aborted \(core dumped\)|\s*at .+:\d+:\d+\)?$)/;
+/** Lines that are real errors: "error:"/"Error:" prefixes, uncaught exceptions, panics, crashes. */
+const ERROR_LINE = /^(\s*(error|Error|ERROR)\b[:\s]|\s*\w*(Error|Exception)\b: |Uncaught |thread '.*' panicked|Segmentation fault|Aborted \(core dumped\)|Killed$)/;
 
+/** Counts error lines; the stack frames below an error ("    at f (file:1:2)") belong to it and are not counted. */
 export function countErrorLines(text: string): number {
   let n = 0;
-  for (const line of text.split("\n")) if (line && ERROR_LINE.test(line) && !/^\s*at /.test(line)) n++;
+  for (const line of text.split("\n")) if (line && ERROR_LINE.test(line)) n++;
   return n;
 }
 
-/** The last `n` non-empty lines of a file (read from its tail). */
+/** The last `n` non-empty lines of a file (read from its tail, the unfinished last line included). */
 export function tailLines(file: string, n = 20): string[] {
-  const { text } = readLogChunk(file, -1, 16 * 1024);
+  const { text } = readLogChunk(file, -1, { max: 16 * 1024, partial: true });
   return text.split("\n").filter((l) => l.trim()).slice(-n);
 }

@@ -5,7 +5,6 @@
  * refreshed on access), empty (no events yet).
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { listEventFiles, parseEventRecords } from "./tfevents.ts";
 
 export type CacheState = "fresh" | "stale" | "empty";
@@ -14,6 +13,10 @@ interface RunCache {
   files: Map<string, { offset: number; mtimeMs: number; size: number }>;
   series: Map<string, [number, number][]>;
   wallTimes: Map<string, [number, number][]>;
+  /** Bytes read from disk so far (what "O(new bytes)" is measured by). */
+  bytesRead: number;
+  /** Why a file stopped being read (a damaged record), by file. */
+  errors: Map<string, string>;
 }
 
 export class MetricsReader {
@@ -21,7 +24,7 @@ export class MetricsReader {
 
   private cache(runDir: string): RunCache {
     let c = this.runs.get(runDir);
-    if (!c) this.runs.set(runDir, c = { files: new Map(), series: new Map(), wallTimes: new Map() });
+    if (!c) this.runs.set(runDir, c = { files: new Map(), series: new Map(), wallTimes: new Map(), bytesRead: 0, errors: new Map() });
     return c;
   }
 
@@ -56,12 +59,26 @@ export class MetricsReader {
         // Replaced file: start over for it.
         known.offset = 0;
       }
+      if (c.errors.has(f)) {
+        // A damaged file is not read again (TensorBoard stops at the same place).
+        c.files.set(f, { offset: known.offset, mtimeMs: st.mtimeMs, size: st.size });
+        continue;
+      }
       const fd = fs.openSync(f, "r");
       try {
         const len = st.size - known.offset;
         const buf = new Uint8Array(len);
-        fs.readSync(fd, buf, 0, len, known.offset);
-        const { scalars, offset } = parseEventRecords(buf, 0, f);
+        const got = fs.readSync(fd, buf, 0, len, known.offset);
+        c.bytesRead += got;
+        let parsed: ReturnType<typeof parseEventRecords>;
+        try {
+          parsed = parseEventRecords(buf.subarray(0, got), 0, f);
+        } catch (e) {
+          c.errors.set(f, `${(e as Error).message} (after byte ${known.offset}); later records of this file are not shown`);
+          c.files.set(f, { offset: known.offset, mtimeMs: st.mtimeMs, size: st.size });
+          continue;
+        }
+        const { scalars, offset } = parsed;
         for (const s of scalars) {
           let arr = c.series.get(s.tag);
           if (!arr) c.series.set(s.tag, arr = []);
@@ -113,6 +130,31 @@ export class MetricsReader {
     return wt?.length ? [wt[0][1], wt[wt.length - 1][1]] : undefined;
   }
 
+  /** Wall time (seconds) at which `tag` was written for `step`, if it was. */
+  wallTimeAt(runDir: string, tag: string, step: number): number | undefined {
+    this.refresh(runDir);
+    const wt = this.cache(runDir).wallTimes.get(tag) ?? [];
+    let lo = 0, hi = wt.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (wt[mid][0] < step) lo = mid + 1;
+      else hi = mid;
+    }
+    return wt[lo]?.[0] === step ? wt[lo][1] : undefined;
+  }
+
+  /**
+   * Seconds the latest evaluation took: the trainer writes a step's train scalars, then evaluates,
+   * then writes eval/loss for the same step, so the gap between the two wall times is the eval.
+   */
+  lastEvalSeconds(runDir: string): number | undefined {
+    this.refresh(runDir);
+    const ev = this.cache(runDir).wallTimes.get("eval/loss")?.at(-1);
+    if (!ev) return undefined;
+    const train = this.wallTimeAt(runDir, "train/loss", ev[0]);
+    return train !== undefined && ev[1] >= train ? ev[1] - train : undefined;
+  }
+
   /** Mean of a tag over its last n points. */
   mean(runDir: string, tag: string, n = 20): number | undefined {
     this.refresh(runDir);
@@ -120,6 +162,12 @@ export class MetricsReader {
     if (!arr?.length) return undefined;
     const tail = arr.slice(-n);
     return tail.reduce((s, p) => s + p[1], 0) / tail.length;
+  }
+
+  /** Bytes read so far for a run and the files that could not be read further. */
+  stats(runDir: string): { bytesRead: number; errors: string[] } {
+    const c = this.cache(runDir);
+    return { bytesRead: c.bytesRead, errors: [...c.errors.values()] };
   }
 
   forget(runDir: string): void {
@@ -134,8 +182,4 @@ export function downsample(points: [number, number][], max: number): [number, nu
   const out = points.filter((_, i) => i % k === 0);
   if (out.at(-1) !== points.at(-1)) out.push(points.at(-1)!);
   return out;
-}
-
-export function eventDir(runDir: string): string {
-  return path.resolve(runDir);
 }

@@ -9,11 +9,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { RunConfig } from "../config/training.ts";
-import { isLockLive, isPidAlive, lockPath, readLock } from "./lock.ts";
+import { hostname } from "node:os";
+import { isPidAlive, type LockInfo, lockPath, readLock } from "./lock.ts";
 import { isFinalState, readStatus, type RunStatus, writeStatus } from "./status.ts";
 import { createRun, readRunJson, type RunJson } from "./worker.ts";
 import { type CheckpointInfo, listCheckpoints } from "./checkpoint.ts";
-import { spawnWorker, STDERR_LOG, stopProcess } from "./process.ts";
+import { isTrainerPid, spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { MetricsReader } from "./metrics.ts";
 import { RunStore } from "./runs.ts";
 import { tailLines } from "./logs.ts";
@@ -45,23 +46,37 @@ export interface ServiceOptions {
   graceMs?: number;
   /** Reconcile interval (ms); 0 = only on demand. */
   intervalMs?: number;
+  /** The trainer command for a run directory (default: this program's `train --run DIR`). */
+  workerCommand?: (runDir: string) => { cmd: string; args: string[] };
+}
+
+/**
+ * A lock is held while its process is a live trainer. A lock from another host is taken as held; a
+ * live pid that is not a trainer (the pid was reused after a crash) is not.
+ */
+function lockHeld(lock: LockInfo): boolean {
+  if (lock.hostname && lock.hostname !== hostname()) return true;
+  return isTrainerPid(lock.pid);
 }
 
 export class TrainingService {
   readonly metrics = new MetricsReader();
   readonly store: RunStore;
+  readonly tensorboard: TensorBoard;
   private started = new Map<string, number>();
   private aborting = new Set<string>();
   private timer = 0;
   private reconciling = false;
   private lastReconcile = 0;
   private lastSync = 0;
+  private stopped = false;
 
   constructor(readonly dataDir: string, readonly opts: ServiceOptions = {}) {
     try {
       fs.mkdirSync(path.join(dataDir, "runs"), { recursive: true });
       fs.accessSync(path.join(dataDir, "runs"), fs.constants.W_OK);
       this.store = new RunStore(dataDir);
+      this.tensorboard = new TensorBoard(path.join(dataDir, "runs"));
     } catch (e) {
       throw new Error(`Cannot use the data directory "${dataDir}": ${(e as Error).message}. It must be writable: choose another with --data DIR or $GEMMA_TUNER_HOME`);
     }
@@ -77,9 +92,13 @@ export class TrainingService {
     }
   }
 
-  stop(): void {
+  /** Stops the timer and the managed TensorBoard; trainers keep running (they outlive the server). */
+  stop(): Promise<void> {
     clearInterval(this.timer);
+    if (this.stopped) return Promise.resolve();
+    this.stopped = true;
     this.store.close();
+    return this.tensorboard.stop();
   }
 
   runDir(id: string): string {
@@ -107,7 +126,7 @@ export class TrainingService {
 
   private busy(): string | null {
     const lock = readLock(this.dataDir);
-    if (lock && isLockLive(lock)) return lock.runId;
+    if (lock && lockHeld(lock)) return lock.runId;
     for (const [id, pid] of this.started) if (isPidAlive(pid)) return id;
     return null;
   }
@@ -128,7 +147,7 @@ export class TrainingService {
     this.reconciling = true;
     try {
       const lock = readLock(this.dataDir);
-      if (lock && !isLockLive(lock)) {
+      if (lock && !lockHeld(lock)) {
         const dir = path.join(this.dataDir, "runs", lock.runId);
         const st = RUN_ID.test(lock.runId) ? readStatus(dir) : null;
         if (st && !isFinalState(st.state)) this.finishDead(lock.runId, dir, st);
@@ -140,7 +159,7 @@ export class TrainingService {
         const dir = path.join(this.dataDir, "runs", id);
         const st = readStatus(dir);
         if (!st) continue;
-        if ((st.state === "training" || st.state === "initializing") && !isPidAlive(st.pid)) this.finishDead(id, dir, st);
+        if ((st.state === "training" || st.state === "initializing") && !isTrainerPid(st.pid)) this.finishDead(id, dir, st);
       }
       for (const [id, pid] of this.started) if (!isPidAlive(pid)) this.started.delete(id);
       if (!this.busy()) {
@@ -158,6 +177,19 @@ export class TrainingService {
   }
 
   private finishDead(id: string, dir: string, st: RunStatus) {
+    const lock = readLock(this.dataDir);
+    if (!this.aborting.has(id) && lock && lockHeld(lock)) {
+      if (lock.runId === id) {
+        // The run trains in another process (started from the command line while we spawned ours).
+        writeStatus(dir, { ...st, pid: lock.pid });
+        return;
+      }
+      if (st.state === "initializing") {
+        // Another trainer took the lock before ours could: wait for it.
+        writeStatus(dir, { ...st, state: "queued", message: `Waiting: run ${lock.runId} holds the training lock` });
+        return;
+      }
+    }
     if (this.aborting.has(id)) {
       writeStatus(dir, { ...st, state: "aborted", message: "Aborted (the trainer was stopped before it could save)" });
       this.aborting.delete(id);
@@ -178,7 +210,7 @@ export class TrainingService {
   private launch(id: string) {
     const dir = path.join(this.dataDir, "runs", id);
     const st = readStatus(dir)!;
-    const pid = spawnWorker(dir);
+    const pid = spawnWorker(dir, this.opts.workerCommand?.(dir));
     this.started.set(id, pid);
     writeStatus(dir, { ...st, state: "initializing", message: "Starting the trainer process", pid, error: undefined });
   }
@@ -188,7 +220,7 @@ export class TrainingService {
     const run = readRunJson(dir);
     const status = readStatus(dir) ?? { state: "queued", message: "", step: 0, totalSteps: 0, epoch: 0, updatedAt: "", pid: 0 } as RunStatus;
     const lock = readLock(this.dataDir);
-    const orphan = !!lock && lock.runId === id && isLockLive(lock) && !this.started.has(id) && !isFinalState(status.state);
+    const orphan = !!lock && lock.runId === id && lockHeld(lock) && !this.started.has(id) && !isFinalState(status.state);
     const q = this.queue();
     return {
       id,
@@ -246,9 +278,10 @@ export class TrainingService {
     if (!st || isFinalState(st.state)) throw new ServiceError(409, `Run "${id}" is not running (state ${st?.state ?? "unknown"})`);
     if (st.state === "queued") return this.cancel(id);
     const lock = readLock(this.dataDir);
-    const pid = lock?.runId === id && isLockLive(lock) ? lock.pid : st.pid;
+    const pid = lock?.runId === id && lockHeld(lock) ? lock.pid : st.pid;
     this.aborting.add(id);
-    await stopProcess(pid, this.opts.graceMs ?? 30_000);
+    // Only ever signal a trainer: a dead run's pid may belong to another program by now.
+    if (isTrainerPid(pid)) await stopProcess(pid, this.opts.graceMs ?? 30_000);
     this.reconcile(0);
     return readStatus(dir)!;
   }
@@ -269,6 +302,22 @@ export class TrainingService {
     }
     if (listCheckpoints(dir).length === 0) throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
     const out = writeStatus(dir, { ...st, state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
+    this.reconcile(0);
+    return readStatus(dir) ?? out;
+  }
+
+  /**
+   * Starts a failed or aborted run that has no checkpoint again from step 0 (the "reset" of the
+   * original app); with a checkpoint, resume is the way.
+   */
+  restart(id: string): RunStatus {
+    const dir = this.runDir(id);
+    const st = readStatus(dir);
+    if (!st || (st.state !== "aborted" && st.state !== "failed")) {
+      throw new ServiceError(409, `Only aborted or failed runs can be restarted; "${id}" is ${st?.state ?? "unknown"}`);
+    }
+    if (listCheckpoints(dir).length > 0) throw new ServiceError(409, `Run "${id}" has a checkpoint; resume it instead of restarting`);
+    const out = writeStatus(dir, { ...st, state: "queued", step: 0, message: "Queued to start again from the beginning", error: undefined });
     this.reconcile(0);
     return readStatus(dir) ?? out;
   }
