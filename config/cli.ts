@@ -89,3 +89,13 @@ export function requireFlag<T extends string | number>(verb: string, values: Fla
   if (v === undefined || v === "") throw new UsageError(`${verb}: --${name} is required`);
   return v as T;
 }
+
+/** `--ids 2,105,…`: token ids used exactly as given, each checked. */
+export function parseIds(verb: string, raw: string): number[] {
+  return raw.split(",").map((part, i) => {
+    const s = part.trim();
+    const n = Number(s);
+    if (s === "" || !Number.isInteger(n) || n < 0) throw new UsageError(`${verb}: --ids item ${i} ("${s}") is not a token id`);
+    return n;
+  });
+}

@@ -4,12 +4,12 @@
  * values into their slots; sampling is engine/sampling.ts. Also the `generate` CLI verb.
  */
 import type * as ortTypes from "onnxruntime-node";
-import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
+import { flagHelp, parseFlags, parseIds, UsageError } from "../config/cli.ts";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
 import { ropeTables } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { buildDecoderGraph, decoderMask, slotsFor } from "./decoder.ts";
-import { createSession, type Device, DEVICES, tensor } from "./session.ts";
+import { createSession, type Device, parseDevice, tensor } from "./session.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
@@ -237,17 +237,12 @@ export async function generateCommand(args: string[]): Promise<number> {
   }
   if (!f.model) throw new UsageError("generate: --model DIR is required");
   if (!f.prompt === !f.ids) throw new UsageError("generate: give exactly one of --prompt or --ids");
-  const device = String(f.device) as Device;
-  if (!DEVICES.includes(device)) throw new UsageError(`generate: --device must be one of ${DEVICES.join(", ")}`);
+  const device = parseDevice("generate", f.device);
   const model = await loadForGeneration(String(f.model), f.adapter as string | undefined);
   const tok = await loadTokenizer(String(f.model));
   let prompt: number[];
   if (f.ids) {
-    prompt = String(f.ids).split(",").map((s, i) => {
-      const n = Number(s.trim());
-      if (!Number.isInteger(n) || n < 0) throw new UsageError(`generate: --ids item ${i} ("${s}") is not a token id`);
-      return n;
-    });
+    prompt = parseIds("generate", String(f.ids));
   } else if (f.chat) {
     prompt = chatPromptIds(tok, [{ role: "user", content: String(f.prompt) }], model.config.generation);
   } else {

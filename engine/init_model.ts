@@ -92,9 +92,15 @@ let demoPending: Promise<string> | null = null;
 export function ensureDemoModel(dataDir: string): Promise<string> {
   const dir = path.join(dataDir, "models", "demo");
   if (fs.existsSync(path.join(dir, "config.json"))) return Promise.resolve(dir);
-  demoPending ??= initModel({ preset: DEMO.preset, out: dir, seed: DEMO.seed, embedStd: DEMO.embedStd }).finally(() => {
-    demoPending = null;
-  });
+  demoPending ??= initModel({ preset: DEMO.preset, out: dir, seed: DEMO.seed, embedStd: DEMO.embedStd })
+    .catch((e) => {
+      // Another process (a trainer, a second server) created it at the same moment: use theirs.
+      if (fs.existsSync(path.join(dir, "config.json"))) return dir;
+      throw e;
+    })
+    .finally(() => {
+      demoPending = null;
+    });
   return demoPending;
 }
 

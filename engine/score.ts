@@ -2,12 +2,12 @@
  * `gemma-tuner score`: per-token NLLs of a sequence under a model (optionally with a PEFT adapter),
  * and with --grad the L2 norm of d(mean_nll)/dW for every weight tensor.
  */
-import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
+import { flagHelp, parseFlags, parseIds, UsageError } from "../config/cli.ts";
 import { loadModel } from "./model_dir.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import { readAdapter } from "./peft.ts";
 import { TrainEngine } from "./train_engine.ts";
-import { DEVICES, type Device } from "./session.ts";
+import { type Device, parseDevice } from "./session.ts";
 
 const FLAGS = {
   model: { kind: "string" as const, help: "model directory (Hugging Face layout)" },
@@ -78,16 +78,10 @@ export async function scoreCommand(args: string[]): Promise<number> {
   }
   if (!f.model) throw new UsageError("score: --model DIR is required");
   if (!f.ids === !f.text) throw new UsageError("score: give exactly one of --ids or --text");
-  const device = String(f.device) as Device;
-  if (!DEVICES.includes(device)) throw new UsageError(`score: --device must be one of ${DEVICES.join(", ")}, got "${device}"`);
+  const device = parseDevice("score", f.device);
   let ids: number[];
   if (f.ids) {
-    ids = String(f.ids).split(",").map((raw, i) => {
-      const s = raw.trim();
-      const n = Number(s);
-      if (s === "" || !Number.isInteger(n) || n < 0) throw new UsageError(`score: --ids item ${i} ("${s}") is not a token id`);
-      return n;
-    });
+    ids = parseIds("score", String(f.ids));
   } else {
     const tok = await loadTokenizer(String(f.model));
     ids = tok.encode(String(f.text), { addSpecialTokens: true });

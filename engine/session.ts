@@ -6,6 +6,7 @@
  */
 import * as ort from "onnxruntime-node";
 import type { DType } from "./onnx/builder.ts";
+import { UsageError } from "../config/cli.ts";
 
 export type Device = "cpu" | "webgpu" | "cuda";
 export const DEVICES: Device[] = ["cpu", "webgpu", "cuda"];
@@ -59,3 +60,10 @@ export function tensor(dtype: DType, data: Data, dims: readonly number[]): ort.T
 
 export type Feeds = Record<string, ort.Tensor>;
 export type { ort };
+
+/** A --device flag value, or a UsageError naming the choices. */
+export function parseDevice(verb: string, value: unknown): Device {
+  const d = String(value) as Device;
+  if (!DEVICES.includes(d)) throw new UsageError(`${verb}: --device must be one of ${DEVICES.join(", ")}, got "${d}"`);
+  return d;
+}

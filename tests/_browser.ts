@@ -5,6 +5,7 @@
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { withServer } from "./_server.ts";
 
 export const CHROMIUM = "/usr/bin/chromium";
 
@@ -14,8 +15,15 @@ export async function launch(): Promise<Browser> {
     executablePath: CHROMIUM,
     headless: true,
     args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-      "--no-first-run", "--disable-sync", "--disable-dev-shm-usage", `--user-data-dir=${fs.mkdtempSync("/tmp/gt-chrome-")}`,
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+      `--user-data-dir=${fs.mkdtempSync("/tmp/gt-chrome-")}`,
     ],
   });
 }
@@ -53,4 +61,27 @@ export async function watchedPage(browser: Browser, shotDir: string): Promise<Wa
       return file;
     },
   };
+}
+
+/**
+ * A browser test against a fresh server: `body` gets a watched page and the base URL; the test fails
+ * on any console error or failed request seen by the end, and the browser is always closed.
+ */
+export function browserTest(name: string, shotPrefix: string, body: (w: WatchedPage, base: string) => Promise<void>): void {
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    fn: () =>
+      withServer(async (base) => {
+        const browser = await launch();
+        try {
+          const w = await watchedPage(browser, fs.mkdtempSync(`/tmp/gt-shots-${shotPrefix}-`));
+          await body(w, base);
+          if (w.problems.length) throw new Error(`browser problems:\n${w.problems.join("\n")}`);
+        } finally {
+          await browser.close();
+        }
+      }),
+  });
 }

@@ -2,46 +2,30 @@
  * The create workflow in a real browser: fill the form with the demo model and the sample dataset,
  * see the preview with highlighted trained tokens, start, land on the dashboard of the new run.
  */
-import * as fs from "node:fs";
-import { launch, watchedPage } from "./_browser.ts";
-import { withServer } from "./_server.ts";
+import { browserTest } from "./_browser.ts";
 
 function assert(cond: unknown, msg: string) {
   if (!cond) throw new Error(msg);
 }
 
-Deno.test({
-  name: "browser: create a run from the form and land on its dashboard",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    await withServer(async (base) => {
-      const browser = await launch();
-      try {
-        const w = await watchedPage(browser, fs.mkdtempSync("/tmp/gt-shots-create-"));
-        await w.page.goto(`${base}/create?preset=quick-lora`, { waitUntil: "domcontentloaded" });
-        await w.page.waitForSelector('#preview [data-preview="ok"] .tok.trained', { timeout: 120_000 });
-        const trained = await w.page.$$eval(".tok.trained", (els) => els.length);
-        assert(trained > 0, "no trained tokens highlighted");
-        await w.page.waitForSelector("#check [data-memory]", { timeout: 60_000 });
-        // Edit a field: an invalid value shows its message next to the field.
-        await w.page.$eval("#f-batchSize", (e) => ((e as HTMLInputElement).value = "0"));
-        await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
-        await w.page.waitForFunction(() => (document.querySelector("#err-batchSize")?.textContent ?? "").length > 0, { timeout: 30_000 });
-        await w.page.$eval("#f-batchSize", (e) => ((e as HTMLInputElement).value = "4"));
-        await w.page.$eval("#f-maxSteps", (e) => ((e as HTMLInputElement).value = "12"));
-        await w.page.$eval("#f-name", (e) => ((e as HTMLInputElement).value = "from-the-form"));
-        await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
-        await w.page.waitForFunction(() => (document.querySelector("#err-batchSize")?.textContent ?? "") === "", { timeout: 30_000 });
-        await w.screenshot("create-filled");
-        await Promise.all([w.page.waitForNavigation({ timeout: 60_000 }), w.page.click("#start")]);
-        assert(/\/runs\/from-the-form-/.test(w.page.url()), `did not land on the dashboard: ${w.page.url()}`);
-        await w.page.waitForSelector('[data-state="completed"]', { timeout: 240_000 });
-        await w.screenshot("create-run-completed");
-        assert(w.problems.length === 0, `browser problems:\n${w.problems.join("\n")}`);
-      } finally {
-        await browser.close();
-      }
-    });
-  },
+browserTest("browser: create a run from the form and land on its dashboard", "create", async (w, base) => {
+  await w.page.goto(`${base}/create?preset=quick-lora`, { waitUntil: "domcontentloaded" });
+  await w.page.waitForSelector('#preview [data-preview="ok"] .tok.trained', { timeout: 120_000 });
+  const trained = await w.page.$$eval(".tok.trained", (els) => els.length);
+  assert(trained > 0, "no trained tokens highlighted");
+  await w.page.waitForSelector("#check [data-memory]", { timeout: 60_000 });
+  // Edit a field: an invalid value shows its message next to the field.
+  await w.page.$eval("#f-batchSize", (e) => ((e as HTMLInputElement).value = "0"));
+  await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
+  await w.page.waitForFunction(() => (document.querySelector("#err-batchSize")?.textContent ?? "").length > 0, { timeout: 30_000 });
+  await w.page.$eval("#f-batchSize", (e) => ((e as HTMLInputElement).value = "4"));
+  await w.page.$eval("#f-maxSteps", (e) => ((e as HTMLInputElement).value = "12"));
+  await w.page.$eval("#f-name", (e) => ((e as HTMLInputElement).value = "from-the-form"));
+  await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
+  await w.page.waitForFunction(() => (document.querySelector("#err-batchSize")?.textContent ?? "") === "", { timeout: 30_000 });
+  await w.screenshot("create-filled");
+  await Promise.all([w.page.waitForNavigation({ timeout: 60_000 }), w.page.click("#start")]);
+  assert(/\/runs\/from-the-form-/.test(w.page.url()), `did not land on the dashboard: ${w.page.url()}`);
+  await w.page.waitForSelector('[data-state="completed"]', { timeout: 240_000 });
+  await w.screenshot("create-run-completed");
 });

@@ -1,47 +1,31 @@
 /** The playground in a real browser: chat with the demo model, streamed text, side by side, stop and clear. */
-import * as fs from "node:fs";
-import { launch, watchedPage } from "./_browser.ts";
-import { withServer } from "./_server.ts";
+import { browserTest } from "./_browser.ts";
 
 function assert(cond: unknown, msg: string) {
   if (!cond) throw new Error(msg);
 }
 
-Deno.test({
-  name: "browser: chat with the demo model streams a reply; side by side answers in both columns",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    await withServer(async (base) => {
-      const browser = await launch();
-      try {
-        const w = await watchedPage(browser, fs.mkdtempSync("/tmp/gt-shots-chat-"));
-        await w.page.goto(`${base}/inference`, { waitUntil: "networkidle0" });
-        await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]');
-        // Count how the reply grows: more than one update means it streamed.
-        await w.page.evaluate(() => {
-          (globalThis as unknown as { lengths: number[] }).lengths = [];
-          new MutationObserver(() => {
-            const t = document.querySelector('[data-chat-column="0"] [data-role="assistant"]')?.textContent ?? "";
-            (globalThis as unknown as { lengths: number[] }).lengths.push(t.length);
-          }).observe(document.body, { subtree: true, characterData: true, childList: true });
-        });
-        await w.page.type("#chat-input", "Reverse these words: cat dog");
-        await w.page.click('[data-chat="send"]');
-        await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="0"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
-        const lengths = await w.page.evaluate(() => new Set((globalThis as unknown as { lengths: number[] }).lengths).size);
-        assert(lengths > 2, `the reply did not stream (${lengths} distinct lengths)`);
-        await w.page.click('input[type="checkbox"]');
-        await w.page.type("#chat-input", "Again?");
-        await w.page.click('[data-chat="send"]');
-        await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="1"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
-        const both = await w.page.$$eval('[data-role="assistant"]', (els) => els.length);
-        assert(both >= 2, "no side-by-side reply");
-        await w.screenshot("chat");
-        assert(w.problems.length === 0, `browser problems:\n${w.problems.join("\n")}`);
-      } finally {
-        await browser.close();
-      }
-    });
-  },
+browserTest("browser: chat with the demo model streams a reply; side by side answers in both columns", "chat", async (w, base) => {
+  await w.page.goto(`${base}/inference`, { waitUntil: "networkidle0" });
+  await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]');
+  // Count how the reply grows: more than one update means it streamed.
+  await w.page.evaluate(() => {
+    (globalThis as unknown as { lengths: number[] }).lengths = [];
+    new MutationObserver(() => {
+      const t = document.querySelector('[data-chat-column="0"] [data-role="assistant"]')?.textContent ?? "";
+      (globalThis as unknown as { lengths: number[] }).lengths.push(t.length);
+    }).observe(document.body, { subtree: true, characterData: true, childList: true });
+  });
+  await w.page.type("#chat-input", "Reverse these words: cat dog");
+  await w.page.click('[data-chat="send"]');
+  await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="0"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
+  const lengths = await w.page.evaluate(() => new Set((globalThis as unknown as { lengths: number[] }).lengths).size);
+  assert(lengths > 2, `the reply did not stream (${lengths} distinct lengths)`);
+  await w.page.click('input[type="checkbox"]');
+  await w.page.type("#chat-input", "Again?");
+  await w.page.click('[data-chat="send"]');
+  await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="1"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
+  const both = await w.page.$$eval('[data-role="assistant"]', (els) => els.length);
+  assert(both >= 2, "no side-by-side reply");
+  await w.screenshot("chat");
 });

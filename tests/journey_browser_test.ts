@@ -51,13 +51,14 @@ Deno.test({
         await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("Saved"), { timeout: 120_000 });
         await w.screenshot("03-training");
 
-        await w.page.click("#control button.danger");
+        // The confirmed abort reloads the page (HX-Refresh) once the run has stopped.
+        await Promise.all([w.page.waitForNavigation({ timeout: 90_000 }), w.page.click("#control button.danger")]);
         await w.page.waitForSelector('[data-state="aborted"]', { timeout: 60_000 });
         assert(dialogs.some((d) => /Abort this run/.test(d)), `no confirmation was asked: ${dialogs}`);
         await w.screenshot("04-aborted");
 
-        await w.page.click("#control button.primary");
-        await w.page.waitForSelector('[data-state="training"], [data-state="initializing"]', { timeout: 60_000 });
+        await Promise.all([w.page.waitForNavigation({ timeout: 60_000 }), w.page.click("#control button.primary")]);
+        await w.page.waitForSelector('[data-state="training"], [data-state="initializing"], [data-state="completed"]', { timeout: 60_000 });
         await w.page.waitForSelector('[data-state="completed"]', { timeout: 400_000 });
         await w.screenshot("05-completed");
 
