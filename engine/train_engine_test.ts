@@ -82,3 +82,20 @@ Deno.test("out-of-vocabulary ids and labels are refused with the position", asyn
   if (!/outside the vocabulary/.test(msg)) throw new Error(`expected a vocabulary error, got "${msg}"`);
   e.release();
 });
+
+Deno.test("an unavailable device is a clear error naming it, never a silent CPU fallback", async () => {
+  for (const device of ["webgpu", "cuda"] as const) {
+    let msg = "";
+    try {
+      const e = await TrainEngine.create({ model: { config: c, weights: w }, method: "full", seed: 1, device });
+      // A machine that has the device: the engine must really run there.
+      const r = await e.evaluate(batch([rowA], [labA]));
+      if (!(r.tokens > 0)) throw new Error(`${device} engine produced no result`);
+      e.release();
+      continue;
+    } catch (err) {
+      msg = (err as Error).message;
+    }
+    if (!msg.includes(`"${device}"`) || !/--device cpu/.test(msg)) throw new Error(`unclear ${device} error: ${msg}`);
+  }
+});
