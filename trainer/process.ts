@@ -47,8 +47,10 @@ export function isTrainerPid(pid: number): boolean {
   if (!isPidAlive(pid)) return false;
   if (Deno.build.os !== "linux") return true;
   try {
-    const argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
-    return argv.includes("train");
+    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    // Empty while the process is between fork and exec (just spawned): a live pid, so take it as ours.
+    if (cmdline === "") return true;
+    return cmdline.split("\0").includes("train");
   } catch {
     return false;
   }
