@@ -17,3 +17,8 @@ document.addEventListener("htmx:oobAfterSwap", (e) => {
   const target = (e as CustomEvent).detail?.target as HTMLElement | undefined;
   if (target?.tagName === "PRE" && target.dataset.stick !== "false") target.scrollTop = target.scrollHeight;
 });
+
+// Log panes open at their newest lines.
+const toBottom = () => document.querySelectorAll<HTMLElement>(".logs pre").forEach((p) => (p.scrollTop = p.scrollHeight));
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", toBottom);
+else toBottom();
