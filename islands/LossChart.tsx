@@ -103,7 +103,7 @@ export default function LossChart(props: LossChartProps) {
       const n = [...data.current.values()].reduce((s, p) => s + p.length, 0);
       setStatus(n ? "" : "Waiting for the first step…");
       redraw();
-      if (!stopped && live) timer = setTimeout(poll, props.pollMs ?? 2000);
+      if (!stopped && live) timer = setTimeout(poll, props.pollMs ?? 2000) as unknown as number;
     };
     if (runs.length) poll();
     return () => {
