@@ -2,7 +2,7 @@
 const root = new URL("..", import.meta.url).pathname;
 const out = `${root}static/app.js`;
 const cmd = new Deno.Command(Deno.execPath(), {
-  args: ["bundle", "--quiet", "--platform", "browser", "--minify", "--config", `${root}deno.json`, "-o", out, `${root}islands/_client.ts`],
+  args: ["bundle", "--quiet", "--check", "--platform", "browser", "--minify", "--config", `${root}deno.json`, "-o", out, `${root}islands/_client.ts`],
   stdout: "inherit",
   stderr: "inherit",
 });
