@@ -189,6 +189,14 @@ export function gradientsFromSeeds(g: Graph, seeds: Map<Value, Value>, wrt: Valu
     if (NON_DIFF.has(n.op)) continue;
     const rule = RULES[n.op];
     if (!rule) throw new Error(`No backward rule for op ${n.op}`);
+    // A Gather whose table already has a gradient (a tied embedding: the LM head came first in the
+    // reverse walk) scatter-adds into it, instead of scattering into a fresh zero table and adding
+    // two full [V,H] tensors.
+    if (n.op === "Gather" && need[0] && grad.has(n.inputs[0]!.id)) {
+      const [data, idx] = n.inputs as Value[];
+      grad.set(data.id, o.scatterNDAdd(g, grad.get(data.id)!, o.reshape(g, idx, [...idx.shape, 1]), dys[0]!));
+      continue;
+    }
     // Multi-output rules get null for outputs without gradient; single-output ones always get one.
     const dxs = rule(g, n, dys, need);
     n.inputs.forEach((x, k) => {

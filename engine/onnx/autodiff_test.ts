@@ -160,3 +160,16 @@ Deno.test("a broken rule is caught by the check", async () => {
     RULES.Tanh = saved;
   }
 });
+
+Deno.test("a table used by Gather and a product (tied embedding) gets both gradients, repeated ids summed", async () => {
+  const r = await gradCheck((g) => {
+    const w = inp(g, "w", [5, 3]);
+    const x = inp(g, "x", [2, 3]);
+    const idx = ints(g, "idx", [4], [1, 3, 1, 4]);
+    // The product comes later in the tape, so the reverse walk reaches it before the Gather.
+    const e = o.gather(g, w.value, idx.value); // [4,3]
+    const logits = o.gemm(g, x.value, w.value, { transB: true }); // [2,5]
+    return { inputs: [w, x, idx], out: o.add(g, o.reduceSum(g, e, [0, 1], false), o.reduceSum(g, o.mul(g, logits, logits), [0, 1], false)) };
+  });
+  assertClose("tied gather + gemm", r);
+});
