@@ -85,3 +85,12 @@ export function formatDuration(ms: number): string {
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
   return h ? `${h}h ${m}m` : m ? `${m}m ${sec}s` : `${sec}s`;
 }
+
+/** A confirmed DELETE through htmx (the API answers HX-Refresh, so the page reloads). */
+export function DeleteButton(props: { url: string; confirm: string; label?: string }) {
+  return (
+    <button type="button" class="danger" hx-delete={props.url} hx-confirm={props.confirm} hx-swap="none">
+      {props.label ?? "Delete"}
+    </button>
+  );
+}

@@ -2,7 +2,7 @@
 import { Hono } from "hono";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Island, page } from "./_layout.tsx";
+import { DeleteButton, Island, page } from "./_layout.tsx";
 import type { AppDeps } from "./app.tsx";
 import type { ModelCache } from "../engine/model_cache.ts";
 import { isFinalState } from "../trainer/status.ts";
@@ -39,9 +39,7 @@ export function inferenceRoutes(deps: AppDeps) {
                   {models().isLoaded(m.id) && <button type="button" hx-post={`/api/models/unload?id=${encodeURIComponent(m.id)}`} hx-swap="none">Unload</button>}
                   {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=adapter`}>Download (zip)</a>}
                   {m.kind === "checkpoint" && (
-                    <button type="button" class="danger" hx-delete={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} hx-confirm={`Delete checkpoint at step ${m.step}?`} hx-swap="none">
-                      Delete
-                    </button>
+                    <DeleteButton url={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} confirm={`Delete checkpoint at step ${m.step}?`} />
                   )}
                 </td>
               </tr>

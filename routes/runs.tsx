@@ -1,6 +1,6 @@
 /** `/runs`: every run with its state, model, method, dataset, losses and duration; compare curves; delete. */
 import { Hono } from "hono";
-import { formatDuration, Island, page } from "./_layout.tsx";
+import { DeleteButton, formatDuration, Island, page } from "./_layout.tsx";
 import type { AppDeps } from "./app.tsx";
 import type { RunView } from "../trainer/service.ts";
 import { isFinalState } from "../trainer/status.ts";
@@ -48,9 +48,7 @@ export function runsRoutes(deps: AppDeps) {
                       <td>{duration(r)}</td>
                       <td>
                         {isFinalState(r.status.state) && (
-                          <button type="button" class="danger" hx-delete={`/api/runs/${encodeURIComponent(r.id)}`} hx-confirm={`Delete run "${r.run.config.name}" and all its checkpoints? This cannot be undone.`} hx-swap="none">
-                            Delete
-                          </button>
+                          <DeleteButton url={`/api/runs/${encodeURIComponent(r.id)}`} confirm={`Delete run "${r.run.config.name}" and all its checkpoints? This cannot be undone.`} />
                         )}
                       </td>
                     </tr>
