@@ -37,7 +37,8 @@ export function inferenceRoutes(deps: AppDeps) {
                 <td>{models().isLoaded(m.id) ? "yes" : "no"}</td>
                 <td class="actions">
                   {models().isLoaded(m.id) && <button type="button" hx-post={`/api/models/unload?id=${encodeURIComponent(m.id)}`} hx-swap="none">Unload</button>}
-                  {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=adapter`}>Download (zip)</a>}
+                  {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=adapter`}>Adapter (zip)</a>}
+                  {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=merged`}>Merged model (zip)</a>}
                   {m.kind === "checkpoint" && (
                     <DeleteButton url={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} confirm={`Delete checkpoint at step ${m.step}?`} />
                   )}
