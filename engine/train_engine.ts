@@ -1,11 +1,16 @@
 /**
- * TrainEngine: runs the Gemma graph for one micro-batch on ONNX Runtime and accumulates gradients of
- * the summed token loss into preallocated buffers. The optimizer (engine/optim.ts) updates the
- * trainable buffers in place; they are fed as zero-copy views on the next run.
+ * TrainEngine: runs the Gemma training step for one micro-batch on ONNX Runtime and accumulates
+ * gradients of the summed token loss into preallocated buffers. The optimizer (engine/optim.ts)
+ * updates the trainable buffers in place; they are fed as zero-copy views on the next run.
+ *
+ * One step is three stages (engine/gemma/staged.ts): the body's forward, the LM head over the
+ * vocabulary in chunks (rows of the tied embedding fed as views, so no [P,V] tensor and no copy of E
+ * exists), then the body's backward from d hs. The JS side merges the chunks' softmax statistics.
  */
 import type * as ortTypes from "onnxruntime-node";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
 import { attentionMask, buildModelGraph, type LoraSpec, ropeTables } from "./gemma/model.ts";
+import { buildBody, buildHeadChunk, EMBED, vocabChunks } from "./gemma/staged.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { createSession, type Device, tensor } from "./session.ts";
 import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
@@ -38,12 +43,24 @@ export interface TrainEngineOptions {
   device?: Device;
   threads?: number;
   seed: number;
+  /**
+   * Most LM-head [P,rows] elements per chunk (default 4M: 16 MB in fp32, 8192 vocabulary rows at
+   * P = 512). Smaller chunks lower the peak; tests use tiny ones to cover the merging.
+   */
+  headChunkElements?: number;
 }
 
-interface Compiled {
-  session: ortTypes.InferenceSession;
+interface Body {
+  forward: ortTypes.InferenceSession;
+  backward?: ortTypes.InferenceSession;
+  forwardInputs: string[];
+  backwardInputs: string[];
+  saved: string[];
+  trainable: string[];
   dropoutInputs: { name: string; shape: number[] }[];
 }
+
+type HeadKind = "stats" | "online" | "grad";
 
 /** Rounds the labelled-position count up to a few buckets so few graphs get built. */
 export function positionBucket(n: number): number {
@@ -52,13 +69,31 @@ export function positionBucket(n: number): number {
   return Math.ceil(n / step) * step;
 }
 
+interface Selection {
+  P: number;
+  count: number;
+  sel: BigInt64Array;
+  tgt: Int32Array;
+  tw: Float32Array;
+}
+
+/** Merged LM-head results over every chunk, per selected row. */
+interface HeadResult {
+  lossSum: number;
+  nll: Float64Array;
+  /** d(lossSum)/d hs [P,H] (training only). */
+  dHs?: Float32Array;
+}
+
 export class TrainEngine {
   readonly trainable = new Map<string, NamedTensor>();
   readonly grads = new Map<string, Float32Array>();
   private accumulated = false;
-  private sessions = new Map<string, Promise<Compiled>>();
+  private bodies = new Map<string, Promise<Body>>();
+  private heads = new Map<string, Promise<ortTypes.InferenceSession>>();
   private tables = new Map<number, Record<string, ortTypes.Tensor>>();
   private weightFeeds: Record<string, ortTypes.Tensor> = {};
+  private embedViews = new Map<number, ortTypes.Tensor>();
 
   private constructor(readonly opts: TrainEngineOptions) {}
 
@@ -93,27 +128,44 @@ export class TrainEngine {
     return this.opts.model.config;
   }
 
+  /** Starts a new accumulation: the next forwardBackward overwrites the gradient buffers. */
   zeroGrads(): void {
-    for (const g of this.grads.values()) g.fill(0);
     this.accumulated = false;
   }
 
-  private compile(B: number, T: number, P: number, train: boolean): Promise<Compiled> {
+  private session(bytes: Uint8Array): Promise<ortTypes.InferenceSession> {
+    return createSession(bytes, { device: this.opts.device, threads: this.opts.threads });
+  }
+
+  private body(B: number, T: number, P: number, train: boolean): Promise<Body> {
     const key = `${B}x${T}x${P}:${train}`;
-    let s = this.sessions.get(key);
+    let s = this.bodies.get(key);
     if (!s) {
       const o = this.opts;
-      const dropout = train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0;
-      const graph = buildModelGraph(o.model.config, {
+      const graphs = buildBody(o.model.config, {
         batch: B,
         seq: T,
         positions: P,
         method: train ? o.method : "forward",
         lora: o.method === "lora" ? o.lora : undefined,
-        dropout,
+        dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
       });
-      s = createSession(graph.bytes, { device: o.device, threads: o.threads }).then((session) => ({ session, dropoutInputs: graph.dropoutInputs }));
-      this.sessions.set(key, s);
+      s = (async () => ({
+        ...graphs,
+        forward: await this.session(graphs.forward),
+        backward: graphs.backward ? await this.session(graphs.backward) : undefined,
+      }))();
+      this.bodies.set(key, s);
+    }
+    return s;
+  }
+
+  private head(P: number, rows: number, kind: HeadKind): Promise<ortTypes.InferenceSession> {
+    const key = `${P}x${rows}:${kind}`;
+    let s = this.heads.get(key);
+    if (!s) {
+      s = this.session(buildHeadChunk(this.config, { positions: P, rows, kind }));
+      this.heads.set(key, s);
     }
     return s;
   }
@@ -134,102 +186,233 @@ export class TrainEngine {
     return t;
   }
 
-  /** Feeds shared by every run: weights and trainables as zero-copy views. */
-  private baseFeeds(): Record<string, ortTypes.Tensor> {
-    const c = this.config;
-    if (Object.keys(this.weightFeeds).length === 0) {
-      for (const s of paramSpecs(c)) this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
-    }
-    const feeds = { ...this.weightFeeds };
+  /** Weights and trainables as zero-copy views, by input name. */
+  private weightFeed(name: string): ortTypes.Tensor | undefined {
+    const t = this.trainable.get(name);
     // Trainable buffers may be replaced (resume); wrap them fresh each run.
-    for (const [name, t] of this.trainable) feeds[name] = tensor("float32", t.data, t.shape);
-    return feeds;
+    if (t) return tensor("float32", t.data, t.shape);
+    if (Object.keys(this.weightFeeds).length === 0) {
+      for (const s of paramSpecs(this.config)) this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
+    }
+    return this.weightFeeds[name];
   }
 
   /** Selected positions: flat index t whose label at t+1 counts, its target, padded to a bucket. */
-  private selection(b: Batch) {
+  private selection(b: Batch): Selection {
     const { batchSize: B, seqLen: T } = b;
+    if (b.inputIds.length !== B * T || b.labels.length !== B * T) {
+      throw new RangeError(`Batch arrays must hold ${B}×${T} values, got ${b.inputIds.length} ids and ${b.labels.length} labels`);
+    }
+    const V = this.config.vocabSize;
     const idx: number[] = [], tgt: number[] = [];
     for (let r = 0; r < B; r++) {
       for (let t = 0; t + 1 < T; t++) {
         const y = b.labels[r * T + t + 1];
         if (y === -100) continue;
-        if (y < 0 || y >= this.config.vocabSize) throw new RangeError(`Label ${y} at row ${r}, position ${t + 1} is outside the vocabulary (0…${this.config.vocabSize - 1})`);
+        if (y < 0 || y >= V) throw new RangeError(`Label ${y} at row ${r}, position ${t + 1} is outside the vocabulary (0…${V - 1})`);
         idx.push(r * T + t);
         tgt.push(y);
       }
     }
     const P = positionBucket(idx.length);
-    const sel = new BigInt64Array(P), tg = new BigInt64Array(P), tw = new Float32Array(P);
+    const sel = new BigInt64Array(P), tg = new Int32Array(P), tw = new Float32Array(P);
     idx.forEach((v, i) => {
       sel[i] = BigInt(v);
-      tg[i] = BigInt(tgt[i]);
+      tg[i] = tgt[i];
       tw[i] = 1;
     });
-    return { P, count: idx.length, sel, tg, tw };
+    return { P, count: idx.length, sel, tgt: tg, tw };
   }
 
-  private feeds(b: Batch, s: ReturnType<TrainEngine["selection"]>): Record<string, ortTypes.Tensor> {
-    const { batchSize: B, seqLen: T } = b;
-    if (b.inputIds.length !== B * T || b.labels.length !== B * T) {
-      throw new RangeError(`Batch arrays must hold ${B}×${T} values, got ${b.inputIds.length} ids and ${b.labels.length} labels`);
-    }
-    const ids = new BigInt64Array(B * T);
-    for (let i = 0; i < ids.length; i++) {
+  /** Rows of E for the batch's ids [N,H] (the body's input; the scale by √H is in the graph). */
+  private embeds(b: Batch): Float32Array {
+    const H = this.config.hiddenSize, V = this.config.vocabSize;
+    const E = this.opts.model.weights.get(EMBED)!;
+    const out = new Float32Array(b.inputIds.length * H);
+    for (let i = 0; i < b.inputIds.length; i++) {
       const v = b.inputIds[i];
-      if (v < 0 || v >= this.config.vocabSize) throw new RangeError(`Token id ${v} at index ${i} is outside the vocabulary (0…${this.config.vocabSize - 1})`);
-      ids[i] = BigInt(v);
+      if (!(v >= 0 && v < V)) throw new RangeError(`Token id ${v} at index ${i} is outside the vocabulary (0…${V - 1})`);
+      out.set(E.subarray(v * H, (v + 1) * H), i * H);
     }
+    return out;
+  }
+
+  private bodyFeeds(b: Batch, names: string[], extra: Record<string, ortTypes.Tensor>): Record<string, ortTypes.Tensor> {
+    const tables = this.positionTables(b.seqLen);
+    const feeds: Record<string, ortTypes.Tensor> = {};
+    for (const name of names) {
+      const f = extra[name] ?? tables[name] ?? this.weightFeed(name);
+      if (!f) throw new Error(`No feed for body input "${name}"`);
+      feeds[name] = f;
+    }
+    return feeds;
+  }
+
+  private stageFeeds(b: Batch, s: Selection, embeds: Float32Array): Record<string, ortTypes.Tensor> {
     return {
-      ...this.baseFeeds(),
-      ...this.positionTables(T),
-      input_ids: tensor("int64", ids, [B * T]),
+      embeds: tensor("float32", embeds, [b.inputIds.length, this.config.hiddenSize]),
       sel: tensor("int64", s.sel, [s.P]),
-      tgt: tensor("int64", s.tg, [s.P, 1]),
       tw: tensor("float32", s.tw, [s.P]),
     };
+  }
+
+  private chunks(P: number) {
+    const budget = this.opts.headChunkElements ?? 4 * 1024 * 1024;
+    return vocabChunks(this.config.vocabSize, Math.max(1, Math.floor(budget / P)));
+  }
+
+  private embView(start: number, rows: number): ortTypes.Tensor {
+    let t = this.embedViews.get(start * 1e9 + rows);
+    if (!t) {
+      const H = this.config.hiddenSize;
+      const E = this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!;
+      t = tensor("float32", E.subarray(start * H, (start + rows) * H), [rows, H]);
+      this.embedViews.set(start * 1e9 + rows, t);
+    }
+    return t;
+  }
+
+  private targetFeeds(s: Selection, start: number, rows: number) {
+    const tloc = new BigInt64Array(s.P), tin = new Float32Array(s.P);
+    for (let i = 0; i < s.P; i++) {
+      const k = s.tgt[i] - start;
+      if (s.tw[i] !== 0 && k >= 0 && k < rows) {
+        tloc[i] = BigInt(k);
+        tin[i] = 1;
+      }
+    }
+    return { tloc: tensor("int64", tloc, [s.P, 1]), tin: tensor("float32", tin, [s.P, 1]) };
+  }
+
+  /**
+   * The LM head over every chunk. mode "eval": loss only. "online": loss and d hs from one pass
+   * (LoRA). "full": a stats pass, then a gradient pass that also adds dE into the embedding gradient.
+   */
+  private async runHead(s: Selection, hs: ortTypes.Tensor, mode: "eval" | "online" | "full"): Promise<HeadResult> {
+    const c = this.config, P = s.P, H = c.hiddenSize;
+    const M = new Float64Array(P).fill(-Infinity), S = new Float64Array(P), TL = new Float64Array(P);
+    const acc = mode === "online" ? new Float32Array(P * H) : null;
+    const chunks = this.chunks(P);
+    for (const ch of chunks) {
+      const session = await this.head(P, ch.rows, mode === "online" ? "online" : "stats");
+      const out = await session.run({ hs, emb: this.embView(ch.start, ch.rows), ...this.targetFeeds(s, ch.start, ch.rows) });
+      const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
+      const a = out.acc?.data as Float32Array | undefined;
+      for (let i = 0; i < P; i++) {
+        TL[i] += tl[i];
+        const mNew = Math.max(M[i], m[i]);
+        const keep = Math.exp(M[i] - mNew), add = Math.exp(m[i] - mNew);
+        S[i] = S[i] * keep + sc[i] * add;
+        M[i] = mNew;
+        if (acc && a) {
+          const row = i * H;
+          for (let j = 0; j < H; j++) acc[row + j] = acc[row + j] * keep + a[row + j] * add;
+        }
+      }
+    }
+    const nll = new Float64Array(P), lse = new Float32Array(P);
+    let lossSum = 0;
+    for (let i = 0; i < P; i++) {
+      lse[i] = M[i] + Math.log(S[i]);
+      nll[i] = lse[i] - TL[i];
+      if (s.tw[i] !== 0) lossSum += nll[i];
+    }
+    if (mode === "eval") return { lossSum, nll };
+    const E = this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!;
+    const dHs = new Float32Array(P * H);
+    if (mode === "online") {
+      // d hs = tw·(Σ_v p_v·l'_v·E[v] − l'_t·E[target]), l' = d logits/d raw (1, or 1 − tanh² with a soft-cap).
+      const cap = c.finalSoftcap;
+      for (let i = 0; i < P; i++) {
+        if (s.tw[i] === 0) continue;
+        const row = i * H, t = s.tgt[i] * H;
+        const dt = cap ? 1 - (TL[i] / cap) ** 2 : 1;
+        const inv = 1 / S[i];
+        for (let j = 0; j < H; j++) dHs[row + j] = acc![row + j] * inv - dt * E[t + j];
+      }
+      return { lossSum, nll, dHs };
+    }
+    const gE = this.grads.get(EMBED)!;
+    const lseT = tensor("float32", lse, [P, 1]), twT = tensor("float32", s.tw, [P, 1]);
+    for (const ch of chunks) {
+      const session = await this.head(P, ch.rows, "grad");
+      const out = await session.run({ hs, emb: this.embView(ch.start, ch.rows), ...this.targetFeeds(s, ch.start, ch.rows), lse: lseT, tw: twT });
+      const d = out.d_hs.data as Float32Array, dE = out.d_emb.data as Float32Array;
+      for (let i = 0; i < d.length; i++) dHs[i] += d[i];
+      addInto(gE.subarray(ch.start * H, (ch.start + ch.rows) * H), dE, this.accumulated);
+    }
+    return { lossSum, nll, dHs };
   }
 
   /** Forward + backward on one micro-batch; adds d(lossSum)/dθ into `grads`. */
   async forwardBackward(b: Batch, opts: { dropoutSeed?: number } = {}): Promise<StepResult> {
     const s = this.selection(b);
-    if (s.count === 0) return { lossSum: 0, tokens: 0 };
-    const compiled = await this.compile(b.batchSize, b.seqLen, s.P, true);
-    const feeds = this.feeds(b, s);
+    if (s.count === 0) {
+      if (!this.accumulated) for (const g of this.grads.values()) g.fill(0);
+      this.accumulated = true;
+      return { lossSum: 0, tokens: 0 };
+    }
+    const embeds = this.embeds(b);
+    const body = await this.body(b.batchSize, b.seqLen, s.P, true);
+    const extra = this.stageFeeds(b, s, embeds);
     const lora = this.opts.lora;
-    compiled.dropoutInputs.forEach((d, k) => {
+    body.dropoutInputs.forEach((d, k) => {
       const mask = dropoutMask(d.shape[0] * d.shape[1], lora!.dropout, this.opts.seed, opts.dropoutSeed ?? 0, k);
-      feeds[d.name] = tensor("float32", mask, d.shape);
+      extra[d.name] = tensor("float32", mask, d.shape);
     });
-    const out = await compiled.session.run(feeds);
-    for (const [name, acc] of this.grads) {
-      const g = out[`grad.${name}`].data as Float32Array;
-      if (!this.accumulated) acc.set(g);
-      else for (let i = 0; i < acc.length; i++) acc[i] += g[i];
+    const fwd = await body.forward.run(this.bodyFeeds(b, body.forwardInputs, extra));
+    const head = await this.runHead(s, fwd.hs, this.opts.method === "full" ? "full" : "online");
+    for (const name of body.saved) extra[name] = fwd[name];
+    extra.d_hs = tensor("float32", head.dHs!, [s.P, this.config.hiddenSize]);
+    const out = await body.backward!.run(this.bodyFeeds(b, body.backwardInputs, extra));
+    for (const name of body.trainable) {
+      if (name === "embeds") continue;
+      addInto(this.grads.get(name)!, out[`grad.${name}`].data as Float32Array, this.accumulated);
+    }
+    if (this.opts.method === "full") {
+      // The embedding's two uses: the head's dE (added above, chunk by chunk) and the gathered rows.
+      const gE = this.grads.get(EMBED)!, d = out["grad.embeds"].data as Float32Array, H = this.config.hiddenSize;
+      for (let i = 0; i < b.inputIds.length; i++) {
+        const row = b.inputIds[i] * H, src = i * H;
+        for (let j = 0; j < H; j++) gE[row + j] += d[src + j];
+      }
     }
     this.accumulated = true;
-    return { lossSum: Number(out.loss.data[0]), tokens: s.count };
+    return { lossSum: head.lossSum, tokens: s.count };
+  }
+
+  private async forwardOnly(b: Batch): Promise<{ s: Selection; head: HeadResult }> {
+    const s = this.selection(b);
+    const body = await this.body(b.batchSize, b.seqLen, s.P, false);
+    const fwd = await body.forward.run(this.bodyFeeds(b, body.forwardInputs, this.stageFeeds(b, s, this.embeds(b))));
+    return { s, head: await this.runHead(s, fwd.hs, "eval") };
   }
 
   /** Loss only (no gradients, no dropout). */
   async evaluate(b: Batch): Promise<StepResult> {
     const s = this.selection(b);
     if (s.count === 0) return { lossSum: 0, tokens: 0 };
-    const compiled = await this.compile(b.batchSize, b.seqLen, s.P, false);
-    const out = await compiled.session.run(this.feeds(b, s), ["loss"]);
-    return { lossSum: Number(out.loss.data[0]), tokens: s.count };
+    const r = await this.forwardOnly(b);
+    return { lossSum: r.head.lossSum, tokens: r.s.count };
   }
 
-  /** Per-position NLL of the next token for a single sequence (every position counted). */
+  /** Per-position NLL of the next token for a single sequence (every labelled position). */
   async tokenNll(b: Batch): Promise<number[]> {
-    const s = this.selection(b);
-    const compiled = await this.compile(b.batchSize, b.seqLen, s.P, false);
-    const out = await compiled.session.run(this.feeds(b, s), ["nll"]);
-    return Array.from(out.nll.data as Float32Array).slice(0, s.count);
+    const r = await this.forwardOnly(b);
+    return Array.from(r.head.nll.subarray(0, r.s.count));
   }
 
   release(): void {
-    for (const s of this.sessions.values()) s.then((c) => c.session.release()).catch(() => {});
-    this.sessions.clear();
+    for (const s of this.bodies.values()) s.then((b) => (b.forward.release(), b.backward?.release())).catch(() => {});
+    for (const s of this.heads.values()) s.then((h) => h.release()).catch(() => {});
+    this.bodies.clear();
+    this.heads.clear();
   }
+}
+
+/** dst = src (the first micro-batch of an accumulation) or dst += src. */
+function addInto(dst: Float32Array, src: Float32Array, accumulate: boolean): void {
+  if (dst.length !== src.length) throw new RangeError(`Gradient has ${src.length} values, buffer ${dst.length}`);
+  if (!accumulate) dst.set(src);
+  else for (let i = 0; i < dst.length; i++) dst[i] += src[i];
 }

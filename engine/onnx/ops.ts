@@ -1,6 +1,6 @@
 /**
  * Op helpers over the builder: each computes its static output shape and records one node.
- * Every op used here has a backward rule in autodiff.ts (RULES), keyed by the same op type.
+ * Every op here but ReduceMax has a backward rule in autodiff.ts (RULES), keyed by the same op type.
  */
 import { type DType, type Graph, size, type Value } from "./builder.ts";
 
@@ -91,6 +91,8 @@ function reduce(g: Graph, op: string, x: Value, axes: readonly number[], keepdim
 
 export const reduceSum = (g: Graph, x: Value, axes: readonly number[], keepdims = true) => reduce(g, "ReduceSum", x, axes, keepdims);
 export const reduceMean = (g: Graph, x: Value, axes: readonly number[], keepdims = true) => reduce(g, "ReduceMean", x, axes, keepdims);
+/** No backward rule: used only where nothing is differentiated through it (a softmax's shift). */
+export const reduceMax = (g: Graph, x: Value, axes: readonly number[], keepdims = true) => reduce(g, "ReduceMax", x, axes, keepdims);
 
 export function expand(g: Graph, x: Value, shape: readonly number[]): Value {
   return g.node("Expand", [x, g.ints(shape)], [{ shape: broadcastShape(x.shape, shape), dtype: x.dtype }])[0];

@@ -1,0 +1,167 @@
+/**
+ * The training step as separate graphs, so the LM head runs over the vocabulary in chunks between
+ * the body's forward and backward and no [P,V] tensor exists whole (spec/GEMMA.md §1, same maths as
+ * model.ts; legend there).
+ *
+ *   body forward   embeds [N,H] (rows of E, gathered by the caller) → hs [P,H] + saved activations
+ *   head chunks    hs, E[v0:v1] → per-row max, Σexp, target logit (+ Σ p·E for the gradient)
+ *   body backward  d_hs [P,H] + saved → gradients of LoRA tensors, or of every body weight + embeds
+ *
+ * The head's gradient never needs the whole softmax: for LoRA and evaluation each chunk returns its
+ * own max m_c, Σ exp(l − m_c) and Σ exp(l − m_c)·E_c, which the caller merges online (the flash-
+ * attention rescaling), so the head costs exactly its two products. Full fine-tuning also needs
+ * dE = (softmax − onehot)ᵀ·hs per chunk, which needs the final log-sum-exp: a first pass of stats
+ * gives it, a second pass recomputes each chunk's logits and returns d hs and dE for it.
+ */
+import { type DType, Graph, type Value } from "../onnx/builder.ts";
+import * as o from "../onnx/ops.ts";
+import { gradientsFromSeeds } from "../onnx/autodiff.ts";
+import { splitGraph } from "../onnx/partition.ts";
+import type { GemmaConfig } from "./config.ts";
+import { Ctx, layer, type LoraSpec, loraSpecs, rmsNorm, rotateHalfMatrix, softcap } from "./model.ts";
+import { LINEARS, linearShape, paramSpecs } from "./params.ts";
+
+export interface BodyOptions {
+  batch: number;
+  seq: number;
+  positions: number;
+  /** "forward" builds the forward graph only (evaluation). */
+  method: "lora" | "full" | "forward";
+  lora?: LoraSpec;
+  dropout?: boolean;
+  float?: DType;
+}
+
+export interface BodyGraphs {
+  forward: Uint8Array;
+  backward?: Uint8Array;
+  /** Inputs each graph takes from the caller (the backward also takes `d_hs` and every saved value). */
+  forwardInputs: string[];
+  backwardInputs: string[];
+  saved: string[];
+  /** Trainable names whose gradients the backward outputs as `grad.<name>`; full adds `embeds`. */
+  trainable: string[];
+  dropoutInputs: { name: string; shape: number[] }[];
+}
+
+export const EMBED = "model.embed_tokens.weight";
+
+/**
+ * The decoder body: embeds [N,H] (unscaled rows of E) → hs [P,H] = final-normed hidden states at the
+ * selected positions, zero on padding rows (tw = 0).
+ */
+export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
+  const float = opts.float ?? "float32";
+  const g = new Graph(float);
+  const ctx = new Ctx(g, c, opts);
+  const T = opts.seq, N = ctx.N, P = opts.positions, D = c.headDim, H = c.hiddenSize;
+
+  const embeds = g.input("embeds", [N, H]);
+  for (const t of new Set(c.layerTypes)) {
+    g.input(`rope_cos_${t}`, [T, D]);
+    g.input(`rope_sin_${t}`, [T, D]);
+    g.input(`mask_${t}`, [T, T]);
+  }
+  const sel = g.input("sel", [P], "int64");
+  const tw = g.input("tw", [P]);
+  for (const s of paramSpecs(c)) if (s.name !== EMBED) ctx.w.set(s.name, g.input(s.name, s.shape));
+  const dropoutInputs: { name: string; shape: number[] }[] = [];
+  if (opts.lora) {
+    for (const s of loraSpecs(c, opts.lora)) ctx.lora.set(s.name, g.input(s.name, s.shape));
+    if (opts.dropout && opts.lora.dropout > 0) {
+      for (let i = 0; i < c.numLayers; i++) {
+        for (const lin of LINEARS) {
+          if (!opts.lora.targets.includes(lin)) continue;
+          const name = `dropout.${i}.${lin}`;
+          const shape = [N, linearShape(c, lin)[1]];
+          ctx.dropout.set(name, g.input(name, shape));
+          dropoutInputs.push({ name, shape });
+        }
+      }
+    }
+  }
+  const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
+  const normalizer = float === "float32" ? Math.fround(Math.sqrt(H)) : Math.sqrt(H);
+  let h = o.scale(g, embeds, normalizer); // [N,H]
+  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, rot);
+  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps);
+  const hsRaw = o.mul(g, o.gather(g, h, sel), o.reshape(g, tw, [P, 1])); // [P,H]
+  const hs = g.output(hsRaw, "hs");
+  const cut = g.nodes.length;
+
+  if (opts.method === "forward") {
+    return { forward: g.toBytes(), forwardInputs: g.inputs.map((v) => v.name), backwardInputs: [], saved: [], trainable: [], dropoutInputs };
+  }
+  if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
+  const dHs = g.input("d_hs", [P, H]);
+  const wrt = opts.method === "lora" ? [...ctx.lora.values()] : [...ctx.w.values(), embeds];
+  const grads = gradientsFromSeeds(g, new Map([[hsRaw, dHs]]), wrt);
+  const outs = wrt.map((w) => g.output(grads.get(w)!, `grad.${w.name}`));
+  const split = splitGraph(g, cut, [hs], outs);
+  return {
+    forward: split.forward.toBytes(),
+    backward: split.backward.toBytes(),
+    forwardInputs: split.forward.inputs.map((v) => v.name),
+    backwardInputs: split.backward.inputs.map((v) => v.name),
+    saved: split.saved.map((v) => v.name),
+    trainable: wrt.map((w) => w.name),
+    dropoutInputs,
+  };
+}
+
+export interface HeadOptions {
+  positions: number;
+  /** Rows of E in this chunk. */
+  rows: number;
+  /**
+   * "stats": m, s, tl per row. "online": also acc = Σ_v exp(l − m)·(dl/draw)·E[v] [P,H] (LoRA, the
+   * softmax part of d hs). "grad": given lse and tw, d hs and dE of this chunk (full fine-tuning).
+   */
+  kind: "stats" | "online" | "grad";
+  float?: DType;
+}
+
+/**
+ * One vocabulary chunk of the LM head. Inputs: hs [P,H], emb [rows,H] (a view of E), tloc [P,1]
+ * int64 (target index inside the chunk, clamped), tin [P,1] (1 where the target is in this chunk);
+ * "grad" also lse [P,1] and tw [P,1]. Outputs: m, s, tl [P,1] (stats/online), acc [P,H] (online),
+ * d_hs [P,H] and d_emb [rows,H] (grad).
+ */
+export function buildHeadChunk(c: GemmaConfig, opts: HeadOptions): Uint8Array {
+  const g = new Graph(opts.float ?? "float32");
+  const P = opts.positions, R = opts.rows, H = c.hiddenSize;
+  const hs = g.input("hs", [P, H]);
+  const emb = g.input("emb", [R, H]);
+  const tloc = g.input("tloc", [P, 1], "int64");
+  const tin = g.input("tin", [P, 1]);
+  const raw = o.gemm(g, hs, emb, { transB: true }); // [P,R]
+  const logits = c.finalSoftcap ? softcap(g, raw, c.finalSoftcap) : raw;
+  if (opts.kind === "grad") {
+    const lse = g.input("lse", [P, 1]);
+    const tw = g.input("tw", [P, 1]);
+    const p = o.exp(g, o.sub(g, logits, lse)); // [P,R] softmax over the whole vocabulary
+    const dl = o.mul(g, o.scatterElementsAdd(g, p, tloc, o.neg(g, tin), 1), tw); // (p − onehot)·tw
+    const grads = gradientsFromSeeds(g, new Map([[logits, dl]]), [hs, emb]);
+    g.output(grads.get(hs)!, "d_hs");
+    g.output(grads.get(emb)!, "d_emb");
+    return g.toBytes();
+  }
+  const m = o.reduceMax(g, logits, [1], true); // [P,1]
+  const e = o.exp(g, o.sub(g, logits, m)); // [P,R]
+  g.output(m, "m");
+  g.output(o.reduceSum(g, e, [1], true), "s");
+  g.output(o.mul(g, o.gatherElements(g, logits, tloc, 1), tin), "tl");
+  if (opts.kind === "online") g.output(gradientsFromSeeds(g, new Map([[logits, e]]), [hs]).get(hs)!, "acc");
+  return g.toBytes();
+}
+
+/** Chunk boundaries over V rows: equal chunks of at most `maxRows` (the last may be shorter). */
+export function vocabChunks(V: number, maxRows: number): { start: number; rows: number }[] {
+  const n = Math.max(1, Math.ceil(V / maxRows));
+  const size = Math.ceil(V / n);
+  const out: { start: number; rows: number }[] = [];
+  for (let s = 0; s < V; s += size) out.push({ start: s, rows: Math.min(size, V - s) });
+  return out;
+}
+
+export type { Value };

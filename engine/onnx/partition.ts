@@ -1,0 +1,79 @@
+/**
+ * Splits one traced graph (forward, then the backward that autodiff appended) into two graphs run as
+ * separate sessions: the forward graph also outputs every value the backward consumes ("saved"
+ * activations, as autograd keeps them), and the backward graph takes those as inputs.
+ *
+ * This is what lets something run between the two halves: the engine's LM head runs over the
+ * vocabulary in chunks between the body's forward and backward, so no [P,V] tensor ever exists whole.
+ */
+import { type ConstTensor, Graph, type Value } from "./builder.ts";
+
+export interface SplitGraph {
+  forward: Graph;
+  backward: Graph;
+  /** Values the forward graph outputs for the backward one (same names on both sides). */
+  saved: Value[];
+}
+
+/**
+ * `cut` is the tape length when the forward was complete: nodes before it are forward, the rest
+ * (autodiff's) backward. Each half keeps only the nodes its outputs need.
+ */
+export function splitGraph(g: Graph, cut: number, forwardOutputs: Value[], backwardOutputs: Value[]): SplitGraph {
+  const producer = new Map<number, number>();
+  g.nodes.forEach((n, i) => n.outputs.forEach((v) => producer.set(v.id, i)));
+  const isInput = new Set(g.inputs.map((v) => v.id));
+  const consts = new Map<number, [Value, ConstTensor]>([...g.initializers].map(([v, t]) => [v.id, [v, t]]));
+
+  // Backward: walk back from its outputs; forward-made values it reads become saved.
+  const bwdNodes = new Set<number>();
+  const saved = new Map<number, Value>();
+  const want: Value[] = [...backwardOutputs];
+  while (want.length) {
+    const v = want.pop()!;
+    const p = producer.get(v.id);
+    if (p === undefined) continue;
+    if (p < cut) {
+      saved.set(v.id, v);
+      continue;
+    }
+    if (bwdNodes.has(p)) continue;
+    bwdNodes.add(p);
+    for (const x of g.nodes[p].inputs) if (x) want.push(x);
+  }
+  const fwdNodes = new Set<number>();
+  const wantF: Value[] = [...forwardOutputs, ...saved.values()];
+  while (wantF.length) {
+    const v = wantF.pop()!;
+    const p = producer.get(v.id);
+    if (p === undefined || fwdNodes.has(p)) continue;
+    if (p >= cut) throw new Error(`Forward output "${v.name}" is computed by the backward part`);
+    fwdNodes.add(p);
+    for (const x of g.nodes[p].inputs) if (x) wantF.push(x);
+  }
+
+  const part = (nodes: Set<number>, extraInputs: Value[], outputs: Value[]): Graph => {
+    const sub = new Graph(g.float);
+    const used = new Set<number>();
+    for (const i of [...nodes].sort((a, b) => a - b)) {
+      const n = g.nodes[i];
+      sub.nodes.push(n);
+      for (const x of n.inputs) if (x) used.add(x.id);
+    }
+    for (const v of outputs) used.add(v.id);
+    for (const v of g.inputs) if (used.has(v.id)) sub.inputs.push(v);
+    sub.inputs.push(...extraInputs);
+    for (const id of used) {
+      const c = consts.get(id);
+      if (c) sub.initializers.set(c[0], c[1]);
+    }
+    sub.outputs.push(...outputs);
+    return sub;
+  };
+  const savedList = [...saved.values()].filter((v) => !isInput.has(v.id) && !consts.has(v.id));
+  return {
+    forward: part(fwdNodes, [], [...forwardOutputs, ...savedList.filter((v) => !forwardOutputs.includes(v))]),
+    backward: part(bwdNodes, savedList, backwardOutputs),
+    saved: savedList,
+  };
+}
