@@ -10,6 +10,7 @@ import { rng } from "./lora.ts";
 import { TrainEngine } from "./train_engine.ts";
 import { LORA_TARGETS } from "../config/training.ts";
 import { Generator, generateIds } from "./generate.ts";
+import { AdamW } from "./optim.ts";
 
 const FLAGS = {
   generation: { kind: "number" as const, help: "Gemma generation", default: 3 },
@@ -25,6 +26,7 @@ const FLAGS = {
   seq: { kind: "number" as const, help: "sequence length", default: 128 },
   steps: { kind: "number" as const, help: "timed steps (after one warm-up)", default: 5 },
   rank: { kind: "number" as const, help: "LoRA rank", default: 8 },
+  labelled: { kind: "number" as const, help: "fraction of each row that is labelled (the rest is a masked prompt)", default: 1 },
   threads: { kind: "number" as const, help: "intra-op threads" },
   help: { kind: "boolean" as const, help: "show this help" },
 };
@@ -98,8 +100,15 @@ export async function benchCommand(args: string[]): Promise<number> {
     threads: f.threads as number | undefined,
     seed: 1,
   });
+  // A training step as the trainer runs it (and as PyTorch's is measured, scripts/torch_baseline.py):
+  // forward, backward and the AdamW update, with the optimizer's moments in memory.
+  const optimizer = method === "forward" ? null : new AdamW(engine.trainable, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
   const ids = Int32Array.from({ length: B * T }, () => Math.floor(next() * config.vocabSize));
-  const batch = { inputIds: ids, labels: ids, batchSize: B, seqLen: T };
+  const labels = ids.slice();
+  // --labelled < 1 masks the start of each row as a prompt (−100), as chat fine-tuning does.
+  const masked = Math.round(T * (1 - (f.labelled as number)));
+  for (let r = 0; r < B; r++) labels.fill(-100, r * T, r * T + masked);
+  const batch = { inputIds: ids, labels, batchSize: B, seqLen: T };
   const times: number[] = [];
   const steps = f.steps as number;
   let firstMs = 0;
@@ -108,7 +117,8 @@ export async function benchCommand(args: string[]): Promise<number> {
     if (method === "forward") await engine.evaluate(batch);
     else {
       engine.zeroGrads();
-      await engine.forwardBackward(batch);
+      const r = await engine.forwardBackward(batch);
+      optimizer!.update(engine.grads, 1e-5, 1 / r.tokens);
     }
     const ms = performance.now() - t0;
     if (s === 0) firstMs = ms;
@@ -133,7 +143,8 @@ export async function benchCommand(args: string[]): Promise<number> {
     flops_per_token: mult * params,
     parameters: params,
     trainable_parameters: method === "forward" ? 0 : trainable,
-    optimizer_included: false,
+    labelled_fraction: f.labelled,
+    optimizer_included: method !== "forward",
   }));
   engine.release();
   return 0;

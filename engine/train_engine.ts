@@ -44,10 +44,13 @@ export interface TrainEngineOptions {
   threads?: number;
   seed: number;
   /**
-   * Most LM-head [P,rows] elements per chunk (default 4M: 16 MB in fp32, 8192 vocabulary rows at
-   * P = 512). Smaller chunks lower the peak; tests use tiny ones to cover the merging.
+   * Most LM-head [P,rows] elements per chunk (default 1M: 4 MB in fp32, 2048 vocabulary rows at
+   * P = 512; measured in notes/PERF.md as both the fastest and the lowest peak of 256K…8M).
+   * Tests use tiny ones to cover the merging.
    */
   headChunkElements?: number;
+  /** How the body's backward gets its activations (engine/gemma/staged.ts); default "recompute". */
+  activations?: "save" | "recompute";
 }
 
 interface Body {
@@ -133,8 +136,13 @@ export class TrainEngine {
     this.accumulated = false;
   }
 
-  private session(bytes: Uint8Array): Promise<ortTypes.InferenceSession> {
-    return createSession(bytes, { device: this.opts.device, threads: this.opts.threads });
+  /**
+   * The body's sessions run without ORT's arena: their saved activations are outputs copied into JS
+   * anyway, and an arena would keep a second copy of each (−150 MB at the bench shape, same speed).
+   * The head's chunk sessions keep it: their [P,rows] blocks are reused 128 times a step.
+   */
+  private session(bytes: Uint8Array, arena: boolean): Promise<ortTypes.InferenceSession> {
+    return createSession(bytes, { device: this.opts.device, threads: this.opts.threads, arena });
   }
 
   private body(B: number, T: number, P: number, train: boolean): Promise<Body> {
@@ -149,11 +157,12 @@ export class TrainEngine {
         method: train ? o.method : "forward",
         lora: o.method === "lora" ? o.lora : undefined,
         dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
+        activations: o.activations ?? "recompute",
       });
       s = (async () => ({
         ...graphs,
-        forward: await this.session(graphs.forward),
-        backward: graphs.backward ? await this.session(graphs.backward) : undefined,
+        forward: await this.session(graphs.forward, false),
+        backward: graphs.backward ? await this.session(graphs.backward, false) : undefined,
       }))();
       this.bodies.set(key, s);
     }
@@ -164,7 +173,7 @@ export class TrainEngine {
     const key = `${P}x${rows}:${kind}`;
     let s = this.heads.get(key);
     if (!s) {
-      s = this.session(buildHeadChunk(this.config, { positions: P, rows, kind }));
+      s = this.session(buildHeadChunk(this.config, { positions: P, rows, kind }), true);
       this.heads.set(key, s);
     }
     return s;
@@ -257,7 +266,7 @@ export class TrainEngine {
   }
 
   private chunks(P: number) {
-    const budget = this.opts.headChunkElements ?? 4 * 1024 * 1024;
+    const budget = this.opts.headChunkElements ?? 1024 * 1024;
     return vocabChunks(this.config.vocabSize, Math.max(1, Math.floor(budget / P)));
   }
 

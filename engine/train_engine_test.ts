@@ -2,6 +2,7 @@
 import { TrainEngine } from "./train_engine.ts";
 import { randomWeights, tinyConfig } from "./gemma/testing.ts";
 import { referenceTokenNll } from "./gemma/reference.ts";
+import { runSequence } from "./gemma/testing.ts";
 
 const c = tinyConfig(3, true);
 const w = randomWeights(c, 41, 0.1);
@@ -98,4 +99,61 @@ Deno.test("an unavailable device is a clear error naming it, never a silent CPU 
     }
     if (!msg.includes(`"${device}"`) || !/--device cpu/.test(msg)) throw new Error(`unclear ${device} error: ${msg}`);
   }
+});
+
+// The staged step (body forward → LM head in vocabulary chunks → body backward) against the single
+// graph of model.ts, whose gradients are checked against finite differences in gemma/model_test.ts.
+for (const gen of [1, 2, 3] as const) {
+  for (const method of ["full", "lora"] as const) {
+    for (const activations of ["recompute", "save"] as const) {
+      Deno.test(`Gemma ${gen} ${method} (${activations}): staged step with a chunked vocabulary equals the single graph`, async () => {
+        const cs = tinyConfig(gen, true);
+        const ws = randomWeights(cs, 50 + gen, 0.2);
+        const ids = [2, 17, 5, 33, 40, 8, 8, 21, 1, 12];
+        const spec = { r: 4, alpha: 8, dropout: 0, rslora: false, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
+        // 16 positions × 12 rows per chunk: the 48-word vocabulary in 4 chunks.
+        const e = await TrainEngine.create({
+          model: { config: cs, weights: new Map([...ws].map(([k, v]) => [k, v.slice()])) },
+          method,
+          lora: method === "lora" ? spec : undefined,
+          seed: 9,
+          headChunkElements: 16 * 12,
+          activations,
+        });
+        const tensors = new Map<string, Float32Array>();
+        for (const [k, t] of e.trainable) {
+          if (k.includes("lora_B")) t.data.forEach((_, i) => (t.data[i] = Math.cos(i * 0.7 + k.length) * 0.2));
+          tensors.set(k, t.data);
+        }
+        e.zeroGrads();
+        const r = await e.forwardBackward({ inputIds: Int32Array.from(ids), labels: Int32Array.from(ids), batchSize: 1, seqLen: ids.length });
+        const ref = await runSequence(cs, ws, ids, { method, lora: method === "lora" ? { spec, tensors } : undefined });
+        if (Math.abs(r.lossSum - ref.loss) > 1e-4 * Math.abs(ref.loss)) throw new Error(`loss ${r.lossSum} vs single graph ${ref.loss}`);
+        if (ref.grads.size !== e.grads.size) throw new Error(`${e.grads.size} gradients, single graph has ${ref.grads.size}`);
+        for (const [name, want] of ref.grads) {
+          const got = e.grads.get(name)!;
+          let scale = 0, worst = 0;
+          for (let i = 0; i < want.length; i++) {
+            scale = Math.max(scale, Math.abs(want[i]));
+            worst = Math.max(worst, Math.abs(got[i] - want[i]));
+          }
+          if (scale === 0 && method === "full") throw new Error(`${name}: zero gradient`);
+          if (worst > 2e-4 * Math.max(scale, 1e-3)) throw new Error(`${name}: max difference ${worst} (gradient scale ${scale})`);
+        }
+        e.release();
+      });
+    }
+  }
+}
+
+Deno.test("evaluate with the vocabulary in chunks equals one chunk", async () => {
+  const cs = tinyConfig(2, true);
+  const ws = randomWeights(cs, 77, 0.2);
+  const b = batch([rowA, rowB], [labA, labB]);
+  const whole = await TrainEngine.create({ model: { config: cs, weights: ws }, method: "full", seed: 1 });
+  const chunked = await TrainEngine.create({ model: { config: cs, weights: ws }, method: "full", seed: 1, headChunkElements: 16 * 5 });
+  const a = await whole.evaluate(b), c2 = await chunked.evaluate(b);
+  if (a.tokens !== c2.tokens || Math.abs(a.lossSum - c2.lossSum) > 1e-4) throw new Error(`one chunk ${a.lossSum}, ten chunks ${c2.lossSum}`);
+  whole.release();
+  chunked.release();
 });

@@ -16,7 +16,7 @@
 import { type DType, Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
-import { splitGraph } from "../onnx/partition.ts";
+import { pruneGraph, splitGraph } from "../onnx/partition.ts";
 import type { GemmaConfig } from "./config.ts";
 import { Ctx, layer, type LoraSpec, loraSpecs, rmsNorm, rotateHalfMatrix, softcap } from "./model.ts";
 import { LINEARS, linearShape, paramSpecs } from "./params.ts";
@@ -30,6 +30,12 @@ export interface BodyOptions {
   lora?: LoraSpec;
   dropout?: boolean;
   float?: DType;
+  /**
+   * "save": the forward outputs every activation the backward reads (they cross into JS and back).
+   * "recompute": the backward graph runs the forward again itself and nothing is saved (activation
+   * checkpointing: one more body forward per step for no saved copies; see notes/PERF.md).
+   */
+  activations?: "save" | "recompute";
 }
 
 export interface BodyGraphs {
@@ -97,7 +103,9 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const wrt = opts.method === "lora" ? [...ctx.lora.values()] : [...ctx.w.values(), embeds];
   const grads = gradientsFromSeeds(g, new Map([[hsRaw, dHs]]), wrt);
   const outs = wrt.map((w) => g.output(grads.get(w)!, `grad.${w.name}`));
-  const split = splitGraph(g, cut, [hs], outs);
+  const split = opts.activations === "recompute"
+    ? { forward: pruneGraph(g, [hs]), backward: pruneGraph(g, outs), saved: [] }
+    : splitGraph(g, cut, [hs], outs);
   return {
     forward: split.forward.toBytes(),
     backward: split.backward.toBytes(),

@@ -8,6 +8,11 @@
  */
 import { type ConstTensor, Graph, type Value } from "./builder.ts";
 
+/** The graph computing just `outputs` from g's inputs: only the nodes they need, nothing saved. */
+export function pruneGraph(g: Graph, outputs: Value[]): Graph {
+  return splitGraph(g, 0, [], outputs).backward;
+}
+
 export interface SplitGraph {
   forward: Graph;
   backward: Graph;
