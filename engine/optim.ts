@@ -55,14 +55,8 @@ export class AdamW {
       if (g.length !== p.data.length) {
         throw new RangeError(`AdamW: gradient of "${name}" has ${g.length} values, parameter has ${p.data.length}`);
       }
-      const w = p.data, m = this.m.get(name)!, v = this.v.get(name)!;
       const decay = this.decayed.has(name) ? 1 - lr * weightDecay : 1;
-      for (let i = 0; i < w.length; i++) {
-        const gi = g[i] * gradScale;
-        const mi = m[i] = b1 * m[i] + (1 - b1) * gi;
-        const vi = v[i] = b2 * v[i] + (1 - b2) * gi * gi;
-        w[i] = w[i] * decay - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
-      }
+      adamwKernel(p.data, g, this.m.get(name)!, this.v.get(name)!, { b1, b2, gradScale, decay, stepSize, invBc2: 1 / (bc2Sqrt * bc2Sqrt), eps });
     }
   }
 
@@ -89,6 +83,30 @@ export class AdamW {
       }
     }
     this.step = step;
+  }
+}
+
+/**
+ * One AdamW pass over a tensor, in place. The same arithmetic as torch's: w·(1 − lr·wd) −
+ * lr/bc1 · m / (√v/√bc2 + eps), written as √(v·(1/bc2)) to keep one division; in float64 per
+ * element, stored as float32.
+ */
+function adamwKernel(
+  w: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  k: { b1: number; b2: number; gradScale: number; decay: number; stepSize: number; invBc2: number; eps: number },
+): void {
+  const { b1, b2, gradScale, decay, stepSize, invBc2, eps } = k;
+  const c1 = 1 - b1, c2 = 1 - b2;
+  for (let i = 0; i < w.length; i++) {
+    const gi = g[i] * gradScale;
+    const mi = b1 * m[i] + c1 * gi;
+    const vi = b2 * v[i] + c2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * decay - stepSize * mi / (Math.sqrt(vi * invBc2) + eps);
   }
 }
 

@@ -93,12 +93,8 @@ export function rmsNorm(g: Graph, x: Value, w: Value, eps: number): Value {
   return o.mul(g, o.mul(g, x, inv), o.add(g, w, g.scalar(1)));
 }
 
-/** tanh-approximate GELU. */
-export function geluTanh(g: Graph, x: Value): Value {
-  const x3 = o.mul(g, o.mul(g, x, x), x);
-  const inner = o.scale(g, o.add(g, x, o.scale(g, x3, 0.044715)), Math.sqrt(2 / Math.PI));
-  return o.mul(g, o.scale(g, x, 0.5), o.add(g, g.scalar(1), o.tanh(g, inner)));
-}
+/** tanh-approximate GELU (HF's gelu_pytorch_tanh), one ONNX node with its own backward rule. */
+export const geluTanh = o.geluTanh;
 
 export function softcap(g: Graph, x: Value, cap: number): Value {
   return o.scale(g, o.tanh(g, o.scale(g, x, 1 / cap)), cap);

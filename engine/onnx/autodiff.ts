@@ -76,6 +76,16 @@ export const RULES: Record<string, Rule> = {
     const y = n.outputs[0];
     return [o.mul(g, d!, o.sub(g, g.scalar(1), o.mul(g, y, y)))];
   },
+  Gelu: (g, n, [d]) => {
+    // y = x/2·(1 + t), t = tanh(c·(x + a·x³)); dy/dx = (1 + t)/2 + x/2·(1 − t²)·c·(1 + 3a·x²).
+    const x = n.inputs[0]!;
+    const a = 0.044715, c = Math.sqrt(2 / Math.PI);
+    const x2 = o.mul(g, x, x);
+    const t = o.tanh(g, o.scale(g, o.mul(g, x, o.add(g, g.scalar(1), o.scale(g, x2, a))), c));
+    const inner = o.add(g, g.scalar(c), o.scale(g, x2, 3 * a * c)); // c·(1 + 3a·x²)
+    const slope = o.mul(g, o.mul(g, o.scale(g, x, 0.5), o.sub(g, g.scalar(1), o.mul(g, t, t))), inner);
+    return [o.mul(g, d!, o.add(g, o.scale(g, o.add(g, g.scalar(1), t), 0.5), slope))];
+  },
   Sqrt: (g, n, [d]) => [o.div(g, o.scale(g, d!, 0.5), n.outputs[0])],
   Reciprocal: (g, n, [d]) => {
     const y = n.outputs[0];

@@ -52,6 +52,10 @@ const CASES: Record<string, (g: Graph) => { inputs: CheckInput[]; out: ReturnTyp
     const a = inp(g, "a", [6], { scale: 2 });
     return { inputs: [a], out: o.tanh(g, a.value) };
   },
+  Gelu: (g) => {
+    const a = inp(g, "a", [8], { scale: 2 });
+    return { inputs: [a], out: o.geluTanh(g, a.value) };
+  },
   Sqrt: (g) => {
     const a = inp(g, "a", [6], { positive: true });
     return { inputs: [a], out: o.sqrt(g, a.value) };

@@ -38,6 +38,8 @@ export const reciprocal = (g: Graph, x: Value) => unary(g, "Reciprocal", x);
 export const identity = (g: Graph, x: Value) => unary(g, "Identity", x);
 export const softmax = (g: Graph, x: Value, axis = -1) => unary(g, "Softmax", x, { axis });
 export const logSoftmax = (g: Graph, x: Value, axis = -1) => unary(g, "LogSoftmax", x, { axis });
+/** GELU with the tanh approximation as one node (opset 20): its backward keeps only x. */
+export const geluTanh = (g: Graph, x: Value) => unary(g, "Gelu", x, { approximate: "tanh" });
 
 /** Batched matrix product [..., M, K] × [..., K, N] → [..., M, N]. */
 export function matmul(g: Graph, a: Value, b: Value): Value {
