@@ -88,9 +88,10 @@ export interface MemoryEstimate {
 }
 
 /**
- * A rough fp32 estimate of peak memory for one training step: weights, gradients + AdamW moments of
- * the trainable part, and activations kept for the backward pass (per token: residual stream and
- * attention/MLP intermediates per layer, attention scores, and the logits of labelled positions).
+ * A rough fp32 estimate of peak memory for one training step as the engine runs it: weights, the
+ * gradient and AdamW's two moments of the trainable part, activations of the body (per token and
+ * layer: residual stream, attention and MLP intermediates; attention scores), and the LM head's
+ * vocabulary chunks (a few [P, rows] blocks of 1M elements: the whole [P,V] never exists).
  */
 export function estimateMemory(
   c: GemmaConfig,
@@ -98,12 +99,14 @@ export function estimateMemory(
 ): MemoryEstimate {
   const weightsBytes = countParams(c) * 4;
   const trainable = o.method === "full" ? countParams(c) : countLoraParams(c, o.loraR ?? 8, o.loraTargets ?? LINEARS);
-  const trainableBytes = trainable * 4;
-  const optimizerBytes = trainable * 4 * 3;
+  // Full fine-tuning updates the weights in place: only LoRA tensors are extra.
+  const trainableBytes = o.method === "full" ? 0 : trainable * 4;
+  const optimizerBytes = trainable * 4 * 3; // gradient, exp_avg, exp_avg_sq
   const N = o.batchSize * o.seqLen;
   const perTokenLayer = 8 * c.hiddenSize + 3 * c.intermediateSize + 4 * (c.numHeads + 2 * c.numKvHeads) * c.headDim;
   const scores = o.batchSize * c.numHeads * o.seqLen * o.seqLen * 3;
-  const activationBytes = 4 * (c.numLayers * (N * perTokenLayer + scores) + 3 * N * c.vocabSize);
+  const headChunks = 4 * 1024 * 1024 + 2 * N * c.hiddenSize;
+  const activationBytes = 4 * (c.numLayers * (N * perTokenLayer + scores) + headChunks);
   return {
     weightsBytes,
     trainableBytes,
