@@ -201,43 +201,56 @@ export function layer(ctx: Ctx, h: Value, i: number, rot: Value, attend: Attend 
   return o.add(g, h, mlp);
 }
 
+/** Inputs rope_cos_/rope_sin_<type> [T,D] and mask_<type> [T,T] for each layer type used. */
+export function positionInputs(ctx: Ctx): void {
+  const { g, c } = ctx;
+  const T = ctx.opts.seq;
+  for (const t of new Set(c.layerTypes)) {
+    g.input(`rope_cos_${t}`, [T, c.headDim]);
+    g.input(`rope_sin_${t}`, [T, c.headDim]);
+    g.input(`mask_${t}`, [T, T]);
+  }
+}
+
+/** LoRA tensor inputs (PEFT names) and, when training with dropout, one mask input per adapted linear. */
+export function loraInputsOf(ctx: Ctx): { loraInputs: string[]; dropoutInputs: { name: string; shape: number[] }[] } {
+  const { g, c, opts } = ctx;
+  const loraInputs: string[] = [];
+  const dropoutInputs: { name: string; shape: number[] }[] = [];
+  if (!opts.lora) return { loraInputs, dropoutInputs };
+  for (const s of loraSpecs(c, opts.lora)) {
+    ctx.lora.set(s.name, g.input(s.name, s.shape));
+    loraInputs.push(s.name);
+  }
+  if (opts.dropout && opts.lora.dropout > 0) {
+    for (let i = 0; i < c.numLayers; i++) {
+      for (const lin of LINEARS) {
+        if (!opts.lora.targets.includes(lin)) continue;
+        const name = `dropout.${i}.${lin}`;
+        const shape = [ctx.N, linearShape(c, lin)[1]];
+        ctx.dropout.set(name, g.input(name, shape));
+        dropoutInputs.push({ name, shape });
+      }
+    }
+  }
+  return { loraInputs, dropoutInputs };
+}
+
 /** Builds the whole graph: forward, loss on selected positions, and gradients for the trainables. */
 export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelGraph {
   const float = opts.float ?? "float32";
   const g = new Graph(float);
   const ctx = new Ctx(g, c, opts);
-  const T = opts.seq, N = ctx.N, P = opts.positions, D = c.headDim;
+  const N = ctx.N, P = opts.positions, D = c.headDim;
 
   const ids = g.input("input_ids", [N], "int64");
   const used = [...new Set(c.layerTypes)];
-  for (const t of used) {
-    g.input(`rope_cos_${t}`, [T, D]);
-    g.input(`rope_sin_${t}`, [T, D]);
-    g.input(`mask_${t}`, [T, T]);
-  }
+  positionInputs(ctx);
   const sel = g.input("sel", [P], "int64");
   const tgt = g.input("tgt", [P, 1], "int64");
   const tw = g.input("tw", [P]);
   for (const s of paramSpecs(c)) ctx.w.set(s.name, g.input(s.name, s.shape));
-  const loraInputs: string[] = [];
-  const dropoutInputs: { name: string; shape: number[] }[] = [];
-  if (opts.lora) {
-    for (const s of loraSpecs(c, opts.lora)) {
-      ctx.lora.set(s.name, g.input(s.name, s.shape));
-      loraInputs.push(s.name);
-    }
-    if (opts.dropout && opts.lora.dropout > 0) {
-      for (let i = 0; i < c.numLayers; i++) {
-        for (const lin of LINEARS) {
-          if (!opts.lora.targets.includes(lin)) continue;
-          const name = `dropout.${i}.${lin}`;
-          const shape = [N, linearShape(c, lin)[1]];
-          ctx.dropout.set(name, g.input(name, shape));
-          dropoutInputs.push({ name, shape });
-        }
-      }
-    }
-  }
+  const { loraInputs, dropoutInputs } = loraInputsOf(ctx);
   const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
 
   const E = ctx.w.get("model.embed_tokens.weight")!; // [V,H]

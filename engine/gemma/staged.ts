@@ -18,18 +18,11 @@ import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import { pruneGraph, splitGraph } from "../onnx/partition.ts";
 import type { GemmaConfig } from "./config.ts";
-import { Ctx, layer, type LoraSpec, loraSpecs, rmsNorm, rotateHalfMatrix, softcap } from "./model.ts";
-import { LINEARS, linearShape, paramSpecs } from "./params.ts";
+import { Ctx, layer, loraInputsOf, type ModelGraphOptions, positionInputs, rmsNorm, rotateHalfMatrix, softcap } from "./model.ts";
+import { paramSpecs } from "./params.ts";
 
-export interface BodyOptions {
-  batch: number;
-  seq: number;
-  positions: number;
-  /** "forward" builds the forward graph only (evaluation). */
-  method: "lora" | "full" | "forward";
-  lora?: LoraSpec;
-  dropout?: boolean;
-  float?: DType;
+/** As for the single graph (model.ts); method "forward" builds the forward graph only. */
+export interface BodyOptions extends Omit<ModelGraphOptions, "logits"> {
   /**
    * "save": the forward outputs every activation the backward reads (they cross into JS and back).
    * "recompute": the backward graph runs the forward again itself and nothing is saved (activation
@@ -60,32 +53,14 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const float = opts.float ?? "float32";
   const g = new Graph(float);
   const ctx = new Ctx(g, c, opts);
-  const T = opts.seq, N = ctx.N, P = opts.positions, D = c.headDim, H = c.hiddenSize;
+  const N = ctx.N, P = opts.positions, D = c.headDim, H = c.hiddenSize;
 
   const embeds = g.input("embeds", [N, H]);
-  for (const t of new Set(c.layerTypes)) {
-    g.input(`rope_cos_${t}`, [T, D]);
-    g.input(`rope_sin_${t}`, [T, D]);
-    g.input(`mask_${t}`, [T, T]);
-  }
+  positionInputs(ctx);
   const sel = g.input("sel", [P], "int64");
   const tw = g.input("tw", [P]);
   for (const s of paramSpecs(c)) if (s.name !== EMBED) ctx.w.set(s.name, g.input(s.name, s.shape));
-  const dropoutInputs: { name: string; shape: number[] }[] = [];
-  if (opts.lora) {
-    for (const s of loraSpecs(c, opts.lora)) ctx.lora.set(s.name, g.input(s.name, s.shape));
-    if (opts.dropout && opts.lora.dropout > 0) {
-      for (let i = 0; i < c.numLayers; i++) {
-        for (const lin of LINEARS) {
-          if (!opts.lora.targets.includes(lin)) continue;
-          const name = `dropout.${i}.${lin}`;
-          const shape = [N, linearShape(c, lin)[1]];
-          ctx.dropout.set(name, g.input(name, shape));
-          dropoutInputs.push({ name, shape });
-        }
-      }
-    }
-  }
+  const { dropoutInputs } = loraInputsOf(ctx);
   const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
   const normalizer = float === "float32" ? Math.fround(Math.sqrt(H)) : Math.sqrt(H);
   let h = o.scale(g, embeds, normalizer); // [N,H]
