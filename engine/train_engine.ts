@@ -305,10 +305,10 @@ export class TrainEngine {
     const c = this.config, P = s.P, H = c.hiddenSize;
     const M = new Float64Array(P).fill(-Infinity), S = new Float64Array(P), TL = new Float64Array(P);
     const acc = mode === "online" ? new Float32Array(P * H) : null;
-    const chunks = this.chunks(P);
+    const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, emb: this.embView(ch.start, ch.rows), ...this.targetFeeds(s, ch.start, ch.rows) } }));
     for (const ch of chunks) {
       const session = await this.head(P, ch.rows, mode === "online" ? "online" : "stats");
-      const out = await session.run({ hs, emb: this.embView(ch.start, ch.rows), ...this.targetFeeds(s, ch.start, ch.rows) });
+      const out = await session.run(ch.feeds);
       const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
       const a = out.acc?.data as Float32Array | undefined;
       for (let i = 0; i < P; i++) {
@@ -349,7 +349,7 @@ export class TrainEngine {
     const lseT = tensor("float32", lse, [P, 1]), twT = tensor("float32", s.tw, [P, 1]);
     for (const ch of chunks) {
       const session = await this.head(P, ch.rows, "grad");
-      const out = await session.run({ hs, emb: this.embView(ch.start, ch.rows), ...this.targetFeeds(s, ch.start, ch.rows), lse: lseT, tw: twT });
+      const out = await session.run({ ...ch.feeds, lse: lseT, tw: twT });
       const d = out.d_hs.data as Float32Array, dE = out.d_emb.data as Float32Array;
       for (let i = 0; i < d.length; i++) dHs[i] += d[i];
       addInto(gE.subarray(ch.start * H, (ch.start + ch.rows) * H), dE, this.accumulated);
