@@ -135,6 +135,11 @@ export class TrainEngine {
     return this.opts.model.config;
   }
 
+  /** The tied embedding E [V,H]: the live trainable buffer in full fine-tuning, else the model's. */
+  private get embedding(): Float32Array {
+    return this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!;
+  }
+
   /** Starts a new accumulation: the next forwardBackward overwrites the gradient buffers. */
   zeroGrads(): void {
     this.accumulated = false;
@@ -240,7 +245,7 @@ export class TrainEngine {
   /** Rows of E for the batch's ids [N,H] (the body's input; the scale by √H is in the graph). */
   private embeds(b: Batch): Float32Array {
     const H = this.config.hiddenSize, V = this.config.vocabSize;
-    const E = this.opts.model.weights.get(EMBED)!;
+    const E = this.embedding;
     const out = new Float32Array(b.inputIds.length * H);
     for (let i = 0; i < b.inputIds.length; i++) {
       const v = b.inputIds[i];
@@ -278,8 +283,7 @@ export class TrainEngine {
     let t = this.embedViews.get(start * 1e9 + rows);
     if (!t) {
       const H = this.config.hiddenSize;
-      const E = this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!;
-      t = tensor("float32", E.subarray(start * H, (start + rows) * H), [rows, H]);
+      t = tensor("float32", this.embedding.subarray(start * H, (start + rows) * H), [rows, H]);
       this.embedViews.set(start * 1e9 + rows, t);
     }
     return t;
@@ -331,7 +335,7 @@ export class TrainEngine {
       if (s.tw[i] !== 0) lossSum += nll[i];
     }
     if (mode === "eval") return { lossSum, nll };
-    const E = this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!;
+    const E = this.embedding;
     const dHs = new Float32Array(P * H);
     if (mode === "online") {
       // d hs = tw·(Σ_v p_v·l'_v·E[v] − l'_t·E[target]), l' = d logits/d raw (1, or 1 − tanh² with a soft-cap).
@@ -395,25 +399,23 @@ export class TrainEngine {
     return { lossSum: head.lossSum, tokens: s.count };
   }
 
-  private async forwardOnly(b: Batch): Promise<{ s: Selection; head: HeadResult }> {
-    const s = this.selection(b);
+  private async forwardOnly(b: Batch, s: Selection): Promise<HeadResult> {
     const body = await this.body(b.batchSize, b.seqLen, s.P, false);
     const fwd = await body.forward.run(this.bodyFeeds(b, body.forwardInputs, this.stageFeeds(b, s, this.embeds(b))));
-    return { s, head: await this.runHead(s, fwd.hs, "eval") };
+    return await this.runHead(s, fwd.hs, "eval");
   }
 
   /** Loss only (no gradients, no dropout). */
   async evaluate(b: Batch): Promise<StepResult> {
     const s = this.selection(b);
     if (s.count === 0) return { lossSum: 0, tokens: 0 };
-    const r = await this.forwardOnly(b);
-    return { lossSum: r.head.lossSum, tokens: r.s.count };
+    return { lossSum: (await this.forwardOnly(b, s)).lossSum, tokens: s.count };
   }
 
   /** Per-position NLL of the next token for a single sequence (every labelled position). */
   async tokenNll(b: Batch): Promise<number[]> {
-    const r = await this.forwardOnly(b);
-    return Array.from(r.head.nll.subarray(0, r.s.count));
+    const s = this.selection(b);
+    return Array.from((await this.forwardOnly(b, s)).nll.subarray(0, s.count));
   }
 
   release(): void {

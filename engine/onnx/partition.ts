@@ -27,7 +27,6 @@ export interface SplitGraph {
 export function splitGraph(g: Graph, cut: number, forwardOutputs: Value[], backwardOutputs: Value[]): SplitGraph {
   const producer = new Map<number, number>();
   g.nodes.forEach((n, i) => n.outputs.forEach((v) => producer.set(v.id, i)));
-  const isInput = new Set(g.inputs.map((v) => v.id));
   const consts = new Map<number, [Value, ConstTensor]>([...g.initializers].map(([v, t]) => [v.id, [v, t]]));
 
   // Backward: walk back from its outputs; forward-made values it reads become saved.
@@ -75,7 +74,8 @@ export function splitGraph(g: Graph, cut: number, forwardOutputs: Value[], backw
     sub.outputs.push(...outputs);
     return sub;
   };
-  const savedList = [...saved.values()].filter((v) => !isInput.has(v.id) && !consts.has(v.id));
+  // Graph inputs and constants have no producer, so only node outputs are ever saved.
+  const savedList = [...saved.values()];
   return {
     forward: part(fwdNodes, [], [...forwardOutputs, ...savedList.filter((v) => !forwardOutputs.includes(v))]),
     backward: part(bwdNodes, savedList, backwardOutputs),
