@@ -13,7 +13,7 @@
  *   LoRA tensors by PEFT name · dropout masks `dropout.<layer>.<linear>` [N,in] when training with dropout.
  * Outputs: loss [] = Σ tw·nll, nll [P], optionally logits [P,V], and `grad.<name>` for trainables.
  */
-import { type DType, Graph, type Value } from "../onnx/builder.ts";
+import { type Dim, type DType, Graph, mulDim, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import type { GemmaConfig, LayerType } from "./config.ts";
@@ -28,10 +28,11 @@ export interface LoraSpec {
 }
 
 export interface ModelGraphOptions {
-  batch: number;
-  seq: number;
+  /** Numbers, or symbols (dim_params) for a graph that serves every shape (docs/GRAPHS.md). */
+  batch: Dim;
+  seq: Dim;
   /** Rows that go through the LM head (labelled positions, padded). */
-  positions: number;
+  positions: Dim;
   /** "forward" builds no gradients. */
   method: "lora" | "full" | "forward";
   lora?: LoraSpec;
@@ -49,7 +50,7 @@ export interface ModelGraph {
   /** Weight input names (HF), LoRA input names (PEFT), dropout inputs with their shapes. */
   weightInputs: string[];
   loraInputs: string[];
-  dropoutInputs: { name: string; shape: number[] }[];
+  dropoutInputs: { name: string; shape: Dim[] }[];
   layerTypesUsed: LayerType[];
 }
 
@@ -81,8 +82,8 @@ export class Ctx {
   readonly lora = new Map<string, Value>();
   readonly dropout = new Map<string, Value>();
   constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {}
-  get N() {
-    return this.opts.batch * this.opts.seq;
+  get N(): Dim {
+    return mulDim(this.opts.batch, this.opts.seq);
   }
 }
 
@@ -140,7 +141,8 @@ export type Attend = (ctx: Ctx, q: Value, k: Value, v: Value, layer: number) => 
 /** Repeats kv heads for GQA/MQA: [B,nKv,T,D] → [B,nH,T,D]. */
 export function expandKv(ctx: Ctx, x: Value): Value {
   const { g, c } = ctx;
-  const [B, nKv, T, D] = x.shape;
+  const [B, , T, D] = x.shape;
+  const nKv = c.numKvHeads;
   if (nKv === c.numHeads) return x;
   const rep = c.numHeads / nKv;
   return o.reshape(g, o.expand(g, o.reshape(g, x, [B, nKv, 1, T, D]), [B, nKv, rep, T, D]), [B, c.numHeads, T, D]);
@@ -213,10 +215,10 @@ export function positionInputs(ctx: Ctx): void {
 }
 
 /** LoRA tensor inputs (PEFT names) and, when training with dropout, one mask input per adapted linear. */
-export function loraInputsOf(ctx: Ctx): { loraInputs: string[]; dropoutInputs: { name: string; shape: number[] }[] } {
+export function loraInputsOf(ctx: Ctx): { loraInputs: string[]; dropoutInputs: { name: string; shape: Dim[] }[] } {
   const { g, c, opts } = ctx;
   const loraInputs: string[] = [];
-  const dropoutInputs: { name: string; shape: number[] }[] = [];
+  const dropoutInputs: { name: string; shape: Dim[] }[] = [];
   if (!opts.lora) return { loraInputs, dropoutInputs };
   for (const s of loraSpecs(c, opts.lora)) {
     ctx.lora.set(s.name, g.input(s.name, s.shape));
