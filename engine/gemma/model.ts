@@ -81,7 +81,14 @@ export class Ctx {
   readonly w = new Map<string, Value>();
   readonly lora = new Map<string, Value>();
   readonly dropout = new Map<string, Value>();
+  /** rope_cos_/rope_sin_/mask_<type> computed inside the graph (the browser export); else graph inputs. */
+  readonly tables = new Map<string, Value>();
   constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {}
+  table(name: string): Value {
+    const v = this.tables.get(name) ?? this.g.inputs.find((x) => x.name === name);
+    if (!v) throw new Error(`Graph has no "${name}"`);
+    return v;
+  }
   get N(): Dim {
     return mulDim(this.opts.batch, this.opts.seq);
   }
@@ -158,7 +165,7 @@ export function attentionWeights(ctx: Ctx, q: Value, k: Value, mask: Value): Val
 
 export const localAttention: Attend = (ctx, q, k, v, i) => {
   const type = ctx.c.layerTypes[i];
-  const mask = ctx.g.inputs.find((x) => x.name === `mask_${type}`)!; // [T,T]
+  const mask = ctx.table(`mask_${type}`); // [T,T]
   const probs = attentionWeights(ctx, q, expandKv(ctx, k), mask);
   return o.matmul(ctx.g, probs, expandKv(ctx, v));
 };
@@ -184,8 +191,8 @@ export function layer(ctx: Ctx, h: Value, i: number, rot: Value, attend: Attend 
   let qh = o.transpose(g, q, [0, 2, 1, 3]); // [B,nH,T,D]
   let kh = o.transpose(g, k, [0, 2, 1, 3]); // [B,nKv,T,D]
   const vh = o.transpose(g, v, [0, 2, 1, 3]); // [B,nKv,T,D]
-  const cos = g.inputs.find((x) => x.name === `rope_cos_${type}`)!; // [T,D]
-  const sin = g.inputs.find((x) => x.name === `rope_sin_${type}`)!;
+  const cos = ctx.table(`rope_cos_${type}`); // [T,D]
+  const sin = ctx.table(`rope_sin_${type}`);
   qh = o.scale(g, rope(g, qh, cos, sin, rot), c.queryPreAttnScalar ** -0.5);
   kh = rope(g, kh, cos, sin, rot);
   const ctxv = attend(ctx, qh, kh, vh, i); // [B,nH,T,D]
