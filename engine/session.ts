@@ -8,10 +8,9 @@ import * as ort from "onnxruntime-node";
 import * as v8 from "node:v8";
 import * as vm from "node:vm";
 import type { DType } from "./onnx/builder.ts";
-import { UsageError } from "../config/cli.ts";
+import { type Device, DeviceError } from "./device.ts";
 
-export type Device = "cpu" | "webgpu" | "cuda";
-export const DEVICES: Device[] = ["cpu", "webgpu", "cuda"];
+export { type Device, DeviceError, DEVICES } from "./device.ts";
 
 export interface SessionOptions {
   device?: Device;
@@ -19,13 +18,6 @@ export interface SessionOptions {
   threads?: number;
   /** The CPU arena keeps freed blocks; off trades page faults for a lower peak (ORT_FACTS §7). */
   arena?: boolean;
-}
-
-export class DeviceError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "DeviceError";
-  }
 }
 
 const HINT: Record<Device, string> = {
@@ -62,13 +54,6 @@ export function tensor(dtype: DType, data: Data, dims: readonly number[]): ort.T
 
 export type Feeds = Record<string, ort.Tensor>;
 export type { ort };
-
-/** A --device flag value, or a UsageError naming the choices. */
-export function parseDevice(verb: string, value: unknown): Device {
-  const d = String(value) as Device;
-  if (!DEVICES.includes(d)) throw new UsageError(`${verb}: --device must be one of ${DEVICES.join(", ")}, got "${d}"`);
-  return d;
-}
 
 let gcFn: (() => void) | null | undefined;
 
