@@ -8,7 +8,8 @@ import { UsageError } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { resolveDataDir } from "../config/app.ts";
 import { parseRunConfig, type RunConfig } from "../config/training.ts";
-import { createRun, runWorker } from "../trainer/worker.ts";
+import { createRun } from "../trainer/run_dir.ts";
+import { runWorker } from "../trainer/worker.ts";
 
 /** A config file as a RunConfig, or a UsageError naming the file and what is wrong in it. */
 function readConfigFile(file: string): RunConfig {

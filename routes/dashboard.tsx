@@ -8,7 +8,7 @@ import type { Context } from "hono";
 import * as path from "node:path";
 import { formatBytes, formatCount, formatDuration, fragment, Island, page } from "./_layout.tsx";
 import type { RunView, TrainingService } from "../trainer/service.ts";
-import { isFinalState } from "../trainer/status.ts";
+import { isFinalState } from "../trainer/run_dir.ts";
 import { countErrorLines, readLogChunk } from "../trainer/logs.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
 
@@ -100,7 +100,7 @@ function Control(props: { v: RunView }) {
 function Kpi(props: { v: RunView; service: TrainingService }) {
   const { v, service } = props;
   const m = service.metrics;
-  const info = (v.run.modelInfo ?? {}) as Record<string, number | string>;
+  const info = v.run.modelInfo ?? {};
   const s = v.status;
   const cache = m.state(v.dir);
   const lastLoss = m.last(v.dir, "train/loss");
