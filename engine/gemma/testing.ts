@@ -47,6 +47,9 @@ export function tinyRawConfig(generation: 1 | 2 | 3, stress = false): Record<str
     rope_theta: 1e6,
     rope_local_base_freq: 10000,
     rope_scaling: stress ? { rope_type: "linear", factor: 8 } : null,
+    // transformers applies the final cap of a Gemma 3 CausalLM and ignores the attention cap.
+    final_logit_softcapping: stress ? 1.5 : null,
+    attn_logit_softcapping: stress ? 2.0 : null,
   };
 }
 
