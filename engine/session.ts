@@ -45,7 +45,7 @@ export async function createSession(model: Uint8Array, opts: SessionOptions = {}
   }
 }
 
-type Data = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+type Data = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 
 export function tensor(dtype: DType, data: Data, dims: readonly number[]): ort.Tensor {
   const t = dtype === "bool" ? "bool" : dtype;

@@ -9,7 +9,8 @@ import onnxProto from "onnx-proto";
 
 const onnx = onnxProto.onnx;
 
-export type DType = "float32" | "float64" | "int64" | "int32" | "bool";
+/** uint8, uint16 and uint4 carry stored or quantized frozen weights (engine/quant). */
+export type DType = "float32" | "float64" | "int64" | "int32" | "bool" | "uint8" | "uint16" | "uint4";
 
 export interface Value {
   readonly id: number;
@@ -31,10 +32,10 @@ export interface Node {
 export interface ConstTensor {
   dtype: DType;
   shape: number[];
-  data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+  data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 }
 
-const ONNX_DTYPE: Record<DType, number> = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9 };
+const ONNX_DTYPE: Record<DType, number> = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9, uint8: 2, uint16: 4, uint4: 21 };
 
 export function size(shape: readonly number[]): number {
   let n = 1;
@@ -182,7 +183,9 @@ function toTyped(data: ConstTensor["data"] | number[], dtype: DType): ConstTenso
       return BigInt64Array.from(data.map((x) => BigInt(x)));
     case "int32":
       return Int32Array.from(data);
-    case "bool":
+    case "uint16":
+      return Uint16Array.from(data);
+    default: // bool, uint8 (uint4 constants come packed)
       return Uint8Array.from(data);
   }
 }

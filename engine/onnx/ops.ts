@@ -142,7 +142,7 @@ export function split(g: Graph, x: Value, sizes: readonly number[], axis: number
 }
 
 export function cast(g: Graph, x: Value, to: DType): Value {
-  const code = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9 }[to];
+  const code = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9, uint8: 2, uint16: 4, uint4: 21 }[to];
   return g.node("Cast", [x], [{ shape: x.shape, dtype: to }], { to: code })[0];
 }
 
