@@ -293,7 +293,7 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   const rawLogits = o.gemm(g, hs, E, { transB: true }); // [P,V]
   const logits = c.finalSoftcap ? softcap(g, rawLogits, c.finalSoftcap) : rawLogits;
   if (opts.logits) g.output(logits, "logits");
-  const logp = o.logSoftmax(g, logits, -1); // [P,V]
+  const logp = o.logSoftmaxComposed(g, logits, -1); // [P,V] (forward only: the gradient is seeded on logits)
   const nll = o.neg(g, o.reshape(g, o.gatherElements(g, logp, tgt, 1), [P])); // [P]
   const loss = o.reduceSum(g, o.mul(g, nll, tw), [0], false); // []
   g.output(loss, "loss");

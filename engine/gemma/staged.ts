@@ -13,7 +13,7 @@
  * dE = (softmax − onehot)ᵀ·hs per chunk, which needs the final log-sum-exp: a first pass of stats
  * gives it, a second pass recomputes each chunk's logits and returns d hs and dE for it.
  */
-import { type DType, Graph, type Value } from "../onnx/builder.ts";
+import { type DType, feedNames, Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import { pruneGraph, splitGraph } from "../onnx/partition.ts";
@@ -73,7 +73,7 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const cut = g.nodes.length;
 
   if (opts.method === "forward") {
-    return { forward: g.toBytes(), forwardInputs: g.inputs.map((v) => v.name), backwardInputs: [], saved: [], trainable: [], dropoutInputs };
+    return { forward: g.toBytes(), forwardInputs: feedNames(g.inputs), backwardInputs: [], saved: [], trainable: [], dropoutInputs };
   }
   if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
   const dHs = g.input("d_hs", [P, H]);
@@ -86,8 +86,8 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   return {
     forward: split.forward.toBytes(),
     backward: split.backward.toBytes(),
-    forwardInputs: split.forward.inputs.map((v) => v.name),
-    backwardInputs: split.backward.inputs.map((v) => v.name),
+    forwardInputs: feedNames(split.forward.inputs),
+    backwardInputs: feedNames(split.backward.inputs),
     saved: split.saved.map((v) => v.name),
     trainable: wrt.map((w) => w.name),
     dropoutInputs,

@@ -43,6 +43,15 @@ export function size(shape: readonly number[]): number {
   return n;
 }
 
+/** Suffix of the inputs `Graph.inputAsColumn` adds; fed by `createSession`'s run, never by callers. */
+export const COLUMN_SUFFIX = ".as_column";
+
+/** The names a caller feeds for these inputs: an `inputAsColumn` input is fed through its base input. */
+export function feedNames(inputs: readonly Value[]): string[] {
+  const names = inputs.map((v) => v.name.endsWith(COLUMN_SUFFIX) ? v.name.slice(0, -COLUMN_SUFFIX.length) : v.name);
+  return [...new Set(names)];
+}
+
 /** One graph under construction. `float` is the floating type of every activation (float64 for gradient checks). */
 export class Graph {
   readonly nodes: Node[] = [];
@@ -70,6 +79,17 @@ export class Graph {
     const v = this.value(name, dtype, shape);
     this.inputs.push(v);
     return v;
+  }
+
+  /**
+   * The graph input `v` seen as [...shape, 1] (ScatterND's index layout), as a second input that
+   * `createSession` feeds from the same buffer (engine/session.ts), so no int64 Reshape node exists:
+   * ORT's WebGPU provider has none and would run it on the CPU. Null when `v` is not a graph input.
+   */
+  inputAsColumn(v: Value): Value | null {
+    if (!this.inputs.includes(v)) return null;
+    const name = `${v.name}${COLUMN_SUFFIX}`;
+    return this.inputs.find((x) => x.name === name) ?? this.input(name, [...v.shape, 1], v.dtype);
   }
 
   /** A small constant stored in the model. Identical constants are shared. */
