@@ -206,6 +206,6 @@ export async function loadForGeneration(modelDir: string, adapterDir?: string): 
 }
 
 /** The prompt ids for chat messages (rendered by our own template, no second BOS). */
-export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], generation: 1 | 2 | 3): number[] {
+export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], generation: 1 | 2 | 3 | 4): number[] {
   return tok.encode(renderChat(messages, { addGenerationPrompt: true, generation }), { addSpecialTokens: false });
 }
