@@ -178,12 +178,15 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
     <div class="kpi">
       <dl>
         <dt>Generation</dt><dd>Gemma {info.generation} ({info.modelType})</dd>
+        <dt>Architecture</dt><dd>{info.architecture}</dd>
         <dt>Layers</dt><dd>{info.layers}</dd>
-        <dt>Parameters</dt><dd>{formatCount(info.parameters)}</dd>
+        <dt>Parameters</dt><dd>{formatCount(info.parameters)}{info.multimodal ? " (text decoder)" : ""}</dd>
+        {info.otherTensors > 0 && <><dt>Kept as is</dt><dd>{info.otherTensors} vision/audio tensors ({formatBytes(info.otherBytes)})</dd></>}
         <dt>Stored dtype</dt><dd>{info.storedDtype}</dd>
         <dt>Size on disk</dt><dd>{formatBytes(info.sizeBytes)}</dd>
         <dt>Memory for {cfg.method === "lora" ? "LoRA" : "full fine-tuning"}</dt><dd data-memory={mem.totalBytes}>{formatBytes(mem.totalBytes)} (weights {formatBytes(mem.weightsBytes)}, optimizer {formatBytes(mem.optimizerBytes)}, activations {formatBytes(mem.activationBytes)})</dd>
       </dl>
+      {info.notes.map((n) => <p class="muted" data-model-note>{n}</p>)}
       {mem.totalBytes > total * 0.8 && (
         <p class="field-error" role="alert">
           This needs about {formatBytes(mem.totalBytes)} but the machine has {formatBytes(total)}: lower the batch size or max length, or use LoRA.
