@@ -7,7 +7,7 @@ import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import * as path from "node:path";
 import { type AppSettings, VERSION } from "../config/app.ts";
-import { crossSiteGuard, requireToken, securityHeaders } from "./security.ts";
+import { crossSiteGuard, hostGuard, requireToken, securityHeaders } from "./security.ts";
 import { homeRoutes } from "./home.tsx";
 import { runsRoutes } from "./runs.tsx";
 import { createRoutes } from "./create.tsx";
@@ -69,6 +69,7 @@ export function createApp(deps: AppDeps): Hono {
   deps.models ??= modelCacheFor(deps);
   const app = new Hono();
   app.use("*", securityHeaders());
+  app.use("*", hostGuard(deps.settings.token));
   app.use("*", requireToken(deps.settings.token));
   app.use("*", crossSiteGuard());
 
