@@ -12,7 +12,7 @@ import { homeRoutes } from "./home.tsx";
 import { runsRoutes } from "./runs.tsx";
 import { createRoutes } from "./create.tsx";
 import { inferenceRoutes } from "./inference.tsx";
-import { page } from "./_layout.tsx";
+import { fragment, page } from "./_layout.tsx";
 import { apiRoutes } from "./api.ts";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
@@ -98,6 +98,8 @@ export function createApp(deps: AppDeps): Hono {
     else if (err instanceof SyntaxError || err instanceof RangeError || err instanceof TypeError) [status, message] = [400, err.message];
     if (status >= 500) console.error(`${c.req.method} ${c.req.path}:`, err);
     if (api) return c.json({ error: message }, status as 400);
+    // An htmx request swaps the answer into the page (islands/_errors.ts): a fragment, not a whole page.
+    if (c.req.header("HX-Request")) return fragment(c, <p class="field-error" role="alert">{message}</p>, status);
     return page(c, "Error", <ErrorPage status={status} message={message} />, status);
   });
   return app;
