@@ -11,7 +11,7 @@ export interface ChatMessage {
 export interface ChatOptions {
   addGenerationPrompt?: boolean;
   /** Gemma 1 and 2 have no system role. */
-  generation?: 1 | 2 | 3;
+  generation?: 1 | 2 | 3 | 4;
 }
 
 export interface Segment {

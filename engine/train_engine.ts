@@ -12,16 +12,22 @@
  */
 import type * as ortTypes from "onnxruntime-node";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
-import { attentionMask, buildModelGraph, type LoraSpec, ropeTables } from "./gemma/model.ts";
-import { buildBody, buildHeadChunk, EMBED, vocabChunks } from "./gemma/staged.ts";
+import { attentionMask, buildModelGraph, type LoraSpec, ropeTables, typeHeadDim } from "./gemma/model.ts";
+import { buildBody, buildHeadChunk, EMBED, PLE_TABLE, vocabChunks } from "./gemma/staged.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { collectGarbage, createSession, type Device, tensor } from "./session.ts";
 import type { Dim } from "./onnx/builder.ts";
 import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
+import type { FrozenBase } from "./quant/base.ts";
+import { frozenFeeds } from "./quant/graph.ts";
+import { EmbeddingTable } from "./quant/table.ts";
 
 export interface EngineModel {
   config: GemmaConfig;
+  /** float32 weights by HF name: all of them, or only the norms when `base` holds the rest. */
   weights: Map<string, Float32Array>;
+  /** A low-precision frozen base (engine/quant/base.ts): projections and the embedding table. */
+  base?: FrozenBase;
 }
 
 /** Labels follow HF: labels[b,t] is input_ids[b,t] or −100; position t predicts labels[t+1]. */
@@ -107,12 +113,24 @@ export class TrainEngine {
   static async create(opts: TrainEngineOptions): Promise<TrainEngine> {
     const e = new TrainEngine(opts);
     const c = opts.model.config;
+    const base = opts.model.base;
+    if (base && opts.method === "full") {
+      throw new RangeError(`Full fine-tuning trains every weight in float32; a ${base.precision} base works with LoRA only (use method "lora" or base precision fp32)`);
+    }
     for (const s of paramSpecs(c)) {
+      if (base && (s.kind === "linear" || s.kind === "embedding")) {
+        if (s.kind === "linear" && !base.linears.has(s.name)) throw new RangeError(`Model has no tensor "${s.name}"`);
+        continue;
+      }
       const w = opts.model.weights.get(s.name);
       if (!w) throw new RangeError(`Model has no tensor "${s.name}"`);
       const expected = s.shape.reduce((a, b) => a * b, 1);
       if (w.length !== expected) throw new RangeError(`Tensor "${s.name}" has ${w.length} values, expected shape [${s.shape}]`);
-      if (opts.method === "full") e.trainable.set(s.name, { shape: s.shape, data: w });
+      // Buffers (Gemma 4 layer_scalar) are never trained, as in transformers; MoE experts stay frozen.
+      if (opts.method === "full" && s.kind !== "buffer" && s.kind !== "expert") e.trainable.set(s.name, { shape: s.shape, data: w });
+    }
+    if (opts.method === "full" && c.moe) {
+      throw new RangeError(`Full fine-tuning of a mixture-of-experts model (${c.moe.experts} experts) is not supported: use LoRA, which trains attention and the dense MLP with the experts frozen`);
     }
     if (opts.method === "lora") {
       if (!opts.lora) throw new RangeError("LoRA training needs LoRA settings (r, alpha, dropout, targets)");
@@ -135,9 +153,15 @@ export class TrainEngine {
     return this.opts.model.config;
   }
 
-  /** The tied embedding E [V,H]: the live trainable buffer in full fine-tuning, else the model's. */
-  private get embedding(): Float32Array {
-    return this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!;
+  /**
+   * The one accessor for the tied embedding E [V,H], rows and chunks (engine/quant/table.ts): the live
+   * trainable buffer in full fine-tuning, the model's float32 table, or a low-precision base's bf16 one.
+   */
+  private get embedding(): EmbeddingTable {
+    const base = this.opts.model.base;
+    if (base) return base.embedding;
+    const c = this.config;
+    return EmbeddingTable.fromF32(this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!, c.vocabSize, c.hiddenSize);
   }
 
   /** Starts a new accumulation: the next forwardBackward overwrites the gradient buffers. */
@@ -168,6 +192,7 @@ export class TrainEngine {
         lora: o.method === "lora" ? o.lora : undefined,
         dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
         activations: o.activations ?? (o.method === "full" ? "recompute" : "save"),
+        basePrecision: o.model.base?.precision,
       });
       s = (async () => ({
         ...graphs,
@@ -195,8 +220,8 @@ export class TrainEngine {
       t = {};
       for (const type of new Set<LayerType>(c.layerTypes)) {
         const { cos, sin } = ropeTables(c, type, T);
-        t[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos), [T, c.headDim]);
-        t[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin), [T, c.headDim]);
+        t[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos), [T, typeHeadDim(c, type)]);
+        t[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin), [T, typeHeadDim(c, type)]);
         t[`mask_${type}`] = tensor("float32", Float32Array.from(attentionMask(c, type, T)), [T, T]);
       }
       this.tables.set(T, t);
@@ -210,7 +235,12 @@ export class TrainEngine {
     // Trainable buffers may be replaced (resume); wrap them fresh each run.
     if (t) return tensor("float32", t.data, t.shape);
     if (Object.keys(this.weightFeeds).length === 0) {
-      for (const s of paramSpecs(this.config)) this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
+      const base = this.opts.model.base;
+      for (const s of paramSpecs(this.config)) {
+        const frozen = base?.linears.get(s.name);
+        if (frozen) Object.assign(this.weightFeeds, frozenFeeds(s.name, frozen));
+        else if (!base || (s.kind !== "linear" && s.kind !== "embedding")) this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
+      }
     }
     return this.weightFeeds[name];
   }
@@ -251,7 +281,7 @@ export class TrainEngine {
     for (let i = 0; i < b.inputIds.length; i++) {
       const v = b.inputIds[i];
       if (!(v >= 0 && v < V)) throw new RangeError(`Token id ${v} at index ${i} is outside the vocabulary (0…${V - 1})`);
-      out.set(E.subarray(v * H, (v + 1) * H), i * H);
+      E.row(v, out, i * H);
     }
     return out;
   }
@@ -267,9 +297,26 @@ export class TrainEngine {
     return feeds;
   }
 
+  /** Gemma 4 PLE: rows [N, L·Dp] of the per-layer table for the batch's ids (gathered like E, never fed whole). */
+  private pleEmbeds(b: Batch): Float32Array {
+    const c = this.config, W = c.numLayers * c.ple!.dim;
+    const table = this.trainable.get(PLE_TABLE)?.data ?? this.opts.model.weights.get(PLE_TABLE);
+    if (!table) throw new RangeError(`Model has no tensor "${PLE_TABLE}"`);
+    const out = new Float32Array(b.inputIds.length * W);
+    for (let i = 0; i < b.inputIds.length; i++) {
+      const v = b.inputIds[i];
+      // transformers maps ids beyond the per-layer vocabulary (multimodal placeholders) to row 0.
+      const row = v < c.ple!.vocab ? v : 0;
+      out.set(table.subarray(row * W, (row + 1) * W), i * W);
+    }
+    return out;
+  }
+
   private stageFeeds(b: Batch, s: Selection, embeds: Float32Array): Record<string, ortTypes.Tensor> {
+    const c = this.config;
     return {
-      embeds: tensor("float32", embeds, [b.inputIds.length, this.config.hiddenSize]),
+      embeds: tensor("float32", embeds, [b.inputIds.length, c.hiddenSize]),
+      ...(c.ple ? { ple_embeds: tensor("float32", this.pleEmbeds(b), [b.inputIds.length, c.numLayers * c.ple.dim]) } : {}),
       sel: tensor("int64", s.sel, [s.P]),
       tw: tensor("float32", s.tw, [s.P]),
     };
@@ -280,11 +327,13 @@ export class TrainEngine {
     return vocabChunks(this.config.vocabSize, Math.max(1, Math.floor(budget / P)));
   }
 
+  /** Rows of E for one head chunk: a cached zero-copy view of a float32 table, else freshly converted rows. */
   private embView(start: number, rows: number): ortTypes.Tensor {
+    const H = this.config.hiddenSize, E = this.embedding;
+    if (E.dtype !== "fp32") return tensor("float32", E.chunk(start, rows), [rows, H]);
     let t = this.embedViews.get(start * 1e9 + rows);
     if (!t) {
-      const H = this.config.hiddenSize;
-      t = tensor("float32", this.embedding.subarray(start * H, (start + rows) * H), [rows, H]);
+      t = tensor("float32", E.chunk(start, rows), [rows, H]);
       this.embedViews.set(start * 1e9 + rows, t);
     }
     return t;
@@ -310,10 +359,12 @@ export class TrainEngine {
     const c = this.config, P = s.P, H = c.hiddenSize;
     const M = new Float64Array(P).fill(-Infinity), S = new Float64Array(P), TL = new Float64Array(P);
     const acc = mode === "online" ? new Float32Array(P * H) : null;
-    const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, emb: this.embView(ch.start, ch.rows), ...this.targetFeeds(s, ch.start, ch.rows) } }));
+    // Target feeds once per step (full fine-tuning's two passes share them); E's rows just in time,
+    // since a low-precision table converts each chunk into a reused buffer.
+    const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, ...this.targetFeeds(s, ch.start, ch.rows) } }));
     for (const ch of chunks) {
       const session = await this.head(mode === "online" ? "online" : "stats");
-      const out = await session.run(ch.feeds);
+      const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows) });
       const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
       const a = out.acc?.data as Float32Array | undefined;
       for (let i = 0; i < P; i++) {
@@ -341,12 +392,14 @@ export class TrainEngine {
     if (mode === "online") {
       // d hs = tw·(Σ_v p_v·l'_v·E[v] − l'_t·E[target]), l' = d logits/d raw (1, or 1 − tanh² with a soft-cap).
       const cap = c.finalSoftcap;
+      const target = new Float32Array(H);
       for (let i = 0; i < P; i++) {
         if (s.tw[i] === 0) continue;
-        const row = i * H, t = s.tgt[i] * H;
+        const row = i * H;
+        E.row(s.tgt[i], target);
         const dt = cap ? 1 - (TL[i] / cap) ** 2 : 1;
         const inv = 1 / S[i];
-        for (let j = 0; j < H; j++) dHs[row + j] = acc![row + j] * inv - dt * E[t + j];
+        for (let j = 0; j < H; j++) dHs[row + j] = acc![row + j] * inv - dt * target[j];
       }
       return { lossSum, nll, dHs };
     }
@@ -354,7 +407,7 @@ export class TrainEngine {
     const lseT = tensor("float32", lse, [P, 1]), twT = tensor("float32", s.tw, [P, 1]);
     for (const ch of chunks) {
       const session = await this.head("grad");
-      const out = await session.run({ ...ch.feeds, lse: lseT, tw: twT });
+      const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows), lse: lseT, tw: twT });
       const d = out.d_hs.data as Float32Array, dE = out.d_emb.data as Float32Array;
       for (let i = 0; i < d.length; i++) dHs[i] += d[i];
       addInto(gE.subarray(ch.start * H, (ch.start + ch.rows) * H), dE, this.accumulated);
@@ -386,7 +439,7 @@ export class TrainEngine {
     extra.d_hs = tensor("float32", head.dHs!, [s.P, this.config.hiddenSize]);
     const out = await body.backward!.run(this.bodyFeeds(b, body.backwardInputs, extra));
     for (const name of body.trainable) {
-      if (name === "embeds") continue;
+      if (name === "embeds" || name === "ple_embeds") continue;
       addInto(this.grads.get(name)!, out[`grad.${name}`].data as Float32Array, this.accumulated);
     }
     if (this.opts.method === "full") {
@@ -395,6 +448,16 @@ export class TrainEngine {
       for (let i = 0; i < b.inputIds.length; i++) {
         const row = b.inputIds[i] * H, src = i * H;
         for (let j = 0; j < H; j++) gE[row + j] += d[src + j];
+      }
+      const gP = this.grads.get(PLE_TABLE);
+      if (gP) {
+        // The per-layer table's only use: its gathered rows.
+        if (!this.accumulated) gP.fill(0);
+        const dP = out["grad.ple_embeds"].data as Float32Array, W = this.config.numLayers * this.config.ple!.dim;
+        for (let i = 0; i < b.inputIds.length; i++) {
+          const v = b.inputIds[i], row = (v < this.config.ple!.vocab ? v : 0) * W, src = i * W;
+          for (let j = 0; j < W; j++) gP[row + j] += dP[src + j];
+        }
       }
     }
     this.accumulated = true;

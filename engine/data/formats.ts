@@ -112,12 +112,12 @@ function str(r: Record<string, unknown>, field: string, optional = false): strin
 }
 
 /** Gemma 1/2 have no system role: its text goes in front of the first user turn, as Gemma 3 renders it. */
-function foldSystem(messages: ChatMessage[], generation: 1 | 2 | 3): ChatMessage[] {
+function foldSystem(messages: ChatMessage[], generation: 1 | 2 | 3 | 4): ChatMessage[] {
   if (generation === 3 || messages[0]?.role !== "system" || messages[1]?.role !== "user") return messages;
   return [{ role: "user", content: `${messages[0].content.trim()}\n\n${messages[1].content.trim()}` }, ...messages.slice(2)];
 }
 
-function chat(messages: ChatMessage[], field: string, generation: 1 | 2 | 3): Segment[] {
+function chat(messages: ChatMessage[], field: string, generation: 1 | 2 | 3 | 4): Segment[] {
   let segs: Segment[];
   try {
     segs = renderChatSegments(foldSystem(messages, generation), { generation });
@@ -133,7 +133,7 @@ function chat(messages: ChatMessage[], field: string, generation: 1 | 2 | 3): Se
  * One row as the pieces of text the model sees. Chat-shaped formats use the Gemma chat format; plain
  * text and string prompt/completion become `<bos>` + text + `<eos>` (TRL's language-modelling form).
  */
-export function rowToSegments(row: Record<string, unknown>, format: DatasetFormat, generation: 1 | 2 | 3 = 3): Segment[] {
+export function rowToSegments(row: Record<string, unknown>, format: DatasetFormat, generation: 1 | 2 | 3 | 4 = 3): Segment[] {
   switch (format) {
     case "messages": {
       const field = has(row, "messages") ? "messages" : "conversations";
@@ -176,7 +176,7 @@ export function rowToSegments(row: Record<string, unknown>, format: DatasetForma
 export function rowsToExamples(
   rows: RawRow[],
   format: DatasetFormat,
-  opts: { generation?: 1 | 2 | 3; fields?: Record<string, string> } = {},
+  opts: { generation?: 1 | 2 | 3 | 4; fields?: Record<string, string> } = {},
 ): { examples: { line: number; segments: Segment[] }[]; invalid: RowIssue[] } {
   const examples: { line: number; segments: Segment[] }[] = [], invalid: RowIssue[] = [];
   for (const r of rows) {

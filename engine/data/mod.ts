@@ -45,7 +45,7 @@ async function readRows(path: string): Promise<{ kind: FileKind | "sample"; rows
 
 async function convertAll(
   path: string,
-  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; generation?: 1 | 2 | 3 },
+  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; generation?: 1 | 2 | 3 | 4 },
 ) {
   const read = await readRows(path);
   const mapped = opts.fields ? read.rows.map((r) => ({ line: r.line, value: { ...r.value, ...remap(r.value, opts.fields!) } })) : read.rows;
@@ -72,7 +72,7 @@ async function convertAll(
  */
 export async function inspectDataset(
   path: string,
-  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; limit?: number; generation?: 1 | 2 | 3 } = {},
+  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; limit?: number; generation?: 1 | 2 | 3 | 4 } = {},
 ): Promise<DatasetInspection> {
   const c = await convertAll(path, opts);
   const limit = opts.limit ?? 5;
@@ -118,7 +118,7 @@ export interface PreparedDataset {
 export interface PrepareOptions {
   maxLength: number;
   seed: number;
-  generation?: 1 | 2 | 3;
+  generation?: 1 | 2 | 3 | 4;
 }
 
 /**

@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import type { GemmaConfig, LayerType } from "../gemma/config.ts";
-import { attentionWeights, type Attend, Ctx, expandKv, layer, rmsNorm, rotateHalfMatrix, softcap } from "../gemma/model.ts";
+import { attentionWeights, type Attend, Ctx, expandKv, layer, rmsNorm, softcap, typeHeadDim } from "../gemma/model.ts";
 import { paramSpecs } from "../gemma/params.ts";
 
 export const WEB_DIMS = { batch: "batch_size", seq: "sequence_length", past: "past_sequence_length" } as const;
@@ -37,11 +37,13 @@ function node1(g: Graph, op: string, inputs: Value[], shape: Value["shape"], dty
 
 /** cos/sin [B,1,T,D] of (position_ids − start)·inv_freq, in float32 as HF computes them. */
 function ropeInGraph(g: Graph, c: GemmaConfig, pos: Value, type: LayerType): { cos: Value; sin: Value } {
-  const D = c.headDim, half = D / 2;
+  // The same inv_freq as model.ts ropeTables (float32, linear scaling, partial rotation).
+  const D = typeHeadDim(c, type), half = D / 2;
   const base = type === "full" ? c.ropeThetaFull : c.ropeThetaSliding;
   const factor = type === "full" ? c.ropeScalingFull : 1;
+  const rotated = type === "full" ? Math.floor(((c.ropePartialFull ?? 1) * D) / 2) : half;
   const inv = new Float32Array(D);
-  for (let j = 0; j < half; j++) inv[j] = inv[j + half] = Math.fround(Math.fround(1 / base ** ((2 * j) / D)) / factor);
+  for (let j = 0; j < rotated; j++) inv[j] = inv[j + half] = Math.fround(Math.fround(1 / base ** ((2 * j) / D)) / factor);
   const { batch: B, seq: T } = WEB_DIMS;
   const p = o.reshape(g, pos, [B, 1, T, 1]);
   const ang = o.mul(g, p, g.constant(inv, [D])); // [B,1,T,D]
@@ -61,18 +63,28 @@ function maskInGraph(g: Graph, c: GemmaConfig, keep: Value, diff: Value, type: L
   return node1(g, "Where", [ok, g.scalar(0), g.scalar(HIDDEN)], ok.shape, "float32");
 }
 
+/** Why this export cannot represent the model, or null (Gemma 4's shared KV and per-layer inputs are not built yet). */
+export function webExportRefusal(c: GemmaConfig): string | null {
+  if (c.ple || c.layers.some((l, i) => l.kvSource !== i) || c.modelType === "gemma4_text") {
+    return `the browser ONNX export supports Gemma 1, 2 and 3; this is a ${c.modelType} model (per-layer inputs / shared KV are not in the export graph yet). Use --merged or --gguf`;
+  }
+  return null;
+}
+
 export function buildWebGraph(c: GemmaConfig, externalWeights: { location: string; placements: Map<string, { offset: number; length: number }> }): Uint8Array {
+  const refusal = webExportRefusal(c);
+  if (refusal) throw new RangeError(`Cannot export: ${refusal}`);
   const g = new Graph("float32");
   const { batch: B, seq: T, past: PAST } = WEB_DIMS;
   const ctx = new Ctx(g, c, { batch: B, seq: T, positions: 1, method: "forward" });
-  const D = c.headDim, nKv = c.numKvHeads;
   const ids = g.input("input_ids", [B, T], "int64");
   const am = g.input("attention_mask", [B, TOTAL], "int64");
   const posIds = g.input("position_ids", [B, T], "int64");
   const past: { k: Value; v: Value }[] = [];
-  for (let i = 0; i < c.numLayers; i++) {
-    past.push({ k: g.input(`past_key_values.${i}.key`, [B, nKv, PAST, D]), v: g.input(`past_key_values.${i}.value`, [B, nKv, PAST, D]) });
-  }
+  c.layers.forEach((l, i) => {
+    const shape = [B, l.kvHeads, PAST, l.headDim];
+    past.push({ k: g.input(`past_key_values.${i}.key`, shape), v: g.input(`past_key_values.${i}.value`, shape) });
+  });
   for (const s of paramSpecs(c)) ctx.w.set(s.name, g.input(s.name, s.shape));
 
   // Positions and masks, once per layer type.
@@ -92,7 +104,6 @@ export function buildWebGraph(c: GemmaConfig, externalWeights: { location: strin
     ctx.tables.set(`rope_sin_${type}`, sin);
     ctx.tables.set(`mask_${type}`, maskInGraph(g, c, keep, diff, type));
   }
-  const rot = g.constant(rotateHalfMatrix(D, "float32"), [D, D]);
 
   const cached: Attend = (cx, q, k, v, i) => {
     const kAll = o.concat(g, [past[i].k, k], 2); // [B,nKv,total,D]
@@ -106,8 +117,8 @@ export function buildWebGraph(c: GemmaConfig, externalWeights: { location: strin
   const E = ctx.w.get("model.embed_tokens.weight")!;
   const flat = o.reshape(g, ids, [ctx.N]);
   let h = o.scale(g, o.gather(g, E, flat), Math.fround(Math.sqrt(c.hiddenSize))); // [N,H]
-  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, rot, cached);
-  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps);
+  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, cached);
+  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps, c.normOffset);
   let logits = o.gemm(g, h, E, { transB: true }); // [N,V]
   if (c.finalSoftcap) logits = softcap(g, logits, c.finalSoftcap);
   g.output(o.reshape(g, logits, [B, T, c.vocabSize]), "logits");

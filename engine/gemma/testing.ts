@@ -5,8 +5,8 @@
 import type * as ortTypes from "onnxruntime-node";
 import { type GemmaConfig, normalizeConfig } from "./config.ts";
 import { paramSpecs } from "./params.ts";
-import { attentionMask, buildModelGraph, type LoraSpec, ropeTables } from "./model.ts";
-import { createSession, tensor } from "../session.ts";
+import { attentionMask, buildModelGraph, type LoraSpec, ropeTables, typeHeadDim } from "./model.ts";
+import { createSession, type Device, tensor } from "../session.ts";
 import { rng } from "../lora.ts";
 import type { DType } from "../onnx/builder.ts";
 
@@ -47,11 +47,41 @@ export function tinyRawConfig(generation: 1 | 2 | 3, stress = false): Record<str
     rope_theta: 1e6,
     rope_local_base_freq: 10000,
     rope_scaling: stress ? { rope_type: "linear", factor: 8 } : null,
+    // transformers applies the final cap of a Gemma 3 CausalLM and ignores the attention cap.
+    final_logit_softcapping: stress ? 1.5 : null,
+    attn_logit_softcapping: stress ? 2.0 : null,
   };
 }
 
 export function tinyConfig(generation: 1 | 2 | 3, stress = false): GemmaConfig {
   return normalizeConfig(tinyRawConfig(generation, stress), `tiny-gemma-${generation}`);
+}
+
+/**
+ * Tiny Gemma 4 stress configs where every feature changes the output: "ple" (per-layer embeddings,
+ * KV sharing, double-wide MLP), "kv" (K=V full layers), "moe" (experts beside the dense MLP). Head dims
+ * differ per layer type, the window is 3, half of each full head rotates, and the soft-cap is small.
+ */
+export type Gemma4Variant = "ple" | "kv" | "moe";
+export function tinyRawConfig4(variant: Gemma4Variant): Record<string, unknown> {
+  const common = {
+    model_type: "gemma4_text", vocab_size: 48, hidden_size: 32, intermediate_size: 24, num_attention_heads: 4, num_key_value_heads: 2,
+    head_dim: 8, global_head_dim: 16, rms_norm_eps: 1e-6, max_position_embeddings: 128, bos_token_id: 2, eos_token_id: 1, pad_token_id: 0,
+    sliding_window: 3, final_logit_softcapping: 1.5,
+    rope_parameters: { sliding_attention: { rope_type: "default", rope_theta: 10000 }, full_attention: { rope_type: "proportional", partial_rotary_factor: 0.5, rope_theta: 100 } },
+  };
+  if (variant === "ple") {
+    return {
+      ...common, num_hidden_layers: 4, layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+      num_kv_shared_layers: 2, use_double_wide_mlp: true, hidden_size_per_layer_input: 4, vocab_size_per_layer_input: 48,
+    };
+  }
+  const kv = { ...common, num_hidden_layers: 3, layer_types: ["sliding_attention", "full_attention", "full_attention"], attention_k_eq_v: true, num_global_key_value_heads: 1 };
+  return variant === "kv" ? kv : { ...kv, enable_moe_block: true, num_experts: 4, top_k_experts: 2, moe_intermediate_size: 8 };
+}
+
+export function tinyConfig4(variant: Gemma4Variant): GemmaConfig {
+  return normalizeConfig(tinyRawConfig4(variant), `tiny-gemma-4-${variant}`);
 }
 
 /** Random weights: normal-ish with `std` for matrices, small random offsets for norms. */
@@ -60,9 +90,11 @@ export function randomWeights(c: GemmaConfig, seed: number, std = 0.2): Map<stri
   const w = new Map<string, Float32Array>();
   for (const s of paramSpecs(c)) {
     const n = s.shape.reduce((a, b) => a * b, 1);
-    const scale = s.kind === "norm" ? 0.3 : std;
+    const scale = s.kind === "norm" || s.kind === "buffer" ? 0.3 : std;
+    // Plain-weight norms (Gemma 4), layer scalars and router scales are multipliers: around 1.
+    const centre = (s.kind === "norm" && c.normOffset === 0) || s.kind === "buffer" ? 1 : 0;
     // Sum of 3 uniforms ≈ normal, std 1.
-    w.set(s.name, Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2 * scale));
+    w.set(s.name, Float32Array.from({ length: n }, () => centre + (r() + r() + r() - 1.5) * 2 * scale));
   }
   return w;
 }
@@ -82,12 +114,18 @@ export async function runSequence(
   c: GemmaConfig,
   weights: Map<string, ArrayLike<number>>,
   ids: number[],
-  o: { float?: DType; method?: "forward" | "full" | "lora"; lora?: { spec: LoraSpec; tensors: Map<string, ArrayLike<number>> }; logits?: boolean },
+  o: {
+    float?: DType;
+    method?: "forward" | "full" | "lora";
+    lora?: { spec: LoraSpec; tensors: Map<string, ArrayLike<number>> };
+    logits?: boolean;
+    device?: Device;
+  },
 ): Promise<RunResult> {
   const float = o.float ?? "float32";
   const T = ids.length, P = T - 1;
   const graph = buildModelGraph(c, { batch: 1, seq: T, positions: P, method: o.method ?? "forward", lora: o.lora?.spec, float, logits: o.logits });
-  const session = await createSession(graph.bytes);
+  const session = await createSession(graph.bytes, { device: o.device });
   const F = float === "float64" ? Float64Array : Float32Array;
   const feeds: Record<string, ortTypes.Tensor> = {
     input_ids: tensor("int64", BigInt64Array.from(ids.map(BigInt)), [T]),
@@ -97,8 +135,8 @@ export async function runSequence(
   };
   for (const type of new Set(c.layerTypes)) {
     const { cos, sin } = ropeTables(c, type, T);
-    feeds[`rope_cos_${type}`] = tensor(float, F.from(cos), [T, c.headDim]);
-    feeds[`rope_sin_${type}`] = tensor(float, F.from(sin), [T, c.headDim]);
+    feeds[`rope_cos_${type}`] = tensor(float, F.from(cos), [T, typeHeadDim(c, type)]);
+    feeds[`rope_sin_${type}`] = tensor(float, F.from(sin), [T, typeHeadDim(c, type)]);
     feeds[`mask_${type}`] = tensor(float, F.from(attentionMask(c, type, T)), [T, T]);
   }
   for (const s of paramSpecs(c)) feeds[s.name] = tensor(float, F.from(weights.get(s.name)!), s.shape);
