@@ -5,12 +5,11 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { loadModel } from "./model_dir.ts";
+import { loadModel, resolveModelPath } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { writeSafetensors } from "./safetensors.ts";
-import { resolveModelPath } from "./init_model.ts";
 import { buildDecoderGraph } from "./decoder.ts";
 
 export interface RunSource {
