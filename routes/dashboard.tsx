@@ -121,6 +121,7 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
   const remaining = s.totalSteps > s.step && stepMs ? (s.totalSteps - s.step) * stepMs : 0;
   const evalLoss = m.last("eval/loss");
   const rss = m.last("system/rss_mb");
+  const gpuMem = m.last("system/gpu_mem_mb");
   const epoch = m.last("train/epoch");
   return (
     <div>
@@ -132,6 +133,7 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
             <dt>Layers</dt><dd>{String(info.layers ?? "–")}</dd>
             <dt>Parameters</dt><dd>{info.parameters ? formatCount(Number(info.parameters)) : "–"}</dd>
             <dt>Trainable</dt><dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
+            <dt>Device</dt><dd data-kpi="device">{v.run.config.device}{gpuMem ? ` · ${formatBytes(gpuMem[1] * 2 ** 20)} GPU memory` : ""}</dd>
             <dt>Memory (est.)</dt><dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
           </dl>
         </section>

@@ -16,6 +16,8 @@ import { type LoadedModel, loadModel, resolveModelPath } from "../engine/model_d
 import { AdamW, clipFactor, globalNorm, lrAt, type Schedule } from "../engine/optim.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { TrainEngine } from "../engine/train_engine.ts";
+import type { Device } from "../engine/device.ts";
+import { gpuMemoryMb } from "../engine/gpu_memory.ts";
 import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
 import { acquireLock, releaseLock } from "./lock.ts";
 import { modelCard } from "./model_card.ts";
@@ -80,6 +82,12 @@ interface Ctx {
 
 function rssMb(): number {
   return Deno.memoryUsage().rss / 2 ** 20;
+}
+
+/** `system/gpu_mem_mb` where the driver reports it (engine/gpu_memory.ts), else nothing. */
+function gpuScalar(device: Device): Record<string, number> {
+  const mb = gpuMemoryMb(device);
+  return mb === null ? {} : { "system/gpu_mem_mb": mb };
 }
 
 async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): Promise<TrainResult> {
@@ -238,6 +246,7 @@ async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): P
         "train/step_time_ms": ms,
         "train/epoch": epoch,
         "system/rss_mb": rssMb(),
+        ...gpuScalar(cfg.device),
       });
       logHistory.push({ step, loss, learningRate: lr, gradNorm, epoch });
       ctx.log(
