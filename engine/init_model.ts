@@ -11,7 +11,6 @@ import { checkpointName, paramSpecs } from "./gemma/params.ts";
 import type { GemmaConfig } from "./gemma/config.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { rng } from "./lora.ts";
-import { readConfig } from "./model_dir.ts";
 
 export interface InitOptions {
   preset: string;
@@ -128,10 +127,5 @@ export function ensureDemoModel(dataDir: string): Promise<string> {
   return demoPending;
 }
 
-/** "demo" → the demo model; anything else must be a valid model directory. */
-export async function resolveModelPath(model: string, dataDir: string): Promise<string> {
-  if (model === "demo") return await ensureDemoModel(dataDir);
-  const dir = path.resolve(model);
-  readConfig(dir);
-  return dir;
-}
+// Re-exported for code written before it moved beside the loader.
+export { resolveModelPath } from "./model_dir.ts";
