@@ -143,7 +143,7 @@ function toF32(raw: Uint8Array, dtype: StDtype, e: TensorEntry): Float32Array {
   throw new SafetensorsError(`Cannot load "${e.file}": tensor "${e.name}" has dtype ${dtype}, expected a float type`);
 }
 
-function halfToFloat(h: number): number {
+export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const ex = (h >> 10) & 0x1f;
   const m = h & 0x3ff;
@@ -163,7 +163,8 @@ export function floatToBf16(x: number): number {
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-function floatToHalf(x: number): number {
+/** float32 → IEEE half bits, round-to-nearest-even. */
+export function floatToHalf(x: number): number {
   f32[0] = x;
   const b = u32[0];
   const s = (b >>> 16) & 0x8000;

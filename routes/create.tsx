@@ -367,12 +367,21 @@ export function createRoutes(deps: AppDeps) {
     if (!config) {
       return fragment(c, <>{FIELDS.map((k) => <Err name={k} msg={errors[k]} oob />)}<p class="field-error" role="alert">Fix the marked settings before starting.</p></>, 422);
     }
+    // Each refusal is shown beside the field it concerns and, in short, beside the Start button.
+    const refuse = (field: string, message: string) =>
+      fragment(c, <><Err name={field} msg={message} oob /><p class="field-error" role="alert">Not started: {message}</p></>, 422);
     try {
       await resolveModelPath(config.model, dataDir);
-      if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) throw new RangeError(`Dataset file "${config.dataset.path}" does not exist`);
+    } catch (e) {
+      return refuse(f.model_path ? "model_path" : "model", (e as Error).message);
+    }
+    try {
+      if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) {
+        throw new RangeError(`Dataset file "${config.dataset.path}" does not exist: give the path of a JSONL, JSON, CSV or Parquet file, or upload one`);
+      }
       await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1 });
     } catch (e) {
-      return fragment(c, <p class="field-error" role="alert">{(e as Error).message}</p>, 422);
+      return refuse("dataset_path", (e as Error).message);
     }
     deps.service.store.setSetting(LAST_SETTINGS, JSON.stringify(config));
     const { id } = deps.service.create(config);
