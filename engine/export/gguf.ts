@@ -125,6 +125,7 @@ export function writeLoraGguf(
   name: string,
 ): { file: string; bytes: number } {
   const row = ARCHS[c.modelType];
+  if (!row) throw new GgufUnsupportedError(`No GGUF architecture for model_type "${c.modelType}"`);
   const list = [...adapter.tensors].sort(([a], [b]) => (a < b ? -1 : 1));
   const infos: TensorInfo[] = [], datas: Float32Array[] = [];
   for (const [peft, t] of list) {

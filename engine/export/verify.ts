@@ -65,7 +65,7 @@ export interface Verification {
 }
 
 /** The probe's token ids, from the model's own tokenizer. */
-export async function probeIds(modelDir: string, generation: 1 | 2 | 3): Promise<ProbeIds> {
+export async function probeIds(modelDir: string, generation: 1 | 2 | 3 | 4): Promise<ProbeIds> {
   const tok = await loadTokenizer(modelDir);
   return {
     nllIds: [tok.bosId, ...tok.encode(PROBE_TEXT)],
