@@ -2,6 +2,7 @@
  * The Gemma chat format, rendered by our own code exactly as the shipped templates do
  * (spec/GEMMA.md §6.2), plus the same text cut into trained / untrained pieces for label masks (§6.3).
  */
+import type { Tokenizer } from "./tokenizer.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "model";
@@ -52,4 +53,9 @@ export function renderChatSegments(messages: ChatMessage[], opts: ChatOptions = 
 
 export function renderChat(messages: ChatMessage[], opts: ChatOptions = {}): string {
   return renderChatSegments(messages, opts).map((s) => s.text).join("");
+}
+
+/** The prompt ids for chat messages (rendered by our own template, no second BOS). */
+export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], generation: 1 | 2 | 3 | 4): number[] {
+  return tok.encode(renderChat(messages, { addGenerationPrompt: true, generation }), { addSpecialTokens: false });
 }

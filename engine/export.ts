@@ -4,12 +4,11 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { loadModel, resolveCheckpoint } from "./model_dir.ts";
+import { loadModel, resolveCheckpoint, resolveModelPath } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
 import { checkpointName, paramSpecs } from "./gemma/params.ts";
 import { readTensorBytes, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
-import { resolveModelPath } from "./init_model.ts";
 import { webExportRefusal, writeWebExport } from "./export/onnx_web.ts";
 import { type OnnxVerification, verifyOnnxExport, writeOnnxModelCard } from "./export/onnx_probe.ts";
 import { loadTokenizer } from "./tokenizer.ts";
