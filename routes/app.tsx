@@ -2,6 +2,8 @@
  * Builds the Hono app: middleware (token, cross-site guard, headers), static assets, and one sub-app
  * per view. Adding a view is one `app.route` line.
  */
+import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
+import { probeDevices } from "../engine/devices.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
@@ -24,6 +26,8 @@ export interface AppDeps {
   settings: AppSettings;
   service: TrainingService;
   models?: ModelCache;
+  /** Which devices work here (the create form's choice); tests inject one. */
+  probeDevices?: () => Promise<DeviceChoice[]>;
 }
 
 /** The models of the playground: the demo model and every run's final model and checkpoints. */
@@ -80,6 +84,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", homeRoutes(deps));
   app.route("/", runsRoutes(deps));
   app.route("/", createRoutes(deps));
+  app.route("/", devicesRoutes(deps.probeDevices ?? probeDevices));
   app.route("/", inferenceRoutes(deps));
   app.route("/", dashboardRoutes(deps.service));
   app.route("/", apiRoutes(deps.service));
