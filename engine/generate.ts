@@ -206,9 +206,9 @@ export async function loadForGeneration(modelDir: string, adapterDir?: string): 
   return { config: m.config, weights: mergeLora(m.weights, a.tensors, loraScaling({ ...a.lora })) };
 }
 
-/** The prompt ids for chat messages (rendered by our own template, no second BOS). */
-export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], generation: 1 | 2 | 3): number[] {
-  return tok.encode(renderChat(messages, { addGenerationPrompt: true, generation }), { addSpecialTokens: false });
+/** The prompt ids for chat messages in the model's chat format (its tokenizer knows it), no second BOS. */
+export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[]): number[] {
+  return tok.encode(renderChat(messages, { ...tok.chat, addGenerationPrompt: true }), { addSpecialTokens: false });
 }
 
 const FLAGS = {
@@ -244,7 +244,7 @@ export async function generateCommand(args: string[]): Promise<number> {
   if (f.ids) {
     prompt = parseIds("generate", String(f.ids));
   } else if (f.chat) {
-    prompt = chatPromptIds(tok, [{ role: "user", content: String(f.prompt) }], model.config.generation);
+    prompt = chatPromptIds(tok, [{ role: "user", content: String(f.prompt) }]);
   } else {
     prompt = tok.encode(String(f.prompt), { addSpecialTokens: true });
   }

@@ -15,7 +15,7 @@ import type { RunConfig } from "../config/training.ts";
 import { describeModel, type ModelInfo } from "../engine/model_dir.ts";
 import { resolveModelPath } from "../engine/init_model.ts";
 import { estimateMemory } from "../engine/gemma/params.ts";
-import { inspectDataset, tokenizeExample } from "../engine/data/mod.ts";
+import { inspectDataset, invalidRows, tokenizeExample } from "../engine/data/mod.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { probeStep } from "../trainer/preflight.ts";
 
@@ -95,6 +95,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </select>
         <Err name="format" />
         <Num name="validation" label="Validation fraction" value={cfg.dataset.validation} min={0} max={0.5} />
+        <label><input type="checkbox" name="skip_invalid" checked={cfg.dataset.skipInvalid} /> Skip invalid rows (train on the rest; otherwise a file with unusable rows is refused)</label>
         <PreviewBox />
       </section>
       <section class="panel" aria-labelledby="h-method">
@@ -250,10 +251,10 @@ export function createRoutes(deps: AppDeps) {
     for (const [k, v] of Object.entries(f)) if (k.startsWith("map_") && v) fields[k.slice(4)] = String(v);
     try {
       const modelDir = await resolveModelPath(String(f.model_path || f.model || "demo"), dataDir);
-      const info = describeModel(modelDir);
       const format = String(f.format || "auto") as "auto";
-      const ins = await inspectDataset(datasetPath, { format, fields: Object.keys(fields).length ? fields : undefined, limit: 2000, generation: info.generation });
       const tok = await loadTokenizer(modelDir);
+      const skipInvalid = f.skip_invalid === "on";
+      const ins = await inspectDataset(datasetPath, { format, fields: Object.keys(fields).length ? fields : undefined, limit: 2000, chat: tok.chat, skipInvalid });
       const lengths: number[] = [];
       let truncated = 0;
       const shown = ins.examples.slice(0, 3).map((e) => ({ line: e.line, t: tokenizeExample(e.segments, tok, { maxLength }) }));
@@ -309,7 +310,7 @@ export function createRoutes(deps: AppDeps) {
                   <pre>{JSON.stringify(row?.value ?? {}, null, 2)}</pre>
                 </details>
                 <details>
-                  <summary>Rendered Gemma chat text</summary>
+                  <summary>Rendered Gemma {tok.chat.generation} chat text</summary>
                   <pre>{ex.segments.map((s) => s.text).join("")}</pre>
                 </details>
                 <p class="muted">Tokens ({t.ids.length}, {t.trainedTokens} trained, highlighted):</p>
@@ -321,7 +322,10 @@ export function createRoutes(deps: AppDeps) {
           })}
           {ins.invalid.length > 0 && (
             <>
-              <h3 class="field-error">{ins.invalid.length} invalid row{ins.invalid.length === 1 ? "" : "s"} (skipped)</h3>
+              <h3 class="field-error" data-invalid={ins.invalid.length}>
+                {ins.invalid.length} invalid row{ins.invalid.length === 1 ? "" : "s"}{" "}
+                {skipInvalid ? "(skipped)" : "(training refuses this file unless “Skip invalid rows” is ticked)"}
+              </h3>
               <table>
                 <thead><tr><th scope="col">Line</th><th scope="col">Field</th><th scope="col">Reason</th></tr></thead>
                 <tbody>{ins.invalid.slice(0, 200).map((i) => <tr><td>{i.line}</td><td>{i.field}</td><td>{i.reason}</td></tr>)}</tbody>
@@ -367,7 +371,8 @@ export function createRoutes(deps: AppDeps) {
     try {
       await resolveModelPath(config.model, dataDir);
       if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) throw new RangeError(`Dataset file "${config.dataset.path}" does not exist`);
-      await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1 });
+      const ins = await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1, skipInvalid: config.dataset.skipInvalid });
+      if (ins.invalid.length && !config.dataset.skipInvalid) throw invalidRows(config.dataset.path, ins.invalid, ins.total);
     } catch (e) {
       return fragment(c, <p class="field-error" role="alert">{(e as Error).message}</p>, 422);
     }

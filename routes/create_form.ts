@@ -65,6 +65,7 @@ export function formToConfig(f: FormValues): { config?: RunConfig; errors: Recor
       path: str(f.dataset_path) || "sample",
       format: str(f.format) || "auto",
       validation: num(f.validation) ?? 0.1,
+      skipInvalid: str(f.skip_invalid) === "on",
       ...(Object.keys(fields).length ? { fields } : {}),
     },
     method: str(f.method) || "lora",
