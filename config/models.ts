@@ -31,7 +31,7 @@ const TINY = {
   head_dim: 16, query_pre_attn_scalar: 16, vocab_size: 262144, max_position_embeddings: 2048,
 };
 
-export const PRESETS: Record<string, { generation: 1 | 2 | 3; config: Preset; dtype: "F32" | "BF16"; tokenizer: "gemma3" }> = {
+export const PRESETS: Record<string, { generation: 1 | 2 | 3 | 4; config: Preset; dtype: "F32" | "BF16"; tokenizer: "gemma3" }> = {
   "tiny-3": { generation: 3, dtype: "F32", tokenizer: "gemma3", config: { ...G3_COMMON, ...TINY, sliding_window: 64, layer_types: ["sliding_attention", "full_attention"] } },
   "tiny-2": { generation: 2, dtype: "F32", tokenizer: "gemma3", config: { ...G2_COMMON, ...TINY, sliding_window: 64, eos_token_id: [1, 106] } },
   "tiny-1": { generation: 1, dtype: "F32", tokenizer: "gemma3", config: { ...G1_COMMON, ...TINY, eos_token_id: [1, 106] } },

@@ -1,11 +1,10 @@
 /**
  * Export a run's model: the PEFT adapter as it is, a merged full checkpoint in Hugging Face layout
  * (loads in transformers), or an ONNX KV-cache decoder (one token per call) with its weights as
- * external data, runnable by onnxruntime alone. Also `gemma-tuner export` and a store-only zip.
+ * external data, runnable by onnxruntime alone. Also a store-only zip. The verb is cli/export.ts.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
@@ -200,35 +199,4 @@ export function crc32(data: Uint8Array): number {
   let c = 0xffffffff;
   for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
-}
-
-const FLAGS = {
-  run: { kind: "string" as const, help: "run directory" },
-  checkpoint: { kind: "string" as const, help: "final (default) or checkpoint-<step>" },
-  merged: { kind: "boolean" as const, help: "a full Hugging Face checkpoint with the adapter merged in" },
-  adapter: { kind: "boolean" as const, help: "the PEFT adapter files" },
-  onnx: { kind: "boolean" as const, help: "an ONNX KV-cache decoder with external weights" },
-  out: { kind: "string" as const, help: "output directory (new or empty)" },
-  data: { kind: "string" as const, help: "data directory (for the demo base model)" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
-
-export async function exportCommand(args: string[]): Promise<number> {
-  const f = parseFlags("export", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner export --run DIR [--checkpoint NAME] (--merged | --adapter | --onnx) --out DIR", FLAGS));
-    return 0;
-  }
-  if (!f.run || !f.out) throw new UsageError("export: --run DIR and --out DIR are required");
-  const kinds = ["merged", "adapter", "onnx"].filter((k) => f[k]);
-  if (kinds.length !== 1) throw new UsageError("export: choose exactly one of --merged, --adapter, --onnx");
-  const runDir = path.resolve(String(f.run));
-  const { resolveDataDir } = await import("../config/app.ts");
-  const src = { runDir, checkpoint: f.checkpoint as string | undefined, dataDir: f.data ? resolveDataDir(String(f.data)) : path.dirname(path.dirname(runDir)) };
-  const out = path.resolve(String(f.out));
-  if (kinds[0] === "adapter") exportAdapter(src, out);
-  else if (kinds[0] === "merged") await exportMerged(src, out);
-  else await exportOnnx(src, out);
-  console.log(JSON.stringify({ out, kind: kinds[0], files: fs.readdirSync(out) }));
-  return 0;
 }

@@ -1,20 +1,19 @@
 /**
  * Text generation with a KV cache: prefill the prompt in chunks, then one `session.run` per token.
  * The JS side keeps the cache buffers (fed as zero-copy views) and writes each call's new keys and
- * values into their slots; sampling is engine/sampling.ts. Also the `generate` CLI verb.
+ * values into their slots; sampling is engine/sampling.ts. The `generate` verb is cli/generate.ts.
  */
 import type * as ortTypes from "onnxruntime-node";
-import { flagHelp, parseFlags, parseIds, UsageError } from "../config/cli.ts";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
 import { ropeTables } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { buildDecoderGraph, decoderMask, slotsFor } from "./decoder.ts";
-import { createSession, type Device, parseDevice, tensor } from "./session.ts";
+import { createSession, type Device, tensor } from "./session.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
-import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+import type { Tokenizer } from "./tokenizer.ts";
 import { type ChatMessage, renderChat } from "./chat_format.ts";
 
 export interface GeneratorModel {
@@ -209,61 +208,4 @@ export async function loadForGeneration(modelDir: string, adapterDir?: string): 
 /** The prompt ids for chat messages in the model's chat format (its tokenizer knows it), no second BOS. */
 export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[]): number[] {
   return tok.encode(renderChat(messages, { ...tok.chat, addGenerationPrompt: true }), { addSpecialTokens: false });
-}
-
-const FLAGS = {
-  model: { kind: "string" as const, help: "model directory" },
-  adapter: { kind: "string" as const, help: "PEFT LoRA adapter directory" },
-  prompt: { kind: "string" as const, help: "prompt text" },
-  ids: { kind: "string" as const, help: "comma-separated prompt token ids, used exactly" },
-  chat: { kind: "boolean" as const, help: "wrap --prompt as a user turn in the Gemma chat format" },
-  "max-new-tokens": { kind: "number" as const, help: "tokens to generate", default: 64 },
-  temperature: { kind: "number" as const, help: "0 = greedy", default: 0.7 },
-  "top-p": { kind: "number" as const, help: "nucleus sampling", default: 0.95 },
-  "top-k": { kind: "number" as const, help: "top-k sampling (0 = off)", default: 64 },
-  "min-p": { kind: "number" as const, help: "min-p sampling (0 = off)", default: 0 },
-  "repetition-penalty": { kind: "number" as const, help: "HF-style repetition penalty", default: 1 },
-  seed: { kind: "number" as const, help: "sampling seed", default: 0 },
-  device: { kind: "string" as const, help: "cpu | webgpu | cuda", default: "cpu" },
-  json: { kind: "boolean" as const, help: "print {ids, text, tokens_per_second}" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
-
-export async function generateCommand(args: string[]): Promise<number> {
-  const f = parseFlags("generate", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--json]", FLAGS));
-    return 0;
-  }
-  if (!f.model) throw new UsageError("generate: --model DIR is required");
-  if (!f.prompt === !f.ids) throw new UsageError("generate: give exactly one of --prompt or --ids");
-  const device = parseDevice("generate", f.device);
-  const model = await loadForGeneration(String(f.model), f.adapter as string | undefined);
-  const tok = await loadTokenizer(String(f.model));
-  let prompt: number[];
-  if (f.ids) {
-    prompt = parseIds("generate", String(f.ids));
-  } else if (f.chat) {
-    prompt = chatPromptIds(tok, [{ role: "user", content: String(f.prompt) }]);
-  } else {
-    prompt = tok.encode(String(f.prompt), { addSpecialTokens: true });
-  }
-  const gen = new Generator(model, { device });
-  const stream = !f.json;
-  const r = await generateIds(gen, prompt, {
-    maxNewTokens: f["max-new-tokens"] as number,
-    temperature: f.temperature as number,
-    topP: f["top-p"] as number,
-    topK: f["top-k"] as number,
-    minP: f["min-p"] as number,
-    repetitionPenalty: f["repetition-penalty"] as number,
-    seed: f.seed as number,
-    stopIds: [...new Set([...tok.stopIds, ...model.config.eosTokenIds])],
-    onToken: stream ? (id) => void Deno.stdout.writeSync(new TextEncoder().encode(tok.decode([id]))) : undefined,
-  });
-  gen.release();
-  const text = tok.decode(r.ids);
-  if (f.json) console.log(JSON.stringify({ ids: r.ids, text, tokens_per_second: r.tokensPerSecond, stop_reason: r.stopReason }));
-  else console.log(`\n[${r.ids.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s, ${r.stopReason}]`);
-  return 0;
 }

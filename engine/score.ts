@@ -1,24 +1,11 @@
 /**
- * `gemma-tuner score`: per-token NLLs of a sequence under a model (optionally with a PEFT adapter),
- * and with --grad the L2 norm of d(mean_nll)/dW for every weight tensor.
+ * Per-token NLLs of a sequence under a model (optionally with a PEFT adapter),
+ * and with `grad` the L2 norm of d(mean_nll)/dW for every weight tensor. The verb is cli/score.ts.
  */
-import { flagHelp, parseFlags, parseIds, UsageError } from "../config/cli.ts";
 import { loadModel } from "./model_dir.ts";
-import { loadTokenizer } from "./tokenizer.ts";
 import { readAdapter } from "./peft.ts";
 import { TrainEngine } from "./train_engine.ts";
-import { type Device, parseDevice } from "./session.ts";
-
-const FLAGS = {
-  model: { kind: "string" as const, help: "model directory (Hugging Face layout)" },
-  adapter: { kind: "string" as const, help: "PEFT LoRA adapter directory" },
-  ids: { kind: "string" as const, help: "comma-separated token ids, used exactly as given" },
-  text: { kind: "string" as const, help: "text to tokenize (BOS added)" },
-  grad: { kind: "boolean" as const, help: "add grad_l2: L2 norm of d(mean_nll)/dW per weight tensor" },
-  device: { kind: "string" as const, help: "cpu | webgpu | cuda", default: "cpu" },
-  threads: { kind: "number" as const, help: "intra-op threads" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
+import type { Device } from "./device.ts";
 
 export interface ScoreResult {
   ids: number[];
@@ -68,25 +55,4 @@ export async function score(o: {
   } finally {
     engine.release();
   }
-}
-
-export async function scoreCommand(args: string[]): Promise<number> {
-  const f = parseFlags("score", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner score --model DIR [--adapter DIR] (--ids 2,105,… | --text STR) [--grad] [--device cpu|webgpu|cuda]", FLAGS));
-    return 0;
-  }
-  if (!f.model) throw new UsageError("score: --model DIR is required");
-  if (!f.ids === !f.text) throw new UsageError("score: give exactly one of --ids or --text");
-  const device = parseDevice("score", f.device);
-  let ids: number[];
-  if (f.ids) {
-    ids = parseIds("score", String(f.ids));
-  } else {
-    const tok = await loadTokenizer(String(f.model));
-    ids = tok.encode(String(f.text), { addSpecialTokens: true });
-  }
-  const r = await score({ model: String(f.model), adapter: f.adapter as string | undefined, ids, grad: !!f.grad, device, threads: f.threads as number | undefined });
-  console.log(JSON.stringify(r));
-  return 0;
 }

@@ -7,11 +7,11 @@
 import * as ort from "onnxruntime-node";
 import * as v8 from "node:v8";
 import * as vm from "node:vm";
-import type { DType } from "./onnx/builder.ts";
-import { UsageError } from "../config/cli.ts";
+import { COLUMN_SUFFIX, type DType } from "./onnx/builder.ts";
+import { type Device, DeviceError } from "./device.ts";
+import { ortRuntimeDir, prepareCudaProviders, providersDir } from "./devices.ts";
 
-export type Device = "cpu" | "webgpu" | "cuda";
-export const DEVICES: Device[] = ["cpu", "webgpu", "cuda"];
+export { type Device, DeviceError, DEVICES } from "./device.ts";
 
 export interface SessionOptions {
   device?: Device;
@@ -21,17 +21,10 @@ export interface SessionOptions {
   arena?: boolean;
 }
 
-export class DeviceError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "DeviceError";
-  }
-}
-
 const HINT: Record<Device, string> = {
   cpu: "",
   webgpu: "WebGPU needs a GPU with Vulkan (Linux), Metal (macOS) or D3D12 (Windows) drivers; use --device cpu otherwise",
-  cuda: "CUDA needs an NVIDIA GPU, its driver and onnxruntime-node's CUDA provider (installed by its install script); use --device cpu otherwise",
+  cuda: "CUDA needs an NVIDIA GPU with its driver, CUDA 12 and cuDNN 9 (docs/DEVICES.md); use --device cpu otherwise",
 };
 
 export async function createSession(model: Uint8Array, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
@@ -44,16 +37,43 @@ export async function createSession(model: Uint8Array, opts: SessionOptions = {}
     extra: { session: { "intra_op.allow_spinning": "0" } },
   };
   if (opts.threads) options.intraOpNumThreads = opts.threads;
+  // Node placement (which provider runs each node) is logged at verbose level; the device parity test
+  // reads it. CPU sessions stay quiet so the log holds the device's sessions only.
+  if (device !== "cpu" && Deno.env.get("GEMMA_TUNER_ORT_VERBOSE") === "1") {
+    options.logSeverityLevel = 0;
+    options.logVerbosityLevel = 0;
+  }
+  if (device === "cuda") prepareCudaProviders(providersDir(), ortRuntimeDir());
   try {
-    return await ort.InferenceSession.create(model, options);
+    return withColumnFeeds(await ort.InferenceSession.create(model, options));
   } catch (e) {
-    if (device === "cpu") throw e;
+    if (device === "cpu" || e instanceof DeviceError) throw e;
     const why = String((e as Error).message ?? e).split("\n")[0];
     throw new DeviceError(`Device "${device}" is not available here: ${why}. ${HINT[device]}`);
   }
 }
 
-type Data = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+/** Feeds every `Graph.inputAsColumn` input from its base input's buffer (zero-copy, shape [..., 1]). */
+function withColumnFeeds(s: ort.InferenceSession): ort.InferenceSession {
+  const columns = s.inputNames.filter((n) => n.endsWith(COLUMN_SUFFIX));
+  if (columns.length === 0) return s;
+  const run = s.run.bind(s) as (feeds: Feeds, ...rest: unknown[]) => Promise<ort.InferenceSession.OnnxValueMapType>;
+  const wrapped = (feeds: Feeds, ...rest: unknown[]) => {
+    const all: Feeds = {};
+    // A base input may exist only to feed its column (the other graph of a partition).
+    for (const n of s.inputNames) if (feeds[n]) all[n] = feeds[n];
+    for (const n of columns) {
+      const base = feeds[n.slice(0, -COLUMN_SUFFIX.length)];
+      if (!base) throw new RangeError(`Missing feed "${n.slice(0, -COLUMN_SUFFIX.length)}"`);
+      all[n] = new ort.Tensor(base.type as "int64", base.data as BigInt64Array, [...base.dims, 1]);
+    }
+    return run(all, ...rest);
+  };
+  (s as { run: unknown }).run = wrapped;
+  return s;
+}
+
+type Data = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 
 export function tensor(dtype: DType, data: Data, dims: readonly number[]): ort.Tensor {
   const t = dtype === "bool" ? "bool" : dtype;
@@ -62,13 +82,6 @@ export function tensor(dtype: DType, data: Data, dims: readonly number[]): ort.T
 
 export type Feeds = Record<string, ort.Tensor>;
 export type { ort };
-
-/** A --device flag value, or a UsageError naming the choices. */
-export function parseDevice(verb: string, value: unknown): Device {
-  const d = String(value) as Device;
-  if (!DEVICES.includes(d)) throw new UsageError(`${verb}: --device must be one of ${DEVICES.join(", ")}, got "${d}"`);
-  return d;
-}
 
 let gcFn: (() => void) | null | undefined;
 

@@ -14,10 +14,16 @@ import { buildBody, buildHeadChunk, EMBED, vocabChunks } from "./gemma/staged.ts
 import { paramSpecs } from "./gemma/params.ts";
 import { collectGarbage, createSession, type Device, tensor } from "./session.ts";
 import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
+import type { FrozenBase } from "./quant/base.ts";
+import { frozenFeeds } from "./quant/graph.ts";
+import { EmbeddingTable } from "./quant/table.ts";
 
 export interface EngineModel {
   config: GemmaConfig;
+  /** float32 weights by HF name: all of them, or only the norms when `base` holds the rest. */
   weights: Map<string, Float32Array>;
+  /** A low-precision frozen base (engine/quant/base.ts): projections and the embedding table. */
+  base?: FrozenBase;
 }
 
 /** Labels follow HF: labels[b,t] is input_ids[b,t] or −100; position t predicts labels[t+1]. */
@@ -107,7 +113,15 @@ export class TrainEngine {
   static async create(opts: TrainEngineOptions): Promise<TrainEngine> {
     const e = new TrainEngine(opts);
     const c = opts.model.config;
+    const base = opts.model.base;
+    if (base && opts.method === "full") {
+      throw new RangeError(`Full fine-tuning trains every weight in float32; a ${base.precision} base works with LoRA only (use method "lora" or base precision fp32)`);
+    }
     for (const s of paramSpecs(c)) {
+      if (base && s.kind !== "norm") {
+        if (s.kind === "linear" && !base.linears.has(s.name)) throw new RangeError(`Model has no tensor "${s.name}"`);
+        continue;
+      }
       const w = opts.model.weights.get(s.name);
       if (!w) throw new RangeError(`Model has no tensor "${s.name}"`);
       const expected = s.shape.reduce((a, b) => a * b, 1);
@@ -135,9 +149,15 @@ export class TrainEngine {
     return this.opts.model.config;
   }
 
-  /** The tied embedding E [V,H]: the live trainable buffer in full fine-tuning, else the model's. */
-  private get embedding(): Float32Array {
-    return this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!;
+  /**
+   * The one accessor for the tied embedding E [V,H], rows and chunks (engine/quant/table.ts): the live
+   * trainable buffer in full fine-tuning, the model's float32 table, or a low-precision base's bf16 one.
+   */
+  private get embedding(): EmbeddingTable {
+    const base = this.opts.model.base;
+    if (base) return base.embedding;
+    const c = this.config;
+    return EmbeddingTable.fromF32(this.trainable.get(EMBED)?.data ?? this.opts.model.weights.get(EMBED)!, c.vocabSize, c.hiddenSize);
   }
 
   /** Starts a new accumulation: the next forwardBackward overwrites the gradient buffers. */
@@ -167,6 +187,7 @@ export class TrainEngine {
         lora: o.method === "lora" ? o.lora : undefined,
         dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
         activations: o.activations ?? (o.method === "full" ? "recompute" : "save"),
+        basePrecision: o.model.base?.precision,
       });
       s = (async () => ({
         ...graphs,
@@ -210,7 +231,12 @@ export class TrainEngine {
     // Trainable buffers may be replaced (resume); wrap them fresh each run.
     if (t) return tensor("float32", t.data, t.shape);
     if (Object.keys(this.weightFeeds).length === 0) {
-      for (const s of paramSpecs(this.config)) this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
+      const base = this.opts.model.base;
+      for (const s of paramSpecs(this.config)) {
+        const frozen = base?.linears.get(s.name);
+        if (frozen) Object.assign(this.weightFeeds, frozenFeeds(s.name, frozen));
+        else if (!base || s.kind === "norm") this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
+      }
     }
     return this.weightFeeds[name];
   }
@@ -250,7 +276,7 @@ export class TrainEngine {
     for (let i = 0; i < b.inputIds.length; i++) {
       const v = b.inputIds[i];
       if (!(v >= 0 && v < V)) throw new RangeError(`Token id ${v} at index ${i} is outside the vocabulary (0…${V - 1})`);
-      out.set(E.subarray(v * H, (v + 1) * H), i * H);
+      E.row(v, out, i * H);
     }
     return out;
   }
@@ -279,11 +305,13 @@ export class TrainEngine {
     return vocabChunks(this.config.vocabSize, Math.max(1, Math.floor(budget / P)));
   }
 
+  /** Rows of E for one head chunk: a cached zero-copy view of a float32 table, else freshly converted rows. */
   private embView(start: number, rows: number): ortTypes.Tensor {
+    const H = this.config.hiddenSize, E = this.embedding;
+    if (E.dtype !== "fp32") return tensor("float32", E.chunk(start, rows), [rows, H]);
     let t = this.embedViews.get(start * 1e9 + rows);
     if (!t) {
-      const H = this.config.hiddenSize;
-      t = tensor("float32", this.embedding.subarray(start * H, (start + rows) * H), [rows, H]);
+      t = tensor("float32", E.chunk(start, rows), [rows, H]);
       this.embedViews.set(start * 1e9 + rows, t);
     }
     return t;
@@ -309,10 +337,12 @@ export class TrainEngine {
     const c = this.config, P = s.P, H = c.hiddenSize;
     const M = new Float64Array(P).fill(-Infinity), S = new Float64Array(P), TL = new Float64Array(P);
     const acc = mode === "online" ? new Float32Array(P * H) : null;
-    const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, emb: this.embView(ch.start, ch.rows), ...this.targetFeeds(s, ch.start, ch.rows) } }));
+    // Target feeds once per step (full fine-tuning's two passes share them); E's rows just in time,
+    // since a low-precision table converts each chunk into a reused buffer.
+    const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, ...this.targetFeeds(s, ch.start, ch.rows) } }));
     for (const ch of chunks) {
       const session = await this.head(P, ch.rows, mode === "online" ? "online" : "stats");
-      const out = await session.run(ch.feeds);
+      const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows) });
       const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
       const a = out.acc?.data as Float32Array | undefined;
       for (let i = 0; i < P; i++) {
@@ -340,12 +370,14 @@ export class TrainEngine {
     if (mode === "online") {
       // d hs = tw·(Σ_v p_v·l'_v·E[v] − l'_t·E[target]), l' = d logits/d raw (1, or 1 − tanh² with a soft-cap).
       const cap = c.finalSoftcap;
+      const target = new Float32Array(H);
       for (let i = 0; i < P; i++) {
         if (s.tw[i] === 0) continue;
-        const row = i * H, t = s.tgt[i] * H;
+        const row = i * H;
+        E.row(s.tgt[i], target);
         const dt = cap ? 1 - (TL[i] / cap) ** 2 : 1;
         const inv = 1 / S[i];
-        for (let j = 0; j < H; j++) dHs[row + j] = acc![row + j] * inv - dt * E[t + j];
+        for (let j = 0; j < H; j++) dHs[row + j] = acc![row + j] * inv - dt * target[j];
       }
       return { lossSum, nll, dHs };
     }
@@ -353,7 +385,7 @@ export class TrainEngine {
     const lseT = tensor("float32", lse, [P, 1]), twT = tensor("float32", s.tw, [P, 1]);
     for (const ch of chunks) {
       const session = await this.head(P, ch.rows, "grad");
-      const out = await session.run({ ...ch.feeds, lse: lseT, tw: twT });
+      const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows), lse: lseT, tw: twT });
       const d = out.d_hs.data as Float32Array, dE = out.d_emb.data as Float32Array;
       for (let i = 0; i < d.length; i++) dHs[i] += d[i];
       addInto(gE.subarray(ch.start * H, (ch.start + ch.rows) * H), dE, this.accumulated);

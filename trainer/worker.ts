@@ -1,17 +1,15 @@
 /**
- * `gemma-tuner train`: the training loop, in its own process. It talks to the server only through the
+ * The training loop, run by `gemma-tuner train` (cli/train.ts) in its own process. It talks to the server only through the
  * run directory: status.json/status.log, events.out.tfevents.*, checkpoints/, final/ and run.json
- * (DESIGN.md "The run directory"). `train --config FILE.json` creates a run under <data>/runs/;
- * `train --run DIR` starts or resumes the run in DIR from its newest complete checkpoint.
+ * (DESIGN.md "The run directory"). `runWorker` starts or resumes the run in a directory from its newest
+ * complete checkpoint; `createRun` makes a new run directory.
  *
  * Determinism on resume: the micro-batch order is a function of (seed, epoch), LoRA dropout of
  * micro-batch k is seeded by (seed, k), the schedule by the step, and the trainable tensors and AdamW
  * state are saved as float32, so a resumed run takes the same steps as one that never stopped.
  */
 import * as fs from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { flagHelp, parseFlags, UsageError } from "../config/cli.ts";
-import { resolveDataDir } from "../config/app.ts";
+import { join, resolve } from "node:path";
 import { parseRunConfig, type RunConfig } from "../config/training.ts";
 import { BatchPlan, collate, type PreparedDataset, prepareDataset, type TokenizedExample } from "../engine/data/mod.ts";
 import { resolveModelPath } from "../engine/init_model.ts";
@@ -24,14 +22,6 @@ import { acquireLock, releaseLock } from "./lock.ts";
 import { modelCard } from "./model_card.ts";
 import { appendStatusLog, type RunState, writeFileAtomic, writeStatus } from "./status.ts";
 import { EventWriter } from "./tfevents.ts";
-
-const FLAGS = {
-  config: { kind: "string" as const, help: "RunConfig JSON file: create a new run under <data>/runs/ and train it" },
-  run: { kind: "string" as const, help: "run directory: start or resume the run in it" },
-  data: { kind: "string" as const, help: "data directory (default $GEMMA_TUNER_HOME or the platform data dir)" },
-  "no-save-on-abort": { kind: "boolean" as const, help: "do not save a checkpoint when stopped by SIGTERM/SIGINT" },
-  help: { kind: "boolean" as const, help: "show this help" },
-};
 
 /** The one JSON line `train` ends with. */
 export interface TrainResult {
@@ -104,46 +94,6 @@ export function createRun(config: RunConfig, dataDir: string): string {
   writeFileAtomic(join(runDir, "run.json"), JSON.stringify(run, null, 2) + "\n");
   writeStatus(runDir, { state: "queued", message: "Created", step: 0, totalSteps: cfg.maxSteps ?? 0, epoch: 0, pid: Deno.pid });
   return runDir;
-}
-
-/** The data dir of a run directory <data>/runs/<id>. */
-function dataDirOf(runDir: string): string {
-  return dirname(dirname(resolve(runDir)));
-}
-
-export async function trainCommand(args: string[]): Promise<number> {
-  const f = parseFlags("train", args, FLAGS);
-  if (f.help) {
-    console.log(flagHelp("gemma-tuner train (--config FILE.json [--data DIR] | --run RUN_DIR) [--no-save-on-abort]", FLAGS));
-    return 0;
-  }
-  if (!f.config === !f.run) throw new UsageError("train: give exactly one of --config FILE.json (new run) or --run RUN_DIR (start or resume a run)");
-  let runDir: string, dataDir: string;
-  if (f.config) {
-    const file = String(f.config);
-    let raw: unknown;
-    try {
-      raw = JSON.parse(Deno.readTextFileSync(file));
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) throw new UsageError(`train: config file "${file}" does not exist`);
-      throw new UsageError(`train: cannot read "${file}": ${(e as Error).message}`);
-    }
-    let config: RunConfig;
-    try {
-      config = parseRunConfig(raw, `"${file}"`);
-    } catch (e) {
-      throw new UsageError(`train: ${(e as Error).message}`);
-    }
-    dataDir = resolveDataDir(f.data as string | undefined);
-    runDir = createRun(config, dataDir);
-  } else {
-    runDir = resolve(String(f.run));
-    if (!fs.existsSync(runDir)) throw new UsageError(`train: run directory "${runDir}" does not exist`);
-    dataDir = f.data ? resolveDataDir(String(f.data)) : dataDirOf(runDir);
-  }
-  const result = await runWorker(runDir, dataDir, { saveOnAbort: !f["no-save-on-abort"] });
-  console.log(JSON.stringify(result));
-  return result.state === "completed" || result.state === "aborted" ? 0 : 1;
 }
 
 export interface WorkerOptions {
@@ -469,14 +419,4 @@ function writeModelInfo(runDir: string, model: LoadedModel, engine: TrainEngine,
       trainTokens: data.trainTokens,
     },
   });
-}
-
-// Runnable on its own (`deno run -A trainer/worker.ts --run DIR`), the same as `gemma-tuner train`.
-if (import.meta.main) {
-  try {
-    Deno.exit(await trainCommand(Deno.args));
-  } catch (e) {
-    console.error(e instanceof UsageError ? e.message : e);
-    Deno.exit(e instanceof UsageError ? 2 : 1);
-  }
 }

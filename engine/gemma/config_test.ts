@@ -65,7 +65,16 @@ Deno.test("gemma-2b / 7b (Gemma 1, hidden_act gelu → tanh GELU anyway): scalar
 
 Deno.test("unsupported checkpoints are refused with what is supported", () => {
   for (const [raw, re] of [
-    [{ model_type: "gemma3", text_config: {} }, /multimodal/],
+    [{ model_type: "gemma3", text_config: { model_type: "siglip" } }, /text_config.model_type is "siglip"/],
+    [{ model_type: "gemma3n", text_config: {} }, /Gemma 3n/],
+    [{ model_type: "gemma3n_text", hidden_size: 8 }, /Gemma 3n/],
+    [{ ...G3_270M, quantization_config: { quant_method: "bitsandbytes" } }, /quantized.*bitsandbytes/],
+    [{ ...G3_270M, attention_bias: true }, /attention_bias/],
+    [{ ...G3_270M, hidden_activation: "silu" }, /hidden_activation is "silu"/],
+    [{ ...G3_270M, tie_word_embeddings: false }, /tie_word_embeddings/],
+    [{ ...G3_270M, attention_dropout: 0.1 }, /attention_dropout/],
+    [{ ...G3_270M, rope_scaling: { rope_type: "yarn", factor: 4 } }, /"yarn" is not supported/],
+    [{ model_type: "gemma3_audio" }, /audio model/],
     [{ model_type: "llama", hidden_size: 8 }, /not a Gemma text model.*Supported/],
     [{ ...G3_270M, use_bidirectional_attention: true }, /bidirectional/],
     [{ ...G3_270M, layer_types: ["sliding_attention"] }, /layer_types has 1 entries/],
@@ -79,4 +88,26 @@ Deno.test("unsupported checkpoints are refused with what is supported", () => {
     }
     if (!re.test(msg) || !msg.includes("cfg.json")) throw new Error(`expected ${re}, got "${msg}"`);
   }
+});
+
+Deno.test("soft-caps follow transformers: Gemma 3 CausalLM applies final_logit_softcapping, never the attention cap; the multimodal class neither", () => {
+  const capped = { ...G3_270M, attn_logit_softcapping: 50, final_logit_softcapping: 30 };
+  const c = normalizeConfig(capped, "g3 caps");
+  eq([c.attnSoftcap, c.finalSoftcap], [null, 30], "Gemma3ForCausalLM");
+  const mm = normalizeConfig({ model_type: "gemma3", architectures: ["Gemma3ForConditionalGeneration"], text_config: capped, vision_config: {} }, "g3 mm");
+  eq([mm.attnSoftcap, mm.finalSoftcap, mm.multimodal, mm.architecture], [null, null, true, "Gemma3ForConditionalGeneration"], "Gemma3ForConditionalGeneration");
+  const g2 = normalizeConfig({ ...capped, model_type: "gemma2" }, "g2 caps");
+  eq([g2.attnSoftcap, g2.finalSoftcap], [50, 30], "Gemma 2");
+});
+
+Deno.test("multimodal Gemma 3 (4b): text_config nested, wrapper token ids, 262208 vocab, parameter count of the text decoder", () => {
+  const { vocab_size: _v, eos_token_id: _e, ...text } = G3_270M;
+  const c = normalizeConfig({
+    model_type: "gemma3", architectures: ["Gemma3ForConditionalGeneration"], eos_token_id: [1, 106],
+    text_config: { ...text, model_type: "gemma3_text", hidden_size: 2560, intermediate_size: 10240, num_hidden_layers: 34, num_attention_heads: 8, num_key_value_heads: 4, layer_types: undefined, sliding_window: 1024, rope_scaling: { rope_type: "linear", factor: 8 }, vocab_size: 262208 },
+    vision_config: { model_type: "siglip_vision_model" },
+  }, "4b");
+  eq([c.generation, c.multimodal, c.vocabSize, c.eosTokenIds, c.slidingWindow, c.ropeScalingFull, c.textPrefix], [3, true, 262208, [1, 106], 1024, 8, "language_model.model."], "4b");
+  // By hand: 262208·2560 embedding + 34 × (q, o 2048·2560 and k, v 1024·2560 = 3·5242880; MLP 3·10240·2560; norms 4·2560 + 2·256) + 2560.
+  eq(countParams(c), 671252480 + 34 * (3 * 5242880 + 78643200 + 10752) + 2560, "text decoder parameters of gemma-3-4b");
 });

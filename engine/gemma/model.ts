@@ -18,6 +18,8 @@ import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import type { GemmaConfig, LayerType } from "./config.ts";
 import { LINEARS, type LinearName, linearPath, linearShape, paramSpecs } from "./params.ts";
+import { FrozenInputs } from "../quant/graph.ts";
+import type { BasePrecision } from "../quant/blocks.ts";
 
 export interface LoraSpec {
   r: number;
@@ -40,6 +42,8 @@ export interface ModelGraphOptions {
   float?: DType;
   /** Also output logits [P,V]. */
   logits?: boolean;
+  /** How the frozen projections are fed (engine/quant): fp32 (default) or bf16 / int8 / int4 blocks. */
+  basePrecision?: BasePrecision;
 }
 
 export interface ModelGraph {
@@ -80,7 +84,11 @@ export class Ctx {
   readonly w = new Map<string, Value>();
   readonly lora = new Map<string, Value>();
   readonly dropout = new Map<string, Value>();
-  constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {}
+  /** Projection weights not in `w`: fed in the base precision, dequantized where used. */
+  readonly frozen: FrozenInputs;
+  constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {
+    this.frozen = new FrozenInputs(g, opts.basePrecision ?? "fp32");
+  }
   get N() {
     return this.opts.batch * this.opts.seq;
   }
@@ -100,11 +108,31 @@ export function softcap(g: Graph, x: Value, cap: number): Value {
   return o.scale(g, o.tanh(g, o.scale(g, x, 1 / cap)), cap);
 }
 
+/**
+ * Declares a graph's weight inputs by HF name into ctx.w, except `skip`ped ones. With a low base
+ * precision the projections are left out: frozenMatMul declares them in their stored form at first use.
+ */
+export function declareWeights(ctx: Ctx, skip: (name: string) => boolean = () => false): void {
+  const lowBase = ctx.frozen.precision !== "fp32";
+  for (const s of paramSpecs(ctx.c)) {
+    if (skip(s.name) || (lowBase && s.kind === "linear")) continue;
+    ctx.w.set(s.name, ctx.g.input(s.name, s.shape));
+  }
+}
+
+/**
+ * x [M,in] · Wᵀ for a projection weight W [out,in] by HF name. Every frozen matrix product goes through
+ * here, so the base precision (engine/quant/graph.ts) is decided in one place.
+ */
+export function frozenMatMul(ctx: Ctx, x: Value, name: string, shape: readonly [number, number]): Value {
+  const W = ctx.w.get(name) ?? ctx.frozen.weight(name, shape);
+  return o.gemm(ctx.g, x, W, { transB: true });
+}
+
 /** x [M,in] → [M,out] through layer i's linear, plus its LoRA branch when targeted. */
 function linear(ctx: Ctx, x: Value, i: number, lin: LinearName): Value {
   const { g } = ctx;
-  const W = ctx.w.get(`${linearPath(i, lin)}.weight`)!; // [out,in]
-  let y = o.gemm(g, x, W, { transB: true });
+  let y = frozenMatMul(ctx, x, `${linearPath(i, lin)}.weight`, linearShape(ctx.c, lin));
   const A = ctx.lora.get(peftName(i, lin, "A"));
   if (A) {
     const Bm = ctx.lora.get(peftName(i, lin, "B"))!; // [out,r]
@@ -249,7 +277,7 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   const sel = g.input("sel", [P], "int64");
   const tgt = g.input("tgt", [P, 1], "int64");
   const tw = g.input("tw", [P]);
-  for (const s of paramSpecs(c)) ctx.w.set(s.name, g.input(s.name, s.shape));
+  declareWeights(ctx);
   const { loraInputs, dropoutInputs } = loraInputsOf(ctx);
   const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
 
@@ -265,7 +293,7 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   const rawLogits = o.gemm(g, hs, E, { transB: true }); // [P,V]
   const logits = c.finalSoftcap ? softcap(g, rawLogits, c.finalSoftcap) : rawLogits;
   if (opts.logits) g.output(logits, "logits");
-  const logp = o.logSoftmax(g, logits, -1); // [P,V]
+  const logp = o.logSoftmaxComposed(g, logits, -1); // [P,V] (forward only: the gradient is seeded on logits)
   const nll = o.neg(g, o.reshape(g, o.gatherElements(g, logp, tgt, 1), [P])); // [P]
   const loss = o.reduceSum(g, o.mul(g, nll, tw), [0], false); // []
   g.output(loss, "loss");

@@ -50,6 +50,8 @@ Deno.test("stress settings make every feature matter (the parity test can see ea
   const r3 = referenceForward(g3, w3, IDS);
   if (maxDiff(r3, referenceForward({ ...g3, ropeScalingFull: 1 }, w3, IDS)) < 1e-3) throw new Error("rope scaling has no effect");
   if (maxDiff(r3, referenceForward({ ...g3, ropeThetaSliding: g3.ropeThetaFull }, w3, IDS)) < 1e-3) throw new Error("local rope base has no effect");
+  if (g3.attnSoftcap !== null) throw new Error("Gemma 3 must ignore attn_logit_softcapping, as transformers does");
+  if (maxDiff(r3, referenceForward({ ...g3, finalSoftcap: null }, w3, IDS)) < 1e-3) throw new Error("Gemma 3 final softcap has no effect");
 });
 
 for (const gen of [1, 2, 3] as const) {

@@ -13,13 +13,12 @@
  * dE = (softmax − onehot)ᵀ·hs per chunk, which needs the final log-sum-exp: a first pass of stats
  * gives it, a second pass recomputes each chunk's logits and returns d hs and dE for it.
  */
-import { type DType, Graph, type Value } from "../onnx/builder.ts";
+import { type DType, feedNames, Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import { pruneGraph, splitGraph } from "../onnx/partition.ts";
 import type { GemmaConfig } from "./config.ts";
-import { Ctx, layer, loraInputsOf, type ModelGraphOptions, positionInputs, rmsNorm, rotateHalfMatrix, softcap } from "./model.ts";
-import { paramSpecs } from "./params.ts";
+import { Ctx, declareWeights, layer, loraInputsOf, type ModelGraphOptions, positionInputs, rmsNorm, rotateHalfMatrix, softcap } from "./model.ts";
 
 /** As for the single graph (model.ts); method "forward" builds the forward graph only. */
 export interface BodyOptions extends Omit<ModelGraphOptions, "logits"> {
@@ -45,6 +44,9 @@ export interface BodyGraphs {
 
 export const EMBED = "model.embed_tokens.weight";
 
+/** The body's inputs that change every step; the rest are weights (their transforms are recomputed, not saved). */
+const STEP_INPUTS = new Set(["embeds", "sel", "tw", "d_hs"]);
+
 /**
  * The decoder body: embeds [N,H] (unscaled rows of E) → hs [P,H] = final-normed hidden states at the
  * selected positions, zero on padding rows (tw = 0).
@@ -59,7 +61,7 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   positionInputs(ctx);
   const sel = g.input("sel", [P], "int64");
   const tw = g.input("tw", [P]);
-  for (const s of paramSpecs(c)) if (s.name !== EMBED) ctx.w.set(s.name, g.input(s.name, s.shape));
+  declareWeights(ctx, (name) => name === EMBED);
   const { dropoutInputs } = loraInputsOf(ctx);
   const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
   const normalizer = float === "float32" ? Math.fround(Math.sqrt(H)) : Math.sqrt(H);
@@ -71,7 +73,7 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const cut = g.nodes.length;
 
   if (opts.method === "forward") {
-    return { forward: g.toBytes(), forwardInputs: g.inputs.map((v) => v.name), backwardInputs: [], saved: [], trainable: [], dropoutInputs };
+    return { forward: g.toBytes(), forwardInputs: feedNames(g.inputs), backwardInputs: [], saved: [], trainable: [], dropoutInputs };
   }
   if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
   const dHs = g.input("d_hs", [P, H]);
@@ -80,12 +82,12 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const outs = wrt.map((w) => g.output(grads.get(w)!, `grad.${w.name}`));
   const split = opts.activations === "recompute"
     ? { forward: pruneGraph(g, [hs]), backward: pruneGraph(g, outs), saved: [] }
-    : splitGraph(g, cut, [hs], outs);
+    : splitGraph(g, cut, [hs], outs, new Set(g.inputs.filter((v) => !STEP_INPUTS.has(v.name)).map((v) => v.name)));
   return {
     forward: split.forward.toBytes(),
     backward: split.backward.toBytes(),
-    forwardInputs: split.forward.inputs.map((v) => v.name),
-    backwardInputs: split.backward.inputs.map((v) => v.name),
+    forwardInputs: feedNames(split.forward.inputs),
+    backwardInputs: feedNames(split.backward.inputs),
     saved: split.saved.map((v) => v.name),
     trainable: wrt.map((w) => w.name),
     dropoutInputs,

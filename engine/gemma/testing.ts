@@ -6,7 +6,7 @@ import type * as ortTypes from "onnxruntime-node";
 import { type GemmaConfig, normalizeConfig } from "./config.ts";
 import { paramSpecs } from "./params.ts";
 import { attentionMask, buildModelGraph, type LoraSpec, ropeTables } from "./model.ts";
-import { createSession, tensor } from "../session.ts";
+import { createSession, type Device, tensor } from "../session.ts";
 import { rng } from "../lora.ts";
 import type { DType } from "../onnx/builder.ts";
 
@@ -47,6 +47,9 @@ export function tinyRawConfig(generation: 1 | 2 | 3, stress = false): Record<str
     rope_theta: 1e6,
     rope_local_base_freq: 10000,
     rope_scaling: stress ? { rope_type: "linear", factor: 8 } : null,
+    // transformers applies the final cap of a Gemma 3 CausalLM and ignores the attention cap.
+    final_logit_softcapping: stress ? 1.5 : null,
+    attn_logit_softcapping: stress ? 2.0 : null,
   };
 }
 
@@ -82,12 +85,18 @@ export async function runSequence(
   c: GemmaConfig,
   weights: Map<string, ArrayLike<number>>,
   ids: number[],
-  o: { float?: DType; method?: "forward" | "full" | "lora"; lora?: { spec: LoraSpec; tensors: Map<string, ArrayLike<number>> }; logits?: boolean },
+  o: {
+    float?: DType;
+    method?: "forward" | "full" | "lora";
+    lora?: { spec: LoraSpec; tensors: Map<string, ArrayLike<number>> };
+    logits?: boolean;
+    device?: Device;
+  },
 ): Promise<RunResult> {
   const float = o.float ?? "float32";
   const T = ids.length, P = T - 1;
   const graph = buildModelGraph(c, { batch: 1, seq: T, positions: P, method: o.method ?? "forward", lora: o.lora?.spec, float, logits: o.logits });
-  const session = await createSession(graph.bytes);
+  const session = await createSession(graph.bytes, { device: o.device });
   const F = float === "float64" ? Float64Array : Float32Array;
   const feeds: Record<string, ortTypes.Tensor> = {
     input_ids: tensor("int64", BigInt64Array.from(ids.map(BigInt)), [T]),

@@ -48,6 +48,15 @@ function readInts(g: Graph, v: Value): number[] {
   return Array.from(t.data as BigInt64Array, Number);
 }
 
+/**
+ * Gather's indices as ScatterND wants them, [..., 1]. A graph input gets them as a second view of its
+ * buffer: ORT's WebGPU provider has no int64 Reshape kernel and would run that node on the CPU
+ * (docs/DEVICES.md).
+ */
+function scatterIndex(g: Graph, idx: Value): Value {
+  return g.inputAsColumn(idx) ?? o.reshape(g, idx, [...idx.shape, 1]);
+}
+
 export const RULES: Record<string, Rule> = {
   Identity: (_g, _n, [d]) => [d],
   Add: (g, n, [d]) => [unbroadcast(g, d!, n.inputs[0]!.shape), unbroadcast(g, d!, n.inputs[1]!.shape)],
@@ -86,6 +95,7 @@ export const RULES: Record<string, Rule> = {
     const slope = o.mul(g, o.mul(g, o.scale(g, x, 0.5), o.sub(g, g.scalar(1), o.mul(g, t, t))), inner);
     return [o.mul(g, d!, o.add(g, o.scale(g, o.add(g, g.scalar(1), t), 0.5), slope))];
   },
+  Log: (g, n, [d]) => [o.div(g, d!, n.inputs[0]!)],
   Sqrt: (g, n, [d]) => [o.div(g, o.scale(g, d!, 0.5), n.outputs[0])],
   Reciprocal: (g, n, [d]) => {
     const y = n.outputs[0];
@@ -139,8 +149,7 @@ export const RULES: Record<string, Rule> = {
   },
   Gather: (g, n, [d]) => {
     const [data, idx] = n.inputs as Value[];
-    const idx1 = o.reshape(g, idx, [...idx.shape, 1]);
-    return [o.scatterNDAdd(g, o.zeros(g, data.shape, data.dtype), idx1, d!), null];
+    return [o.scatterNDAdd(g, o.zeros(g, data.shape, data.dtype), scatterIndex(g, idx), d!), null];
   },
   GatherElements: (g, n, [d]) => {
     const [data, idx] = n.inputs as Value[];
@@ -204,7 +213,7 @@ export function gradientsFromSeeds(g: Graph, seeds: Map<Value, Value>, wrt: Valu
     // two full [V,H] tensors.
     if (n.op === "Gather" && need[0] && grad.has(n.inputs[0]!.id)) {
       const [data, idx] = n.inputs as Value[];
-      grad.set(data.id, o.scatterNDAdd(g, grad.get(data.id)!, o.reshape(g, idx, [...idx.shape, 1]), dys[0]!));
+      grad.set(data.id, o.scatterNDAdd(g, grad.get(data.id)!, scatterIndex(g, idx), dys[0]!));
       continue;
     }
     // Multi-output rules get null for outputs without gradient; single-output ones always get one.

@@ -60,6 +60,10 @@ const CASES: Record<string, (g: Graph) => { inputs: CheckInput[]; out: ReturnTyp
     const a = inp(g, "a", [6], { positive: true });
     return { inputs: [a], out: o.sqrt(g, a.value) };
   },
+  Log: (g) => {
+    const a = inp(g, "a", [6], { positive: true });
+    return { inputs: [a], out: o.log(g, a.value) };
+  },
   Reciprocal: (g) => {
     const a = inp(g, "a", [6], { positive: true });
     return { inputs: [a], out: o.reciprocal(g, a.value) };

@@ -9,7 +9,8 @@ import onnxProto from "onnx-proto";
 
 const onnx = onnxProto.onnx;
 
-export type DType = "float32" | "float64" | "int64" | "int32" | "bool";
+/** uint8, uint16 and uint4 carry stored or quantized frozen weights (engine/quant). */
+export type DType = "float32" | "float64" | "int64" | "int32" | "bool" | "uint8" | "uint16" | "uint4";
 
 export interface Value {
   readonly id: number;
@@ -31,15 +32,24 @@ export interface Node {
 export interface ConstTensor {
   dtype: DType;
   shape: number[];
-  data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+  data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 }
 
-const ONNX_DTYPE: Record<DType, number> = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9 };
+const ONNX_DTYPE: Record<DType, number> = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9, uint8: 2, uint16: 4, uint4: 21 };
 
 export function size(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
   return n;
+}
+
+/** Suffix of the inputs `Graph.inputAsColumn` adds; fed by `createSession`'s run, never by callers. */
+export const COLUMN_SUFFIX = ".as_column";
+
+/** The names a caller feeds for these inputs: an `inputAsColumn` input is fed through its base input. */
+export function feedNames(inputs: readonly Value[]): string[] {
+  const names = inputs.map((v) => v.name.endsWith(COLUMN_SUFFIX) ? v.name.slice(0, -COLUMN_SUFFIX.length) : v.name);
+  return [...new Set(names)];
 }
 
 /** One graph under construction. `float` is the floating type of every activation (float64 for gradient checks). */
@@ -69,6 +79,17 @@ export class Graph {
     const v = this.value(name, dtype, shape);
     this.inputs.push(v);
     return v;
+  }
+
+  /**
+   * The graph input `v` seen as [...shape, 1] (ScatterND's index layout), as a second input that
+   * `createSession` feeds from the same buffer (engine/session.ts), so no int64 Reshape node exists:
+   * ORT's WebGPU provider has none and would run it on the CPU. Null when `v` is not a graph input.
+   */
+  inputAsColumn(v: Value): Value | null {
+    if (!this.inputs.includes(v)) return null;
+    const name = `${v.name}${COLUMN_SUFFIX}`;
+    return this.inputs.find((x) => x.name === name) ?? this.input(name, [...v.shape, 1], v.dtype);
   }
 
   /** A small constant stored in the model. Identical constants are shared. */
@@ -182,7 +203,9 @@ function toTyped(data: ConstTensor["data"] | number[], dtype: DType): ConstTenso
       return BigInt64Array.from(data.map((x) => BigInt(x)));
     case "int32":
       return Int32Array.from(data);
-    case "bool":
+    case "uint16":
+      return Uint16Array.from(data);
+    default: // bool, uint8 (uint4 constants come packed)
       return Uint8Array.from(data);
   }
 }

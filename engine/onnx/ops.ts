@@ -38,6 +38,16 @@ export const reciprocal = (g: Graph, x: Value) => unary(g, "Reciprocal", x);
 export const identity = (g: Graph, x: Value) => unary(g, "Identity", x);
 export const softmax = (g: Graph, x: Value, axis = -1) => unary(g, "Softmax", x, { axis });
 export const logSoftmax = (g: Graph, x: Value, axis = -1) => unary(g, "LogSoftmax", x, { axis });
+export const log = (g: Graph, x: Value) => unary(g, "Log", x);
+/**
+ * log softmax as x − max − log Σ exp(x − max), for forward-only use: ORT's WebGPU provider has no
+ * LogSoftmax kernel and would run that node on the CPU (docs/DEVICES.md). No gradient flows through the
+ * max (it cancels), so this is not for differentiation; seed gradients on x instead.
+ */
+export function logSoftmaxComposed(g: Graph, x: Value, axis = -1): Value {
+  const shifted = sub(g, x, reduceMax(g, x, [axis], true));
+  return sub(g, shifted, log(g, reduceSum(g, exp(g, shifted), [axis], true)));
+}
 /** GELU with the tanh approximation as one node (opset 20): its backward keeps only x. */
 export const geluTanh = (g: Graph, x: Value) => unary(g, "Gelu", x, { approximate: "tanh" });
 
@@ -142,7 +152,7 @@ export function split(g: Graph, x: Value, sizes: readonly number[], axis: number
 }
 
 export function cast(g: Graph, x: Value, to: DType): Value {
-  const code = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9 }[to];
+  const code = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9, uint8: 2, uint16: 4, uint4: 21 }[to];
   return g.node("Cast", [x], [{ shape: x.shape, dtype: to }], { to: code })[0];
 }
 

@@ -24,12 +24,28 @@ export interface SplitGraph {
  * `cut` is the tape length when the forward was complete: nodes before it are forward, the rest
  * (autodiff's) backward. Each half keeps only the nodes its outputs need.
  */
-export function splitGraph(g: Graph, cut: number, forwardOutputs: Value[], backwardOutputs: Value[]): SplitGraph {
+export function splitGraph(
+  g: Graph,
+  cut: number,
+  forwardOutputs: Value[],
+  backwardOutputs: Value[],
+  recomputeFrom: ReadonlySet<string> = new Set(),
+): SplitGraph {
   const producer = new Map<number, number>();
   g.nodes.forEach((n, i) => n.outputs.forEach((v) => producer.set(v.id, i)));
   const consts = new Map<number, [Value, ConstTensor]>([...g.initializers].map(([v, t]) => [v.id, [v, t]]));
 
-  // Backward: walk back from its outputs; forward-made values it reads become saved.
+  // Forward values made only from `recomputeFrom` inputs (weights) and constants, such as a frozen
+  // weight dequantized or 1 + w of a norm, are recomputed in the backward, never saved: saving would
+  // copy every frozen weight out in float32.
+  const inputOnly = new Set<number>();
+  const inputIds = new Set(g.inputs.filter((v) => recomputeFrom.has(v.name)).map((v) => v.id));
+  g.nodes.forEach((n, i) => {
+    if (i >= cut) return;
+    if (n.inputs.every((x) => !x || inputIds.has(x.id) || consts.has(x.id) || inputOnly.has(x.id))) for (const y of n.outputs) inputOnly.add(y.id);
+  });
+
+  // Backward: walk back from its outputs; other forward-made values it reads become saved.
   const bwdNodes = new Set<number>();
   const saved = new Map<number, Value>();
   const want: Value[] = [...backwardOutputs];
@@ -37,7 +53,7 @@ export function splitGraph(g: Graph, cut: number, forwardOutputs: Value[], backw
     const v = want.pop()!;
     const p = producer.get(v.id);
     if (p === undefined) continue;
-    if (p < cut) {
+    if (p < cut && !inputOnly.has(v.id)) {
       saved.set(v.id, v);
       continue;
     }

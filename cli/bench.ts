@@ -1,0 +1,45 @@
+/** `gemma-tuner bench`: one training step of a model shape (engine/bench.ts), printed as JSON. */
+import { UsageError } from "./flags.ts";
+import { defineVerb } from "./verb.ts";
+import { bench, BENCH_METHODS, type BenchMethod } from "../engine/bench.ts";
+
+export const benchVerb = defineVerb({
+  name: "bench",
+  usage: "gemma-tuner bench [--generation 3] [--hidden 640 …] [--method lora|full|forward] [--batch 4] [--seq 128] [--steps 5]",
+  flags: {
+    generation: { kind: "number", help: "Gemma generation", default: 3 },
+    hidden: { kind: "number", help: "hidden size", default: 640 },
+    heads: { kind: "number", help: "attention heads", default: 4 },
+    "kv-heads": { kind: "number", help: "key/value heads", default: 1 },
+    "head-dim": { kind: "number", help: "head dim", default: 256 },
+    intermediate: { kind: "number", help: "MLP size", default: 2048 },
+    vocab: { kind: "number", help: "vocabulary size", default: 262144 },
+    layers: { kind: "number", help: "layers", default: 2 },
+    method: { kind: "string", help: "lora | full | forward | generate", default: "lora" },
+    batch: { kind: "number", help: "batch size", default: 4 },
+    seq: { kind: "number", help: "sequence length", default: 128 },
+    steps: { kind: "number", help: "timed steps (after one warm-up)", default: 5 },
+    rank: { kind: "number", help: "LoRA rank", default: 8 },
+    labelled: { kind: "number", help: "fraction of each row that is labelled (the rest is a masked prompt)", default: 1 },
+    threads: { kind: "number", help: "intra-op threads" },
+  },
+  async run(f) {
+    const method = f.method as BenchMethod;
+    if (!BENCH_METHODS.includes(method)) throw new UsageError(`bench: --method must be lora, full, forward or generate, got "${method}"`);
+    const generation = f.generation as 1 | 2 | 3;
+    if (![1, 2, 3].includes(generation)) throw new UsageError(`bench: --generation must be 1, 2 or 3`);
+    const shape = {
+      generation,
+      hidden: f.hidden,
+      heads: f.heads,
+      kvHeads: f["kv-heads"],
+      headDim: f["head-dim"],
+      intermediate: f.intermediate,
+      vocab: f.vocab,
+      layers: f.layers,
+    };
+    const r = await bench(shape, { method, batch: f.batch, seq: f.seq, steps: f.steps, rank: f.rank, labelled: f.labelled, threads: f.threads });
+    console.log(JSON.stringify(r));
+    return 0;
+  },
+});

@@ -1,0 +1,55 @@
+/** `gemma-tuner generate`: text from a model (and adapter), streamed to stdout or as one JSON line. */
+import { parseDevice, parseIds } from "./flags.ts";
+import { defineVerb } from "./verb.ts";
+import { chatPromptIds, Generator, generateIds, loadForGeneration } from "../engine/generate.ts";
+import { loadTokenizer } from "../engine/tokenizer.ts";
+
+export const generateVerb = defineVerb({
+  name: "generate",
+  usage: "gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--json]",
+  flags: {
+    model: { kind: "string", help: "model directory", metavar: "DIR" },
+    adapter: { kind: "string", help: "PEFT LoRA adapter directory", metavar: "DIR" },
+    prompt: { kind: "string", help: "prompt text" },
+    ids: { kind: "string", help: "comma-separated prompt token ids, used exactly" },
+    chat: { kind: "boolean", help: "wrap --prompt as a user turn in the Gemma chat format" },
+    "max-new-tokens": { kind: "number", help: "tokens to generate", default: 64 },
+    temperature: { kind: "number", help: "0 = greedy", default: 0.7 },
+    "top-p": { kind: "number", help: "nucleus sampling", default: 0.95 },
+    "top-k": { kind: "number", help: "top-k sampling (0 = off)", default: 64 },
+    "min-p": { kind: "number", help: "min-p sampling (0 = off)", default: 0 },
+    "repetition-penalty": { kind: "number", help: "HF-style repetition penalty", default: 1 },
+    seed: { kind: "number", help: "sampling seed", default: 0 },
+    device: { kind: "string", help: "cpu | webgpu | cuda", default: "cpu" },
+    json: { kind: "boolean", help: "print {ids, text, tokens_per_second}" },
+  },
+  required: ["model"],
+  exactlyOne: [["prompt", "ids"]],
+  async run(f) {
+    const device = parseDevice("generate", f.device);
+    const model = await loadForGeneration(f.model, f.adapter);
+    const tok = await loadTokenizer(f.model);
+    let prompt: number[];
+    if (f.ids) prompt = parseIds("generate", f.ids);
+    else if (f.chat) prompt = chatPromptIds(tok, [{ role: "user", content: f.prompt! }]);
+    else prompt = tok.encode(f.prompt!, { addSpecialTokens: true });
+    const gen = new Generator(model, { device });
+    const stream = !f.json;
+    const r = await generateIds(gen, prompt, {
+      maxNewTokens: f["max-new-tokens"],
+      temperature: f.temperature,
+      topP: f["top-p"],
+      topK: f["top-k"],
+      minP: f["min-p"],
+      repetitionPenalty: f["repetition-penalty"],
+      seed: f.seed,
+      stopIds: [...new Set([...tok.stopIds, ...model.config.eosTokenIds])],
+      onToken: stream ? (id) => void Deno.stdout.writeSync(new TextEncoder().encode(tok.decode([id]))) : undefined,
+    });
+    gen.release();
+    const text = tok.decode(r.ids);
+    if (f.json) console.log(JSON.stringify({ ids: r.ids, text, tokens_per_second: r.tokensPerSecond, stop_reason: r.stopReason }));
+    else console.log(`\n[${r.ids.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s, ${r.stopReason}]`);
+    return 0;
+  },
+});

@@ -1,0 +1,78 @@
+/**
+ * WebGPU against the CPU on every generation's tiny stress model: training loss and every gradient
+ * (LoRA and full), score gradients, greedy generation — and no node of ours placed on the CPU provider.
+ * Runs wherever a WebGPU adapter exists (CI: Mesa's lavapipe, installed by .ci/run); elsewhere it is
+ * skipped with the reason printed.
+ *
+ * The figures come from a child process so that ORT's verbose log, which carries the node placement,
+ * can be read from its stderr; Mesa's shader cache goes to a temp dir so a second run is faster.
+ */
+import { probeDevice } from "./devices.ts";
+import { figureOk, nodePlacements, type ParityFigure } from "./device_parity.ts";
+import { tinyConfig } from "./gemma/testing.ts";
+
+const webgpu = await probeDevice("webgpu");
+if (!webgpu.available) console.log(`device parity: skipped, WebGPU is not available here: ${webgpu.reason}`);
+
+/** Generations whose tiny stress config exists (Gemma 4 once the engine has it). */
+function generations(): number[] {
+  return [1, 2, 3, 4].filter((g) => {
+    try {
+      return tinyConfig(g as 1 | 2 | 3, true).generation === g;
+    } catch {
+      return false;
+    }
+  });
+}
+
+Deno.test({
+  name: "webgpu equals cpu (loss, every gradient, generation) and places no node on the CPU",
+  ignore: !webgpu.available,
+  async fn() {
+    const gens = generations();
+    const cache = Deno.makeTempDirSync({ prefix: "mesa-shader-cache-" });
+    const child = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("./device_parity.ts", import.meta.url).pathname, "--device", "webgpu", "--generations", gens.join(",")],
+      env: { GEMMA_TUNER_ORT_VERBOSE: "1", MESA_SHADER_CACHE_DIR: cache },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(child.stdout), err = new TextDecoder().decode(child.stderr);
+    if (!child.success) throw new Error(`device_parity.ts failed (${child.code}):\n${err.split("\n").filter((l) => !l.includes("[V:") && !l.includes("[I:")).slice(-20).join("\n")}`);
+    const figures = out.trim().split("\n").map((l) => JSON.parse(l) as ParityFigure & { ok: boolean });
+    for (const f of figures) console.log(JSON.stringify(f));
+    const kinds = ["lora-step", "full-step", "score-grad", "generate"];
+    for (const g of gens) {
+      for (const k of kinds) if (!figures.some((f) => f.generation === g && f.what === k)) throw new Error(`no ${k} figure for Gemma ${g}`);
+    }
+    const bad = figures.filter((f) => !figureOk(f));
+    if (bad.length) throw new Error(`outside the limits: ${JSON.stringify(bad)}`);
+
+    const { sessions, placements } = nodePlacements(err);
+    // Each generation creates at least: body forward + backward and head chunks (LoRA, full), the single graph, the decoder.
+    if (sessions < gens.length * 4) throw new Error(`only ${sessions} WebGPU sessions logged their placement`);
+    const onCpu = placements.filter((p) => p.provider !== "WebGpuExecutionProvider");
+    if (onCpu.length) throw new Error(`nodes placed off the device: ${JSON.stringify(onCpu)}`);
+  },
+});
+
+Deno.test("the placement parser reads ORT's verbose log", () => {
+  const log = [
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1377 VerifyEachNodeIsAssignedToAnEp] Node placements",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1383 VerifyEachNodeIsAssignedToAnEp]  Node(s) placed on [CPUExecutionProvider]. Number of nodes: 1",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   LogSoftmax (LogSoftmax_188)",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1383 VerifyEachNodeIsAssignedToAnEp]  Node(s) placed on [WebGpuExecutionProvider]. Number of nodes: 2",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   Gather (Gather_0)",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]   Mul (Mul_1)",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:186 CreateGraphInfo] SaveMLValueNameIndexMapping",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1377 VerifyEachNodeIsAssignedToAnEp] Node placements",
+    "2026-12-01 [V:onnxruntime:, session_state.cc:1380 VerifyEachNodeIsAssignedToAnEp]  All nodes placed on [WebGpuExecutionProvider]. Number of nodes: 184",
+  ].join("\n");
+  const { sessions, placements } = nodePlacements(log);
+  const want = JSON.stringify([
+    { provider: "CPUExecutionProvider", nodes: ["LogSoftmax (LogSoftmax_188)"] },
+    { provider: "WebGpuExecutionProvider", nodes: ["Gather (Gather_0)", "Mul (Mul_1)"] },
+    { provider: "WebGpuExecutionProvider", nodes: ["184 nodes"] },
+  ]);
+  if (sessions !== 2 || JSON.stringify(placements) !== want) throw new Error(`parsed ${sessions} sessions: ${JSON.stringify(placements)}`);
+});

@@ -1,0 +1,97 @@
+/**
+ * A frozen base model in a chosen precision (docs/QUANT.md): the projections as FrozenTensors, the
+ * tied embedding as an EmbeddingTable in bf16, and the norms (tiny) in float32. Loading goes tensor
+ * by tensor, so no whole float32 copy of the model ever exists: a bf16 checkpoint's bits are kept as
+ * read; int8/int4 quantize each tensor right after reading it and drop its float32 form.
+ */
+import type { GemmaConfig } from "../gemma/config.ts";
+import { paramSpecs } from "../gemma/params.ts";
+import { readConfig } from "../model_dir.ts";
+import { listCheckpoint, readTensorF32, type TensorEntry } from "../safetensors.ts";
+import * as fs from "node:fs";
+import { type BasePrecision, frozenBytes, type FrozenTensor, quantize, toBf16Bits } from "./blocks.ts";
+import { EmbeddingTable } from "./table.ts";
+
+export interface FrozenBase {
+  precision: BasePrecision;
+  /** Projection weights by HF name. */
+  linears: Map<string, FrozenTensor>;
+  embedding: EmbeddingTable;
+}
+
+/** A model the engines take with a low-precision base: `weights` then holds only the norms. */
+export interface FrozenModel {
+  config: GemmaConfig;
+  weights: Map<string, Float32Array>;
+  base: FrozenBase;
+}
+
+/**
+ * Converts float32 weights to a frozen base, deleting each float32 tensor from `weights` as soon as
+ * it is converted (the map is left with the norms), so the peak is one tensor above the result.
+ */
+export function freezeWeights(config: GemmaConfig, weights: Map<string, Float32Array>, precision: Exclude<BasePrecision, "fp32">): FrozenModel {
+  const linears = new Map<string, FrozenTensor>();
+  let embedding: EmbeddingTable | null = null;
+  for (const s of paramSpecs(config)) {
+    const w = weights.get(s.name);
+    if (!w) throw new RangeError(`Model has no tensor "${s.name}"`);
+    if (s.kind === "norm") continue;
+    if (s.kind === "embedding") embedding = EmbeddingTable.fromBf16(toBf16Bits(w), config.vocabSize, config.hiddenSize);
+    else linears.set(s.name, quantize(w, s.shape, precision));
+    weights.delete(s.name);
+  }
+  return { config, weights, base: { precision, linears, embedding: embedding! } };
+}
+
+/** Reads a bf16 tensor's bits as stored (no float32 in between). */
+function readBf16Bits(e: TensorEntry): Uint16Array {
+  const fd = fs.openSync(e.file, "r");
+  try {
+    const out = new Uint16Array(e.byteLength / 2);
+    const got = fs.readSync(fd, new Uint8Array(out.buffer), 0, e.byteLength, e.dataOffset);
+    if (got !== e.byteLength) throw new RangeError(`Cannot load "${e.file}": tensor "${e.name}" is truncated`);
+    return out;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Loads a model directory straight into a frozen base (names and shapes checked as loadModel does). */
+export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32">): FrozenModel {
+  const config = readConfig(dir);
+  const entries = listCheckpoint(dir);
+  const weights = new Map<string, Float32Array>();
+  const linears = new Map<string, FrozenTensor>();
+  let embedding: EmbeddingTable | null = null;
+  for (const s of paramSpecs(config)) {
+    const e = entries.get(s.name);
+    if (!e) throw new RangeError(`Cannot load "${dir}": tensor "${s.name}" is missing from the checkpoint`);
+    if (e.shape.join(",") !== s.shape.join(",")) {
+      throw new RangeError(`Cannot load "${dir}": tensor "${s.name}" has shape [${e.shape}], config.json implies [${s.shape}]`);
+    }
+    if (s.kind === "norm") weights.set(s.name, readTensorF32(e));
+    else if (s.kind === "embedding") {
+      const bits = e.dtype === "BF16" ? readBf16Bits(e) : toBf16Bits(readTensorF32(e));
+      embedding = EmbeddingTable.fromBf16(bits, config.vocabSize, config.hiddenSize);
+    } else if (precision === "bf16" && e.dtype === "BF16") linears.set(s.name, { kind: "bf16", shape: s.shape as [number, number], bits: readBf16Bits(e) });
+    else linears.set(s.name, quantize(readTensorF32(e), s.shape, precision));
+  }
+  const head = entries.get("lm_head.weight");
+  if (head) {
+    // Tied in every released Gemma; an untied head would silently differ, so refuse it (as loadModel does).
+    const a = head.dtype === "BF16" ? readBf16Bits(head) : toBf16Bits(readTensorF32(head));
+    const b = embedding!.bits!;
+    for (let i = 0; i < a.length; i += Math.max(1, Math.floor(a.length / 1000))) {
+      if (a[i] !== b[i]) throw new RangeError(`Cannot load "${dir}": lm_head.weight differs from the embeddings (untied heads are not supported)`);
+    }
+  }
+  return { config, weights, base: { precision, linears, embedding: embedding! } };
+}
+
+/** Bytes the frozen base holds (projections + table; the norms are negligible). */
+export function baseBytes(b: FrozenBase): number {
+  let n = b.embedding.bytes;
+  for (const t of b.linears.values()) n += frozenBytes(t);
+  return n;
+}

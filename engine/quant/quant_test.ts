@@ -1,0 +1,100 @@
+/**
+ * Low-precision frozen base: the stored blocks round-trip within half a step, and the engine trains
+ * LoRA on them exactly as a float32 engine would on the dequantized weights (forward, loss and the
+ * backward's dX = dY·W), for every generation.
+ */
+import { TrainEngine } from "../train_engine.ts";
+import { randomWeights, tinyConfig } from "../gemma/testing.ts";
+import { paramSpecs } from "../gemma/params.ts";
+import { floatToBf16 } from "../safetensors.ts";
+import { BLOCK, dequantize, quantize } from "./blocks.ts";
+import { freezeWeights } from "./base.ts";
+import { bf16ToF32 } from "./blocks.ts";
+
+const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+Deno.test("blocks: int8/int4 round-trip within half a quantization step per block; bf16 rounds to nearest", () => {
+  const rows = 3, cols = 80; // 80 = 2.5 blocks: a partial last block
+  const w = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 1.7) * (1 + (i % 13)));
+  for (const [p, qmax] of [["int8", 127], ["int4", 7]] as const) {
+    const t = quantize(w, [rows, cols], p);
+    const d = dequantize(t);
+    for (let i = 0; i < w.length; i++) {
+      const r = Math.floor(i / cols), b = Math.floor((i % cols) / BLOCK);
+      const start = r * cols + b * BLOCK;
+      let amax = 0;
+      for (let k = start; k < Math.min(start + BLOCK, (r + 1) * cols); k++) amax = Math.max(amax, Math.abs(w[k]));
+      const step = amax / qmax;
+      if (Math.abs(d[i] - w[i]) > step / 2 + 1e-6) throw new Error(`${p}: element ${i} off by ${Math.abs(d[i] - w[i])}, half step ${step / 2}`);
+    }
+  }
+  const b = dequantize(quantize(w, [rows, cols], "bf16"));
+  for (let i = 0; i < w.length; i++) {
+    const want = bf16ToF32(Uint16Array.of(floatToBf16(w[i])))[0];
+    if (b[i] !== want) throw new Error(`bf16 element ${i}: ${b[i]} vs ${want}`);
+  }
+});
+
+/** The float32 weights a frozen base computes with: dequantized projections, bf16-rounded table. */
+function dequantizedCopy(c: ReturnType<typeof tinyConfig>, w: Map<string, Float32Array>, p: "bf16" | "int8" | "int4") {
+  const out = new Map<string, Float32Array>();
+  for (const s of paramSpecs(c)) {
+    const x = w.get(s.name)!;
+    out.set(s.name, s.kind === "norm" ? x : s.kind === "embedding" ? dequantize(quantize(x, s.shape, "bf16")) : dequantize(quantize(x, s.shape, p)));
+  }
+  return out;
+}
+
+for (const gen of [1, 2, 3] as const) {
+  for (const p of ["bf16", "int8", "int4"] as const) {
+    Deno.test(`Gemma ${gen}, ${p} base: LoRA loss and gradients equal a float32 engine on the dequantized weights`, async () => {
+      const c = tinyConfig(gen, true);
+      const w = randomWeights(c, 7 + gen, 0.2);
+      const ref = dequantizedCopy(c, w, p);
+      const frozen = freezeWeights(c, new Map(w), p);
+      const spec = { r: 4, alpha: 8, dropout: 0, rslora: false, targets: TARGETS };
+      const T = 8;
+      const ids = Int32Array.from([2, 17, 5, 33, 40, 8, 8, 21, 2, 30, 31, 32, 9, 1, 0, 0]);
+      const labels = ids.map((v, i) => (i % T < 2 ? -100 : v));
+      const batch = { inputIds: ids, labels, batchSize: 2, seqLen: T };
+      const engines = [];
+      for (const model of [frozen, { config: c, weights: ref }]) {
+        const e = await TrainEngine.create({ model, method: "lora", lora: spec, seed: 3, headChunkElements: 16 * 20 });
+        for (const [k, t] of e.trainable) if (k.includes("lora_B")) t.data.forEach((_, i) => (t.data[i] = Math.sin(i + k.length) * 0.1));
+        e.zeroGrads();
+        engines.push({ e, r: await e.forwardBackward(batch) });
+      }
+      const [q, f] = engines;
+      if (Math.abs(q.r.lossSum - f.r.lossSum) > 1e-4 * Math.abs(f.r.lossSum)) throw new Error(`loss ${q.r.lossSum} vs ${f.r.lossSum}`);
+      let worst = 0, scale = 0;
+      for (const [k, g] of f.e.grads) {
+        const h = q.e.grads.get(k)!;
+        for (let i = 0; i < g.length; i++) (worst = Math.max(worst, Math.abs(g[i] - h[i]))), (scale = Math.max(scale, Math.abs(g[i])));
+      }
+      if (scale === 0) throw new Error("all gradients are zero");
+      if (worst > 1e-4 * scale) throw new Error(`LoRA gradients differ by ${worst} (largest ${scale})`);
+      // The quantized weights really differ from float32 (else this test could not see a wrong kernel).
+      const plain = await TrainEngine.create({ model: { config: c, weights: w }, method: "lora", lora: spec, seed: 3 });
+      const e0 = await plain.evaluate(batch);
+      if (p !== "bf16" && Math.abs(e0.lossSum - f.r.lossSum) < 1e-6) throw new Error("quantization changed nothing");
+      for (const x of [q.e, f.e, plain]) x.release();
+    });
+  }
+}
+
+Deno.test("the body's backward recomputes dequantized weights instead of saving float32 copies", async () => {
+  const { buildBody } = await import("../gemma/staged.ts");
+  const c = tinyConfig(3);
+  const spec = { r: 4, alpha: 8, dropout: 0, rslora: false, targets: TARGETS };
+  for (const p of ["bf16", "int8", "int4"] as const) {
+    const b = buildBody(c, { batch: 1, seq: 4, positions: 16, method: "lora", lora: spec, activations: "save", basePrecision: p });
+    if (b.saved.length === 0) throw new Error("nothing saved: the split did not happen");
+    const dequantized = b.saved.filter((n) => /^(DequantizeLinear|Cast|BitShift|BitwiseAnd)/.test(n));
+    if (dequantized.length) throw new Error(`${p}: the forward saves dequantized weights ${dequantized}`);
+    // Layer 1's q_proj carries d hs back to layer 0's LoRA tensors: the backward reads it as stored.
+    const w = "model.layers.1.self_attn.q_proj.weight";
+    if (!b.backwardInputs.includes(w)) throw new Error(`${p}: the backward does not read the stored ${w}`);
+    if (p === "bf16" && !b.backwardInputs.includes("bf16_lut")) throw new Error("bf16: the backward has no LUT input");
+    if (p !== "bf16" && !b.backwardInputs.includes(`${w}.scales`)) throw new Error(`${p}: the backward has no scales input`);
+  }
+});
