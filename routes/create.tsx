@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { formatBytes, formatCount, formatDuration, fragment, page } from "./_layout.tsx";
 import type { AppDeps } from "./app.tsx";
-import { ALL_TARGETS, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
+import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
 import type { RunConfig } from "../config/training.ts";
 import { describeModel, type ModelInfo } from "../engine/model_dir.ts";
 import { resolveModelPath } from "../engine/init_model.ts";
@@ -69,7 +69,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         <h2 id="h-model">1. Base model</h2>
         <label for="f-model">Model</label>
         <select id="f-model" name="model">
-          <option value="demo" selected={cfg.model === "demo"}>demo: tiny Gemma 3 with the real tokenizer (built in)</option>
+          <option value="demo" selected={cfg.model === "demo"}>demo: a tiny random Gemma 3 (built in); it learns your data's pattern, not language</option>
           {props.cached.map((m) => <option value={m.dir} selected={cfg.model === m.dir}>{m.label}</option>)}
         </select>
         <label for="f-model_path">…or a local Hugging Face model directory</label>
@@ -177,6 +177,7 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
   const total = os.totalmem();
   return (
     <div class="kpi">
+      {cfg.model === "demo" && <p data-demo-note>The demo model is a tiny random-init Gemma 3 with the real tokenizer: tuned, it repeats the pattern of your data (the Quick demo teaches it the sample's answers), but it knows no language.</p>}
       <dl>
         <dt>Generation</dt><dd>Gemma {info.generation} ({info.modelType})</dd>
         <dt>Layers</dt><dd>{info.layers}</dd>
@@ -200,7 +201,7 @@ export function createRoutes(deps: AppDeps) {
 
   app.get("/create", (c) => {
     const preset = c.req.query("preset");
-    let cfg = presetConfig(preset ?? "quick-lora");
+    let cfg = presetConfig(preset ?? DEFAULT_PRESET);
     if (!preset) {
       const last = deps.service.store.getSetting(LAST_SETTINGS);
       if (last) {
