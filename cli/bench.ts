@@ -1,11 +1,11 @@
 /** `gemma-tuner bench`: one training step of a model shape (engine/bench.ts), printed as JSON. */
-import { UsageError } from "./flags.ts";
+import { DEVICE_FLAGS, parseDevice, UsageError } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { bench, BENCH_METHODS, type BenchMethod } from "../engine/bench.ts";
 
 export const benchVerb = defineVerb({
   name: "bench",
-  usage: "gemma-tuner bench [--generation 3] [--hidden 640 …] [--method lora|full|forward] [--batch 4] [--seq 128] [--steps 5]",
+  usage: "gemma-tuner bench [--generation 3] [--hidden 640 …] [--method lora|full|forward] [--batch 4] [--seq 128] [--steps 5] [--device cpu|webgpu|cuda]",
   flags: {
     generation: { kind: "number", help: "Gemma generation", default: 3 },
     hidden: { kind: "number", help: "hidden size", default: 640 },
@@ -22,6 +22,7 @@ export const benchVerb = defineVerb({
     rank: { kind: "number", help: "LoRA rank", default: 8 },
     labelled: { kind: "number", help: "fraction of each row that is labelled (the rest is a masked prompt)", default: 1 },
     threads: { kind: "number", help: "intra-op threads" },
+    ...DEVICE_FLAGS,
   },
   async run(f) {
     const method = f.method as BenchMethod;
@@ -38,7 +39,7 @@ export const benchVerb = defineVerb({
       vocab: f.vocab,
       layers: f.layers,
     };
-    const r = await bench(shape, { method, batch: f.batch, seq: f.seq, steps: f.steps, rank: f.rank, labelled: f.labelled, threads: f.threads });
+    const r = await bench(shape, { method, batch: f.batch, seq: f.seq, steps: f.steps, rank: f.rank, labelled: f.labelled, threads: f.threads, device: parseDevice("bench", f.device, f["ort-providers"]) });
     console.log(JSON.stringify(r));
     return 0;
   },

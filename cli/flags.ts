@@ -101,9 +101,19 @@ export function parseIds(verb: string, raw: string): number[] {
   });
 }
 
-/** A --device flag value, or a UsageError naming the choices. */
-export function parseDevice(verb: string, value: unknown): Device {
+/** The flags of every verb that runs a model: --device and where CUDA's provider libraries are. */
+export const DEVICE_FLAGS = {
+  device: { kind: "string", help: "cpu | webgpu | cuda", default: "cpu" },
+  "ort-providers": { kind: "string", help: "folder with ORT's CUDA provider libraries (see setup-cuda)", metavar: "DIR" },
+} as const satisfies Record<string, FlagSpec>;
+
+/**
+ * A --device flag value, or a UsageError naming the choices. --ort-providers goes into the
+ * environment, where engine/devices.ts reads it (and trainer processes inherit it).
+ */
+export function parseDevice(verb: string, value: unknown, providers?: string): Device {
   const d = String(value) as Device;
   if (!DEVICES.includes(d)) throw new UsageError(`${verb}: --device must be one of ${DEVICES.join(", ")}, got "${d}"`);
+  if (providers) Deno.env.set("GEMMA_TUNER_ORT_PROVIDERS", providers);
   return d;
 }

@@ -1,5 +1,5 @@
 /** `gemma-tuner generate`: text from a model (and adapter), streamed to stdout or as one JSON line. */
-import { parseDevice, parseIds } from "./flags.ts";
+import { DEVICE_FLAGS, parseDevice, parseIds } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { chatPromptIds, Generator, generateIds, loadForGeneration } from "../engine/generate.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
@@ -20,13 +20,13 @@ export const generateVerb = defineVerb({
     "min-p": { kind: "number", help: "min-p sampling (0 = off)", default: 0 },
     "repetition-penalty": { kind: "number", help: "HF-style repetition penalty", default: 1 },
     seed: { kind: "number", help: "sampling seed", default: 0 },
-    device: { kind: "string", help: "cpu | webgpu | cuda", default: "cpu" },
+    ...DEVICE_FLAGS,
     json: { kind: "boolean", help: "print {ids, text, tokens_per_second}" },
   },
   required: ["model"],
   exactlyOne: [["prompt", "ids"]],
   async run(f) {
-    const device = parseDevice("generate", f.device);
+    const device = parseDevice("generate", f.device, f["ort-providers"]);
     const model = await loadForGeneration(f.model, f.adapter);
     const tok = await loadTokenizer(f.model);
     let prompt: number[];

@@ -6,9 +6,9 @@ import { initModel } from "../engine/init_model.ts";
 
 export const initModelVerb = defineVerb({
   name: "init-model",
-  usage: "gemma-tuner init-model --generation 1|2|3 --preset tiny|gemma-3-270m|… --out DIR [--seed N] [--layers N]",
+  usage: "gemma-tuner init-model --generation 1|2|3|4 --preset tiny|gemma-3-270m|… --out DIR [--seed N] [--layers N]",
   flags: {
-    generation: { kind: "number", help: "Gemma generation for --preset tiny (1, 2 or 3)", default: 3 },
+    generation: { kind: "number", help: "Gemma generation for --preset tiny (1, 2, 3 or 4)", default: 3 },
     preset: { kind: "string", help: `tiny, or one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`, default: "tiny" },
     out: { kind: "string", help: "output directory (must not exist or be empty)", metavar: "DIR" },
     seed: { kind: "number", help: "random seed", default: 0 },
@@ -19,7 +19,7 @@ export const initModelVerb = defineVerb({
   required: ["out"],
   async run(f, argv) {
     const gen = f.generation;
-    if (![1, 2, 3].includes(gen)) throw new UsageError(`init-model: --generation must be 1, 2 or 3, got ${gen}`);
+    if (![1, 2, 3, 4].includes(gen)) throw new UsageError(`init-model: --generation must be 1, 2, 3 or 4, got ${gen}`);
     let preset = f.preset;
     if (preset === "tiny") preset = `tiny-${gen}`;
     else if (!PRESETS[preset]) throw new UsageError(`init-model: unknown preset "${preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);

@@ -18,5 +18,7 @@ export const VERBS: Record<string, VerbEntry> = {
   generate: { summary: "generate text with a model (and adapter)", load: async () => (await import("./generate.ts")).generateVerb },
   "init-model": { summary: "write a random-init Gemma checkpoint (tiny or real-size shapes)", load: async () => (await import("./init_model.ts")).initModelVerb },
   export: { summary: "export a run's adapter, merged model or ONNX decoder", load: async () => (await import("./export.ts")).exportVerb },
+  "setup-cuda": { summary: "download ORT's CUDA provider libraries (NuGet, SHA-512 verified)", load: async () => (await import("./setup_cuda.ts")).setupCudaVerb },
+  download: { summary: "download a Gemma model from the Hugging Face Hub into the HF cache", load: async () => (await import("./download.ts")).downloadVerb },
   bench: { summary: "time one training step of a model shape; prints JSON", load: async () => (await import("./bench.ts")).benchVerb },
 };

@@ -1,5 +1,5 @@
 /** `gemma-tuner score`: per-token NLLs of a sequence (engine/score.ts), printed as one JSON line. */
-import { parseDevice, parseIds } from "./flags.ts";
+import { DEVICE_FLAGS, parseDevice, parseIds } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { score } from "../engine/score.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
@@ -13,13 +13,13 @@ export const scoreVerb = defineVerb({
     ids: { kind: "string", help: "comma-separated token ids, used exactly as given" },
     text: { kind: "string", help: "text to tokenize (BOS added)" },
     grad: { kind: "boolean", help: "add grad_l2: L2 norm of d(mean_nll)/dW per weight tensor" },
-    device: { kind: "string", help: "cpu | webgpu | cuda", default: "cpu" },
+    ...DEVICE_FLAGS,
     threads: { kind: "number", help: "intra-op threads" },
   },
   required: ["model"],
   exactlyOne: [["ids", "text"]],
   async run(f) {
-    const device = parseDevice("score", f.device);
+    const device = parseDevice("score", f.device, f["ort-providers"]);
     const ids = f.ids ? parseIds("score", f.ids) : (await loadTokenizer(f.model)).encode(f.text!, { addSpecialTokens: true });
     const r = await score({ model: f.model, adapter: f.adapter, ids, grad: !!f.grad, device, threads: f.threads });
     console.log(JSON.stringify(r));

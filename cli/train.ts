@@ -4,11 +4,12 @@
  */
 import * as fs from "node:fs";
 import { dirname, resolve } from "node:path";
-import { UsageError } from "./flags.ts";
+import { DEVICE_FLAGS, UsageError } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { resolveDataDir } from "../config/app.ts";
 import { parseRunConfig, type RunConfig } from "../config/training.ts";
-import { createRun, runWorker } from "../trainer/worker.ts";
+import { createRun } from "../trainer/run_dir.ts";
+import { runWorker } from "../trainer/worker.ts";
 
 /** A config file as a RunConfig, or a UsageError naming the file and what is wrong in it. */
 function readConfigFile(file: string): RunConfig {
@@ -34,9 +35,11 @@ export const trainVerb = defineVerb({
     run: { kind: "string", help: "run directory: start or resume the run in it", metavar: "RUN_DIR" },
     data: { kind: "string", help: "data directory (default $GEMMA_TUNER_HOME or the platform data dir)", metavar: "DIR" },
     "no-save-on-abort": { kind: "boolean", help: "do not save a checkpoint when stopped by SIGTERM/SIGINT" },
+    "ort-providers": DEVICE_FLAGS["ort-providers"],
   },
   exactlyOne: [["config", "run"]],
   async run(f) {
+    if (f["ort-providers"]) Deno.env.set("GEMMA_TUNER_ORT_PROVIDERS", f["ort-providers"]);
     let runDir: string, dataDir: string;
     if (f.config) {
       const config = readConfigFile(f.config);

@@ -124,3 +124,15 @@ export function findOnPath(name: string, pathEnv = env("PATH") ?? ""): string | 
   }
   return null;
 }
+
+/** Where Hub downloads come from and go: $HF_ENDPOINT, $HF_TOKEN (else the token file `hf auth login` writes), the cache. */
+export function hubSettings(): { endpoint: string; token?: string; cacheDir: string } {
+  const hfHome = env("HF_HOME") ?? path.join(env("HOME") ?? os.homedir(), ".cache", "huggingface");
+  let token = env("HF_TOKEN");
+  if (!token) {
+    try {
+      token = Deno.readTextFileSync(env("HF_TOKEN_PATH") ?? path.join(hfHome, "token")).trim() || undefined;
+    } catch { /* no saved token */ }
+  }
+  return { endpoint: env("HF_ENDPOINT") ?? "https://huggingface.co", token, cacheDir: huggingFaceCacheDirs()[0] };
+}

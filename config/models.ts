@@ -3,9 +3,11 @@
  * architectures' shapes (spec/GEMMA.md §1.12, §2) for benchmarks. Values are config.json fields.
  */
 
+import { gemma4Presets, multimodalPresets } from "./models_mm.ts";
+
 export type Preset = Record<string, unknown>;
 
-const G3_COMMON = {
+export const G3_COMMON = {
   architectures: ["Gemma3ForCausalLM"], model_type: "gemma3_text", attention_bias: false, attention_dropout: 0.0,
   attn_logit_softcapping: null, final_logit_softcapping: null, hidden_activation: "gelu_pytorch_tanh",
   bos_token_id: 2, eos_token_id: [1, 106], pad_token_id: 0, rms_norm_eps: 1e-6, initializer_range: 0.02,
@@ -26,12 +28,24 @@ const G1_COMMON = {
 };
 
 /** Tiny shapes shared by the `tiny` presets: every generation, the real Gemma 3 tokenizer (vocab 262144). */
-const TINY = {
+export const TINY = {
   hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1,
   head_dim: 16, query_pre_attn_scalar: 16, vocab_size: 262144, max_position_embeddings: 2048,
 };
 
-export const PRESETS: Record<string, { generation: 1 | 2 | 3 | 4; config: Preset; dtype: "F32" | "BF16"; tokenizer: "gemma3" }> = {
+/** A preset: config.json fields, the stored dtype, and for multimodal checkpoints where the text goes and the fake towers. */
+export interface PresetDef {
+  generation: 1 | 2 | 3 | 4;
+  config: Preset;
+  dtype: "F32" | "BF16";
+  tokenizer: "gemma3";
+  /** Prefix of the text decoder's tensors (default "model."). */
+  textPrefix?: string;
+  /** Tensors outside the text decoder (a small fake vision/audio tower), written random in BF16. */
+  extra?: { name: string; shape: number[] }[];
+}
+
+export const PRESETS: Record<string, PresetDef> = {
   "tiny-3": { generation: 3, dtype: "F32", tokenizer: "gemma3", config: { ...G3_COMMON, ...TINY, sliding_window: 64, layer_types: ["sliding_attention", "full_attention"] } },
   "tiny-2": { generation: 2, dtype: "F32", tokenizer: "gemma3", config: { ...G2_COMMON, ...TINY, sliding_window: 64, eos_token_id: [1, 106] } },
   "tiny-1": { generation: 1, dtype: "F32", tokenizer: "gemma3", config: { ...G1_COMMON, ...TINY, eos_token_id: [1, 106] } },
@@ -52,6 +66,8 @@ export const PRESETS: Record<string, { generation: 1 | 2 | 3 | 4; config: Preset
     config: { ...G1_COMMON, hidden_size: 2048, intermediate_size: 16384, num_hidden_layers: 18, num_attention_heads: 8, num_key_value_heads: 1, vocab_size: 262144 },
   },
 };
+
+Object.assign(PRESETS, multimodalPresets(), gemma4Presets());
 
 /** The built-in `demo` model: a tiny Gemma 3 whose embeddings are large enough for LoRA to move the logits. */
 export const DEMO = { preset: "tiny-3", seed: 1234, embedStd: 0.5 };

@@ -2,6 +2,7 @@
  * Timing of one training (or forward-only, or decoding) step of a random-init model of a given
  * shape, built in memory. The `bench` verb (cli/bench.ts) prints the result as one JSON line.
  */
+import type { Device } from "./device.ts";
 import * as fs from "node:fs";
 import { type GemmaConfig, normalizeConfig } from "./gemma/config.ts";
 import { countParams, paramSpecs } from "./gemma/params.ts";
@@ -35,6 +36,7 @@ export interface BenchOptions {
   /** Fraction of each row that is labelled (the rest is a masked prompt). */
   labelled: number;
   threads?: number;
+  device?: Device;
 }
 
 export function peakRssMb(): number {
@@ -78,7 +80,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   }
   const B = o.batch, T = o.seq;
   if (method === "generate") {
-    const gen = new Generator({ config, weights }, { threads: o.threads });
+    const gen = new Generator({ config, weights }, { threads: o.threads, device: o.device });
     const prompt = Array.from({ length: 16 }, () => 2 + Math.floor(next() * 1000));
     const newTokens = Math.max(8, o.steps * 8);
     // A first pass builds the graphs; the timed pass decodes from a fresh cache.
@@ -87,6 +89,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     gen.release();
     return {
       method,
+      device: o.device ?? "cpu",
       layers: config.numLayers,
       vocab: config.vocabSize,
       prompt_tokens: prompt.length,
@@ -101,6 +104,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     method: method === "full" ? "full" : "lora",
     lora: { r: o.rank, alpha: 16, dropout: 0, rslora: false, targets: [...LORA_TARGETS] },
     threads: o.threads,
+    device: o.device,
     seed: 1,
   });
   // A training step as the trainer runs it (and as PyTorch's is measured, scripts/torch_baseline.py):
@@ -135,6 +139,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   const mult = method === "forward" ? 2 : method === "full" ? 6 : 4;
   return {
     method,
+    device: o.device ?? "cpu",
     batch: B,
     seq: T,
     layers: config.numLayers,

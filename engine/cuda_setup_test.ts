@@ -135,3 +135,30 @@ Deno.test("a provider file installed by onnxruntime-node itself is never replace
   if (fs.readFileSync(path.join(ortDir, CUDA_PROVIDER_FILES[0]), "utf8") !== "theirs") throw new Error("replaced a real file");
   if (fs.readlinkSync(path.join(ortDir, CUDA_PROVIDER_FILES[1])) !== path.join(dir, CUDA_PROVIDER_FILES[1])) throw new Error("second file not linked");
 });
+
+async function cli(args: string[], env: Record<string, string> = {}) {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", main, ...args], env, stdout: "piped", stderr: "piped" }).output();
+  return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test("CLI: setup-cuda --index fills --ort-providers; --device cuda without them names the files and the fix", async () => {
+  const { server, index } = feed({});
+  const dir = path.join(Deno.makeTempDirSync(), "providers");
+  try {
+    const r = await cli(["setup-cuda", "--ort-providers", dir, "--index", index]);
+    if (r.code !== 0) throw new Error(`setup-cuda failed: ${r.stderr}`);
+    const line = JSON.parse(r.stdout.trim());
+    if (line.dir !== dir || line.files.length !== CUDA_PROVIDER_FILES.length) throw new Error(`unexpected JSON line ${r.stdout}`);
+    for (const f of CUDA_PROVIDER_FILES) if (!fs.existsSync(path.join(dir, f))) throw new Error(`${f} not installed`);
+  } finally {
+    await server.shutdown();
+  }
+  const empty = Deno.makeTempDirSync(), model = path.join(Deno.makeTempDirSync(), "tiny");
+  const init = await cli(["init-model", "--generation", "1", "--preset", "tiny", "--out", model]);
+  if (init.code !== 0) throw new Error(`init-model failed: ${init.stderr}`);
+  const r = await cli(["score", "--model", model, "--ids", "2,3", "--device", "cuda", "--ort-providers", empty]);
+  const msg = r.stderr;
+  if (r.code === 0) throw new Error("score on a missing CUDA provider succeeded");
+  for (const want of [...CUDA_PROVIDER_FILES, empty, "setup-cuda"]) if (!msg.includes(want)) throw new Error(`error lacks "${want}": ${msg}`);
+});

@@ -6,13 +6,14 @@
  * Legend: S = tokens in this call (1 when decoding), C = cache slots of a layer, nKv, D, V as in model.ts.
  * Inputs: input_ids [S] · rope_cos_<type>, rope_sin_<type> [S,D] (positions pos…pos+S−1) ·
  *   mask_<type> [S, C_type + S] (additive; which cached slots and which new tokens each query sees) ·
- *   cache_k.<i>, cache_v.<i> [1,nKv,C_i,D] · last [1] int64 (row whose logits are returned) · weights.
- * Outputs: logits [1,V] · new_k.<i>, new_v.<i> [1,nKv,S,D] (the caller writes them into its cache).
+ *   cache_k.<i>, cache_v.<i> [1,nKv_i,C_i,D_i] (layers that compute keys; Gemma 4 KV-shared layers
+ *   attend to their source layer's) · last [1] int64 (row whose logits are returned) · weights.
+ * Outputs: logits [1,V] · new_k.<i>, new_v.<i> [1,nKv_i,S,D_i] (the caller writes them into its cache).
  */
 import { Graph, type Value } from "./onnx/builder.ts";
 import * as o from "./onnx/ops.ts";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
-import { attentionWeights, type Attend, Ctx, expandKv, layer, rmsNorm, rotateHalfMatrix, softcap } from "./gemma/model.ts";
+import { attentionWeights, type Attend, Ctx, expandKv, layer, perLayerInputs, rmsNorm, softcap, typeHeadDim } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
 
 /** Cache slots of a layer type for a full-attention capacity C. */
@@ -34,28 +35,31 @@ export function buildDecoderGraph(
 ): DecoderGraph {
   const g = new Graph("float32");
   const ctx = new Ctx(g, c, { batch: 1, seq: S, positions: 1, method: "forward" });
-  const D = c.headDim, nKv = c.numKvHeads;
   const ids = g.input("input_ids", [S], "int64");
   const types = [...new Set(c.layerTypes)];
   for (const t of types) {
-    g.input(`rope_cos_${t}`, [S, D]);
-    g.input(`rope_sin_${t}`, [S, D]);
+    g.input(`rope_cos_${t}`, [S, typeHeadDim(c, t)]);
+    g.input(`rope_sin_${t}`, [S, typeHeadDim(c, t)]);
     g.input(`mask_${t}`, [S, slotsFor(c, t, capacity) + S]);
   }
-  const caches: { k: Value; v: Value }[] = [];
-  for (let i = 0; i < c.numLayers; i++) {
-    const slots = slotsFor(c, c.layerTypes[i], capacity);
-    caches.push({ k: g.input(`cache_k.${i}`, [1, nKv, slots, D]), v: g.input(`cache_v.${i}`, [1, nKv, slots, D]) });
-  }
+  // Only layers that compute keys own a cache; KV-shared layers (Gemma 4) read their source's.
+  const caches = new Map<number, { k: Value; v: Value }>();
+  c.layers.forEach((l, i) => {
+    if (l.kvSource !== i) return;
+    const shape = [1, l.kvHeads, slotsFor(c, l.type, capacity), l.headDim];
+    caches.set(i, { k: g.input(`cache_k.${i}`, shape), v: g.input(`cache_v.${i}`, shape) });
+  });
   const last = g.input("last", [1], "int64");
   for (const s of paramSpecs(c)) ctx.w.set(s.name, g.input(s.name, s.shape));
-  const rot = g.constant(rotateHalfMatrix(D, "float32"), [D, D]);
 
   const cached: Attend = (cx, q, k, v, i) => {
-    g.output(k, `new_k.${i}`);
-    g.output(v, `new_v.${i}`);
-    const kAll = o.concat(g, [caches[i].k, k], 2); // [1,nKv,C+S,D]
-    const vAll = o.concat(g, [caches[i].v, v], 2);
+    const src = c.layers[i].kvSource;
+    if (src === i) {
+      g.output(k, `new_k.${i}`);
+      g.output(v, `new_v.${i}`);
+    }
+    const kAll = o.concat(g, [caches.get(src)!.k, k], 2); // [1,nKv,C+S,D]
+    const vAll = o.concat(g, [caches.get(src)!.v, v], 2);
     const mask = g.inputs.find((x) => x.name === `mask_${c.layerTypes[i]}`)!;
     const probs = attentionWeights(cx, q, expandKv(cx, kAll), mask); // [1,nH,S,C+S]
     return o.matmul(g, probs, expandKv(cx, vAll));
@@ -63,8 +67,9 @@ export function buildDecoderGraph(
 
   const E = ctx.w.get("model.embed_tokens.weight")!;
   let h = o.scale(g, o.gather(g, E, ids), Math.fround(Math.sqrt(c.hiddenSize))); // [S,H]
-  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, rot, cached);
-  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps);
+  if (c.ple) perLayerInputs(ctx, o.gather(g, ctx.w.get("model.embed_tokens_per_layer.weight")!, ids), h);
+  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, cached);
+  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps, c.normOffset);
   const rows = opts.withLogitsAll ? h : o.gather(g, h, last); // [1,H] (or [S,H])
   let logits = o.gemm(g, rows, E, { transB: true });
   if (c.finalSoftcap) logits = softcap(g, logits, c.finalSoftcap);

@@ -5,11 +5,11 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { loadModel } from "./model_dir.ts";
+import { loadModel, resolveCheckpoint } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
-import { paramSpecs } from "./gemma/params.ts";
-import { writeSafetensors } from "./safetensors.ts";
+import { checkpointName, paramSpecs } from "./gemma/params.ts";
+import { readTensorBytes, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
 import { resolveModelPath } from "./init_model.ts";
 import { buildDecoderGraph } from "./decoder.ts";
 
@@ -75,18 +75,43 @@ export async function exportMerged(src: RunSource, out: string): Promise<void> {
   const l = locate(src);
   const baseDir = await resolveModelPath(l.baseModel, src.dataDir);
   freshDir(out);
+  let text: Map<string, Float32Array>;
   if (l.method === "full") {
-    copyFiles(l.dir, out, ["model.safetensors", "config.json", ...TOKENIZER_FILES]);
-    copyFiles(baseDir, out, TOKENIZER_FILES.filter((n) => !fs.existsSync(path.join(out, n))));
-    return;
+    text = (await loadModel(l.dir)).weights;
+  } else {
+    const base = await loadModel(baseDir);
+    const a = readAdapter(l.dir);
+    text = mergeLora(base.weights, a.tensors, loraScaling(a.lora));
   }
-  const base = await loadModel(baseDir);
-  const a = readAdapter(l.dir);
-  const merged = mergeLora(base.weights, a.tensors, loraScaling(a.lora));
-  writeSafetensors(path.join(out, "model.safetensors"), paramSpecs(base.config).map((s) => ({ name: s.name, dtype: "F32" as const, shape: s.shape, data: merged.get(s.name)! })));
+  writeWholeCheckpoint(baseDir, text, path.join(out, "model.safetensors"));
   const cfg = JSON.parse(fs.readFileSync(path.join(baseDir, "config.json"), "utf8"));
-  fs.writeFileSync(path.join(out, "config.json"), JSON.stringify({ ...cfg, torch_dtype: "float32" }, null, 2) + "\n");
+  // The text weights are written as float32; a multimodal config says so for its text part.
+  const f32 = (c: Record<string, unknown>) => ({ ...c, torch_dtype: "float32", ...("dtype" in c ? { dtype: "float32" } : {}) });
+  const outCfg = cfg.text_config ? { ...cfg, text_config: f32(cfg.text_config) } : f32(cfg);
+  fs.writeFileSync(path.join(out, "config.json"), JSON.stringify(outCfg, null, 2) + "\n");
   copyFiles(baseDir, out, TOKENIZER_FILES);
+}
+
+/**
+ * Every tensor of the base checkpoint, in one file: the text decoder's from `text` (internal names →
+ * the checkpoint's names, float32), everything else — vision/audio towers, projectors, the stored
+ * k/v of Gemma 4 KV-shared layers — copied byte for byte, one tensor in memory at a time.
+ */
+export function writeWholeCheckpoint(baseDir: string, text: Map<string, Float32Array>, file: string): void {
+  const { config, entries } = resolveCheckpoint(baseDir);
+  const ext = new Map(paramSpecs(config).map((s) => [checkpointName(config, s.name), s]));
+  const tensors: TensorToWrite[] = [...entries.values()].sort((a, b) => (a.name < b.name ? -1 : 1)).map((e): TensorToWrite => {
+    const s = ext.get(e.name);
+    if (s) {
+      const data = text.get(s.name);
+      if (!data) throw new RangeError(`Cannot export: the tuned model has no tensor "${s.name}"`);
+      return { name: e.name, dtype: "F32", shape: s.shape, data };
+    }
+    // A stored tied head follows the (possibly tuned) embedding.
+    if (e.name.endsWith("lm_head.weight")) return { name: e.name, dtype: "F32", shape: e.shape, data: text.get("model.embed_tokens.weight")! };
+    return { name: e.name, dtype: e.dtype, shape: e.shape, raw: () => readTensorBytes(e) };
+  });
+  writeSafetensors(file, tensors, { format: "pt" });
 }
 
 /**

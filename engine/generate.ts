@@ -5,7 +5,7 @@
  */
 import type * as ortTypes from "onnxruntime-node";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
-import { ropeTables } from "./gemma/model.ts";
+import { ropeTables, typeHeadDim } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { buildDecoderGraph, decoderMask, slotsFor } from "./decoder.ts";
 import { createSession, type Device, tensor } from "./session.ts";
@@ -59,23 +59,27 @@ export class Generator {
     return s;
   }
 
+  /** Layers that own a cache (Gemma 4 KV-shared layers read their source layer's). */
+  private get cachedLayers(): number[] {
+    return this.config.layers.flatMap((l, i) => (l.kvSource === i ? [i] : []));
+  }
+
   /** Grows the cache to hold `need` positions (full layers), keeping what is there. */
   private ensureCapacity(need: number) {
     if (need <= this.capacity) return;
     const c = this.config;
     const C = roundUp(Math.max(need, this.capacity * 2, 64), 64);
-    const per = c.numKvHeads * c.headDim;
-    for (let i = 0; i < c.numLayers; i++) {
-      const type = c.layerTypes[i];
+    for (const i of this.cachedLayers) {
+      const { type, kvHeads, headDim: D } = c.layers[i];
       const oldSlots = slotsFor(c, type, this.capacity), slots = slotsFor(c, type, C);
-      const k = new Float32Array(slots * per), v = new Float32Array(slots * per);
+      const k = new Float32Array(slots * kvHeads * D), v = new Float32Array(slots * kvHeads * D);
       if (this.pos > 0) {
         // Re-home every held position p (slot p mod oldSlots) to slot p mod slots, per kv head.
         for (let p = Math.max(0, this.pos - oldSlots); p < this.pos; p++) {
-          for (let h = 0; h < c.numKvHeads; h++) {
-            const from = (h * oldSlots + (p % oldSlots)) * c.headDim, to = (h * slots + (p % slots)) * c.headDim;
-            k.set(this.k[i].subarray(from, from + c.headDim), to);
-            v.set(this.v[i].subarray(from, from + c.headDim), to);
+          for (let h = 0; h < kvHeads; h++) {
+            const from = (h * oldSlots + (p % oldSlots)) * D, to = (h * slots + (p % slots)) * D;
+            k.set(this.k[i].subarray(from, from + D), to);
+            v.set(this.v[i].subarray(from, from + D), to);
           }
         }
       }
@@ -103,7 +107,7 @@ export class Generator {
     const L = chunk.length;
     const S = L === 1 ? 1 : Math.min(PREFILL_CHUNK, roundUp(L, 16));
     this.ensureCapacity(this.pos + S);
-    const C = this.capacity, D = c.headDim, nKv = c.numKvHeads;
+    const C = this.capacity;
     const session = await this.session(S, C);
     const ids = new BigInt64Array(S);
     chunk.forEach((t, i) => (ids[i] = BigInt(t)));
@@ -113,21 +117,23 @@ export class Generator {
       last: tensor("int64", BigInt64Array.of(BigInt(L - 1)), [1]),
     };
     for (const type of new Set<LayerType>(c.layerTypes)) {
-      const slots = slotsFor(c, type, C);
+      const slots = slotsFor(c, type, C), D = typeHeadDim(c, type);
       const { cos, sin } = ropeTables(c, type, this.pos + S);
       feeds[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos.subarray(this.pos * D)), [S, D]);
       feeds[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin.subarray(this.pos * D)), [S, D]);
       feeds[`mask_${type}`] = tensor("float32", decoderMask(c, type, slots, this.pos, S), [S, slots + S]);
     }
-    for (let i = 0; i < c.numLayers; i++) {
-      const slots = slotsFor(c, c.layerTypes[i], C);
-      feeds[`cache_k.${i}`] = tensor("float32", this.k[i], [1, nKv, slots, D]);
-      feeds[`cache_v.${i}`] = tensor("float32", this.v[i], [1, nKv, slots, D]);
+    for (const i of this.cachedLayers) {
+      const { type, kvHeads, headDim } = c.layers[i];
+      const shape = [1, kvHeads, slotsFor(c, type, C), headDim];
+      feeds[`cache_k.${i}`] = tensor("float32", this.k[i], shape);
+      feeds[`cache_v.${i}`] = tensor("float32", this.v[i], shape);
     }
     const out = await session.run(feeds);
     // Write the real tokens' keys and values into their slots.
-    for (let i = 0; i < c.numLayers; i++) {
-      const slots = slotsFor(c, c.layerTypes[i], C);
+    for (const i of this.cachedLayers) {
+      const { type, kvHeads: nKv, headDim: D } = c.layers[i];
+      const slots = slotsFor(c, type, C);
       const nk = out[`new_k.${i}`].data as Float32Array, nv = out[`new_v.${i}`].data as Float32Array;
       for (let s = 0; s < L; s++) {
         const slot = (this.pos + s) % slots;

@@ -9,7 +9,8 @@ import { DEMO, PRESETS } from "../config/models.ts";
 import { chatStyleOf } from "./chat_format.ts";
 import { gemma4TokenizerFiles } from "./gemma4_tokenizer.ts";
 import { normalizeConfig } from "./gemma/config.ts";
-import { paramSpecs } from "./gemma/params.ts";
+import { checkpointName, paramSpecs } from "./gemma/params.ts";
+import type { GemmaConfig } from "./gemma/config.ts";
 import { writeSafetensors } from "./safetensors.ts";
 import { rng } from "./lora.ts";
 import { readConfig } from "./model_dir.ts";
@@ -49,19 +50,33 @@ async function tokenizerFiles(raw: Record<string, unknown>): Promise<{ json: str
   return { json: JSON.stringify(g4.tokenizer), config: JSON.stringify(g4.config, null, 2) };
 }
 
+/** The k_proj/v_proj/k_norm a Gemma 4 checkpoint still stores for KV-shared layers (transformers ignores them). */
+function sharedKvTensors(c: GemmaConfig): { name: string; shape: number[] }[] {
+  const out: { name: string; shape: number[] }[] = [];
+  c.layers.forEach((l, i) => {
+    if (l.kvSource === i) return;
+    const p = `${c.textPrefix}layers.${i}.self_attn`;
+    const [kvOut, H] = [l.kvHeads * l.headDim, c.hiddenSize];
+    out.push({ name: `${p}.k_proj.weight`, shape: [kvOut, H] }, { name: `${p}.v_proj.weight`, shape: [kvOut, H] }, { name: `${p}.k_norm.weight`, shape: [l.headDim] });
+  });
+  return out;
+}
+
 /** Writes a random-init model directory (atomically: temp dir renamed into place). */
 export async function initModel(o: InitOptions): Promise<string> {
   const preset = PRESETS[o.preset];
   if (!preset) throw new RangeError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
-  const raw: Record<string, unknown> = { ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" };
+  const raw: Record<string, unknown> = structuredClone({ ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" });
+  const text = (raw.text_config ?? raw) as Record<string, unknown>;
   if (o.layers) {
-    raw.num_hidden_layers = o.layers;
-    if (Array.isArray(raw.layer_types)) {
-      const base = raw.layer_types as string[];
-      raw.layer_types = Array.from({ length: o.layers }, (_, i) => base[i % base.length]);
+    text.num_hidden_layers = o.layers;
+    if (Array.isArray(text.layer_types)) {
+      const base = text.layer_types as string[];
+      text.layer_types = Array.from({ length: o.layers }, (_, i) => base[i % base.length]);
     }
+    if (typeof text.num_kv_shared_layers === "number") text.num_kv_shared_layers = Math.min(text.num_kv_shared_layers, Math.floor(o.layers / 2));
   }
-  const config = normalizeConfig(raw, `preset ${o.preset}`);
+  const config = { ...normalizeConfig(raw, `preset ${o.preset}`), textPrefix: preset.textPrefix ?? "model." };
   const out = path.resolve(o.out);
   if (fs.existsSync(out) && fs.readdirSync(out).length > 0) throw new RangeError(`init-model: "${out}" exists and is not empty; choose another --out`);
   const tmp = `${out}.tmp-${Deno.pid}`;
@@ -72,10 +87,19 @@ export async function initModel(o: InitOptions): Promise<string> {
     const std = o.std ?? Number(raw.initializer_range ?? 0.02);
     const tensors = paramSpecs(config).map((s) => {
       const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-      // Norm weights are offsets from 1 (the (1+w) form), so zeros are the identity.
-      if (s.kind !== "norm") normalFill(data, s.kind === "embedding" ? o.embedStd ?? std : std, next);
-      return { name: s.name, dtype: preset.dtype, shape: s.shape, data };
+      // Gemma 1–3 norms are offsets from 1 (the (1+w) form), so zeros are the identity; Gemma 4's are
+      // the multiplier itself, as are layer_scalar and the router scales: ones.
+      if (s.kind === "norm" || s.kind === "buffer") data.fill(config.normOffset === 0 || s.kind === "buffer" ? 1 : 0);
+      else normalFill(data, s.kind === "embedding" ? o.embedStd ?? std : std, next);
+      return { name: checkpointName(config, s.name), dtype: preset.dtype, shape: s.shape, data };
     });
+    // Stored-but-unused tensors of the real checkpoints: k/v of KV-shared layers, a fake vision/audio tower.
+    const unused = [...sharedKvTensors(config), ...(preset.extra ?? [])];
+    for (const e of unused) {
+      const data = new Float32Array(e.shape.reduce((a, b) => a * b, 1));
+      normalFill(data, std, next);
+      tensors.push({ name: e.name, dtype: "BF16", shape: e.shape, data });
+    }
     writeSafetensors(path.join(tmp, "model.safetensors"), tensors, { format: "pt" });
     fs.writeFileSync(path.join(tmp, "config.json"), JSON.stringify(raw, null, 2) + "\n");
     fs.writeFileSync(

@@ -143,7 +143,7 @@ function toF32(raw: Uint8Array, dtype: StDtype, e: TensorEntry): Float32Array {
   throw new SafetensorsError(`Cannot load "${e.file}": tensor "${e.name}" has dtype ${dtype}, expected a float type`);
 }
 
-function halfToFloat(h: number): number {
+export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const ex = (h >> 10) & 0x1f;
   const m = h & 0x3ff;
@@ -163,7 +163,8 @@ export function floatToBf16(x: number): number {
   return ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-function floatToHalf(x: number): number {
+/** float32 → IEEE half bits, round-to-nearest-even. */
+export function floatToHalf(x: number): number {
   f32[0] = x;
   const b = u32[0];
   const s = (b >>> 16) & 0x8000;
@@ -186,11 +187,29 @@ function floatToHalf(x: number): number {
   return s | r;
 }
 
-export interface TensorToWrite {
+export type TensorToWrite = {
   name: string;
   dtype: "F32" | "BF16" | "F16";
   shape: number[];
   data: Float32Array;
+} | {
+  /** Bytes copied as they are (e.g. a multimodal checkpoint's vision tower in a merged export). */
+  name: string;
+  dtype: StDtype;
+  shape: number[];
+  raw: () => Uint8Array;
+};
+
+/** The stored bytes of one tensor, unconverted. */
+export function readTensorBytes(e: TensorEntry): Uint8Array {
+  const fd = fs.openSync(e.file, "r");
+  try {
+    const raw = new Uint8Array(e.byteLength);
+    if (fs.readSync(fd, raw, 0, e.byteLength, e.dataOffset) !== e.byteLength) throw new SafetensorsError(`Cannot load "${e.file}": tensor "${e.name}" is truncated`);
+    return raw;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**
@@ -202,6 +221,12 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
   let offset = 0;
   for (const t of tensors) {
     const count = t.shape.reduce((s, d) => s * d, 1);
+    if ("raw" in t) {
+      const len = count * BYTES[t.dtype];
+      header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + len] };
+      offset += len;
+      continue;
+    }
     if (count !== t.data.length) throw new RangeError(`Cannot write "${t.name}": shape [${t.shape}] needs ${count} values, got ${t.data.length}`);
     const len = count * BYTES[t.dtype];
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + len] };
@@ -218,6 +243,13 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
     fs.writeSync(fd, lenBuf);
     fs.writeSync(fd, hbytes);
     for (const t of tensors) {
+      if ("raw" in t) {
+        const bytes = t.raw();
+        const want = t.shape.reduce((s, d) => s * d, 1) * BYTES[t.dtype];
+        if (bytes.byteLength !== want) throw new RangeError(`Cannot write "${t.name}": shape [${t.shape}] ${t.dtype} needs ${want} bytes, got ${bytes.byteLength}`);
+        fs.writeSync(fd, bytes);
+        continue;
+      }
       if (t.dtype === "F32") {
         fs.writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
         continue;

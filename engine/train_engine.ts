@@ -9,8 +9,8 @@
  */
 import type * as ortTypes from "onnxruntime-node";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
-import { attentionMask, buildModelGraph, type LoraSpec, ropeTables } from "./gemma/model.ts";
-import { buildBody, buildHeadChunk, EMBED, vocabChunks } from "./gemma/staged.ts";
+import { attentionMask, buildModelGraph, type LoraSpec, ropeTables, typeHeadDim } from "./gemma/model.ts";
+import { buildBody, buildHeadChunk, EMBED, PLE_TABLE, vocabChunks } from "./gemma/staged.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { collectGarbage, createSession, type Device, tensor } from "./session.ts";
 import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
@@ -118,7 +118,7 @@ export class TrainEngine {
       throw new RangeError(`Full fine-tuning trains every weight in float32; a ${base.precision} base works with LoRA only (use method "lora" or base precision fp32)`);
     }
     for (const s of paramSpecs(c)) {
-      if (base && s.kind !== "norm") {
+      if (base && (s.kind === "linear" || s.kind === "embedding")) {
         if (s.kind === "linear" && !base.linears.has(s.name)) throw new RangeError(`Model has no tensor "${s.name}"`);
         continue;
       }
@@ -126,7 +126,11 @@ export class TrainEngine {
       if (!w) throw new RangeError(`Model has no tensor "${s.name}"`);
       const expected = s.shape.reduce((a, b) => a * b, 1);
       if (w.length !== expected) throw new RangeError(`Tensor "${s.name}" has ${w.length} values, expected shape [${s.shape}]`);
-      if (opts.method === "full") e.trainable.set(s.name, { shape: s.shape, data: w });
+      // Buffers (Gemma 4 layer_scalar) are never trained, as in transformers; MoE experts stay frozen.
+      if (opts.method === "full" && s.kind !== "buffer" && s.kind !== "expert") e.trainable.set(s.name, { shape: s.shape, data: w });
+    }
+    if (opts.method === "full" && c.moe) {
+      throw new RangeError(`Full fine-tuning of a mixture-of-experts model (${c.moe.experts} experts) is not supported: use LoRA, which trains attention and the dense MLP with the experts frozen`);
     }
     if (opts.method === "lora") {
       if (!opts.lora) throw new RangeError("LoRA training needs LoRA settings (r, alpha, dropout, targets)");
@@ -216,8 +220,8 @@ export class TrainEngine {
       t = {};
       for (const type of new Set<LayerType>(c.layerTypes)) {
         const { cos, sin } = ropeTables(c, type, T);
-        t[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos), [T, c.headDim]);
-        t[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin), [T, c.headDim]);
+        t[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos), [T, typeHeadDim(c, type)]);
+        t[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin), [T, typeHeadDim(c, type)]);
         t[`mask_${type}`] = tensor("float32", Float32Array.from(attentionMask(c, type, T)), [T, T]);
       }
       this.tables.set(T, t);
@@ -235,7 +239,7 @@ export class TrainEngine {
       for (const s of paramSpecs(this.config)) {
         const frozen = base?.linears.get(s.name);
         if (frozen) Object.assign(this.weightFeeds, frozenFeeds(s.name, frozen));
-        else if (!base || s.kind === "norm") this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
+        else if (!base || (s.kind !== "linear" && s.kind !== "embedding")) this.weightFeeds[s.name] = tensor("float32", this.opts.model.weights.get(s.name)!, s.shape);
       }
     }
     return this.weightFeeds[name];
@@ -292,9 +296,26 @@ export class TrainEngine {
     return feeds;
   }
 
+  /** Gemma 4 PLE: rows [N, L·Dp] of the per-layer table for the batch's ids (gathered like E, never fed whole). */
+  private pleEmbeds(b: Batch): Float32Array {
+    const c = this.config, W = c.numLayers * c.ple!.dim;
+    const table = this.trainable.get(PLE_TABLE)?.data ?? this.opts.model.weights.get(PLE_TABLE);
+    if (!table) throw new RangeError(`Model has no tensor "${PLE_TABLE}"`);
+    const out = new Float32Array(b.inputIds.length * W);
+    for (let i = 0; i < b.inputIds.length; i++) {
+      const v = b.inputIds[i];
+      // transformers maps ids beyond the per-layer vocabulary (multimodal placeholders) to row 0.
+      const row = v < c.ple!.vocab ? v : 0;
+      out.set(table.subarray(row * W, (row + 1) * W), i * W);
+    }
+    return out;
+  }
+
   private stageFeeds(b: Batch, s: Selection, embeds: Float32Array): Record<string, ortTypes.Tensor> {
+    const c = this.config;
     return {
-      embeds: tensor("float32", embeds, [b.inputIds.length, this.config.hiddenSize]),
+      embeds: tensor("float32", embeds, [b.inputIds.length, c.hiddenSize]),
+      ...(c.ple ? { ple_embeds: tensor("float32", this.pleEmbeds(b), [b.inputIds.length, c.numLayers * c.ple.dim]) } : {}),
       sel: tensor("int64", s.sel, [s.P]),
       tw: tensor("float32", s.tw, [s.P]),
     };
@@ -416,7 +437,7 @@ export class TrainEngine {
     extra.d_hs = tensor("float32", head.dHs!, [s.P, this.config.hiddenSize]);
     const out = await body.backward!.run(this.bodyFeeds(b, body.backwardInputs, extra));
     for (const name of body.trainable) {
-      if (name === "embeds") continue;
+      if (name === "embeds" || name === "ple_embeds") continue;
       addInto(this.grads.get(name)!, out[`grad.${name}`].data as Float32Array, this.accumulated);
     }
     if (this.opts.method === "full") {
@@ -425,6 +446,16 @@ export class TrainEngine {
       for (let i = 0; i < b.inputIds.length; i++) {
         const row = b.inputIds[i] * H, src = i * H;
         for (let j = 0; j < H; j++) gE[row + j] += d[src + j];
+      }
+      const gP = this.grads.get(PLE_TABLE);
+      if (gP) {
+        // The per-layer table's only use: its gathered rows.
+        if (!this.accumulated) gP.fill(0);
+        const dP = out["grad.ple_embeds"].data as Float32Array, W = this.config.numLayers * this.config.ple!.dim;
+        for (let i = 0; i < b.inputIds.length; i++) {
+          const v = b.inputIds[i], row = (v < this.config.ple!.vocab ? v : 0) * W, src = i * W;
+          for (let j = 0; j < W; j++) gP[row + j] += dP[src + j];
+        }
       }
     }
     this.accumulated = true;

@@ -3,10 +3,12 @@ import htmx from "htmx.org";
 import { installBoot } from "./_boot.ts";
 import LossChart from "./LossChart.tsx";
 import Chat from "./Chat.tsx";
+import { installErrorDisplay } from "./_errors.ts";
 
 (globalThis as unknown as { htmx: typeof htmx }).htmx = htmx;
 // deno-lint-ignore no-explicit-any
 installBoot({ LossChart: LossChart as any, Chat: Chat as any });
+installErrorDisplay();
 
 // Log panes follow new output unless the reader scrolled up.
 document.addEventListener("htmx:oobBeforeSwap", (e) => {

@@ -8,7 +8,7 @@ import { ServiceError, type TrainingService } from "../trainer/service.ts";
 import { readLogChunk } from "../trainer/logs.ts";
 import { downsample } from "../trainer/metrics.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
-import { isFinalState } from "../trainer/status.ts";
+import { isFinalState } from "../trainer/run_dir.ts";
 
 const MAX_BODY = 1024 * 1024;
 

@@ -7,12 +7,12 @@ import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import * as path from "node:path";
 import { type AppSettings, VERSION } from "../config/app.ts";
-import { crossSiteGuard, requireToken, securityHeaders } from "./security.ts";
+import { crossSiteGuard, hostGuard, requireToken, securityHeaders } from "./security.ts";
 import { homeRoutes } from "./home.tsx";
 import { runsRoutes } from "./runs.tsx";
 import { createRoutes } from "./create.tsx";
 import { inferenceRoutes } from "./inference.tsx";
-import { page } from "./_layout.tsx";
+import { fragment, page } from "./_layout.tsx";
 import { apiRoutes } from "./api.ts";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
@@ -69,6 +69,7 @@ export function createApp(deps: AppDeps): Hono {
   deps.models ??= modelCacheFor(deps);
   const app = new Hono();
   app.use("*", securityHeaders());
+  app.use("*", hostGuard(deps.settings.token));
   app.use("*", requireToken(deps.settings.token));
   app.use("*", crossSiteGuard());
 
@@ -97,6 +98,8 @@ export function createApp(deps: AppDeps): Hono {
     else if (err instanceof SyntaxError || err instanceof RangeError || err instanceof TypeError) [status, message] = [400, err.message];
     if (status >= 500) console.error(`${c.req.method} ${c.req.path}:`, err);
     if (api) return c.json({ error: message }, status as 400);
+    // An htmx request swaps the answer into the page (islands/_errors.ts): a fragment, not a whole page.
+    if (c.req.header("HX-Request")) return fragment(c, <p class="field-error" role="alert">{message}</p>, status);
     return page(c, "Error", <ErrorPage status={status} message={message} />, status);
   });
   return app;

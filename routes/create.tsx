@@ -180,12 +180,15 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
       {cfg.model === "demo" && <p data-demo-note>The demo model is a tiny random-init Gemma 3 with the real tokenizer: tuned, it repeats the pattern of your data (the Quick demo teaches it the sample's answers), but it knows no language.</p>}
       <dl>
         <dt>Generation</dt><dd>Gemma {info.generation} ({info.modelType})</dd>
+        <dt>Architecture</dt><dd>{info.architecture}</dd>
         <dt>Layers</dt><dd>{info.layers}</dd>
-        <dt>Parameters</dt><dd>{formatCount(info.parameters)}</dd>
+        <dt>Parameters</dt><dd>{formatCount(info.parameters)}{info.multimodal ? " (text decoder)" : ""}</dd>
+        {info.otherTensors > 0 && <><dt>Kept as is</dt><dd>{info.otherTensors} vision/audio tensors ({formatBytes(info.otherBytes)})</dd></>}
         <dt>Stored dtype</dt><dd>{info.storedDtype}</dd>
         <dt>Size on disk</dt><dd>{formatBytes(info.sizeBytes)}</dd>
         <dt>Memory for {cfg.method === "lora" ? "LoRA" : "full fine-tuning"}</dt><dd data-memory={mem.totalBytes}>{formatBytes(mem.totalBytes)} (weights {formatBytes(mem.weightsBytes)}, optimizer {formatBytes(mem.optimizerBytes)}, activations {formatBytes(mem.activationBytes)})</dd>
       </dl>
+      {info.notes.map((n) => <p class="muted" data-model-note>{n}</p>)}
       {mem.totalBytes > total * 0.8 && (
         <p class="field-error" role="alert">
           This needs about {formatBytes(mem.totalBytes)} but the machine has {formatBytes(total)}: lower the batch size or max length, or use LoRA.
@@ -369,13 +372,22 @@ export function createRoutes(deps: AppDeps) {
     if (!config) {
       return fragment(c, <>{FIELDS.map((k) => <Err name={k} msg={errors[k]} oob />)}<p class="field-error" role="alert">Fix the marked settings before starting.</p></>, 422);
     }
+    // Each refusal is shown beside the field it concerns and, in short, beside the Start button.
+    const refuse = (field: string, message: string) =>
+      fragment(c, <><Err name={field} msg={message} oob /><p class="field-error" role="alert">Not started: {message}</p></>, 422);
     try {
       await resolveModelPath(config.model, dataDir);
-      if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) throw new RangeError(`Dataset file "${config.dataset.path}" does not exist`);
+    } catch (e) {
+      return refuse(f.model_path ? "model_path" : "model", (e as Error).message);
+    }
+    try {
+      if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) {
+        throw new RangeError(`Dataset file "${config.dataset.path}" does not exist: give the path of a JSONL, JSON, CSV or Parquet file, or upload one`);
+      }
       const ins = await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1, skipInvalid: config.dataset.skipInvalid });
       if (ins.invalid.length && !config.dataset.skipInvalid) throw invalidRows(config.dataset.path, ins.invalid, ins.total);
     } catch (e) {
-      return fragment(c, <p class="field-error" role="alert">{(e as Error).message}</p>, 422);
+      return refuse("dataset_path", (e as Error).message);
     }
     deps.service.store.setSetting(LAST_SETTINGS, JSON.stringify(config));
     const { id } = deps.service.create(config);

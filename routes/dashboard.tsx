@@ -8,7 +8,7 @@ import type { Context } from "hono";
 import * as path from "node:path";
 import { formatBytes, formatCount, formatDuration, fragment, Island, page } from "./_layout.tsx";
 import type { RunView, TrainingService } from "../trainer/service.ts";
-import { isFinalState } from "../trainer/status.ts";
+import { isFinalState } from "../trainer/run_dir.ts";
 import { countErrorLines, readLogChunk } from "../trainer/logs.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
 
@@ -100,7 +100,7 @@ function Control(props: { v: RunView }) {
 function Kpi(props: { v: RunView; service: TrainingService }) {
   const { v, service } = props;
   const m = service.metrics;
-  const info = (v.run.modelInfo ?? {}) as Record<string, number | string>;
+  const info = v.run.modelInfo ?? {};
   const s = v.status;
   const cache = m.state(v.dir);
   const lastLoss = m.last(v.dir, "train/loss");
@@ -121,6 +121,7 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
   const remaining = s.totalSteps > s.step && stepMs ? (s.totalSteps - s.step) * stepMs : 0;
   const evalLoss = m.last(v.dir, "eval/loss");
   const rss = m.last(v.dir, "system/rss_mb");
+  const gpuMem = m.last(v.dir, "system/gpu_mem_mb");
   const epoch = m.last(v.dir, "train/epoch");
   return (
     <div>
@@ -132,6 +133,7 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
             <dt>Layers</dt><dd>{String(info.layers ?? "–")}</dd>
             <dt>Parameters</dt><dd>{info.parameters ? formatCount(Number(info.parameters)) : "–"}</dd>
             <dt>Trainable</dt><dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
+            <dt>Device</dt><dd data-kpi="device">{v.run.config.device}{gpuMem ? ` · ${formatBytes(gpuMem[1] * 2 ** 20)} GPU memory` : ""}</dd>
             <dt>Memory (est.)</dt><dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
           </dl>
         </section>

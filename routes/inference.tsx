@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { DeleteButton, Island, page } from "./_layout.tsx";
 import type { AppDeps } from "./app.tsx";
 import type { ModelCache } from "../engine/model_cache.ts";
-import { isFinalState } from "../trainer/status.ts";
+import { isFinalState } from "../trainer/run_dir.ts";
 import { ServiceError } from "../trainer/service.ts";
 import { exportAdapter, exportMerged, zipFiles } from "../engine/export.ts";
 

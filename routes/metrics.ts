@@ -1,7 +1,7 @@
 /** `/metrics`: Prometheus text format (runs by state, current step, loss, tokens/s of live runs). */
 import { Hono } from "hono";
 import type { TrainingService } from "../trainer/service.ts";
-import { RUN_STATES } from "../trainer/status.ts";
+import { RUN_STATES } from "../trainer/run_dir.ts";
 
 function esc(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");

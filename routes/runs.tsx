@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { DeleteButton, formatDuration, Island, page } from "./_layout.tsx";
 import type { AppDeps } from "./app.tsx";
 import type { RunView } from "../trainer/service.ts";
-import { isFinalState } from "../trainer/status.ts";
+import { isFinalState } from "../trainer/run_dir.ts";
 
 function duration(v: RunView): string {
   const start = Date.parse(v.run.createdAt), end = isFinalState(v.status.state) ? Date.parse(v.status.updatedAt) : Date.now();

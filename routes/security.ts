@@ -33,7 +33,33 @@ export function requireToken(token: string | undefined): MiddlewareHandler {
   };
 }
 
+/** Loopback names a tokenless server answers to; a DNS-rebound name (evil.example → 127.0.0.1) is none of them. */
+export function isLoopbackHost(hostHeader: string): boolean {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?$/.exec(hostHeader);
+  if (!m) return false;
+  const name = m[1].toLowerCase();
+  return name === "localhost" || name === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
+}
+
+/**
+ * DNS rebinding: a page on any site can rebind its name to 127.0.0.1 and then talk to this server as
+ * same-origin. Without a token the Host header is the one thing such a request cannot fake, so only
+ * loopback names are served (with a token, the token is the defence and any name may be used).
+ */
+export function hostGuard(token: string | undefined): MiddlewareHandler {
+  // deno-lint-ignore require-await
+  return async (c, next) => {
+    if (token) return next();
+    const host = c.req.header("Host") ?? new URL(c.req.url).host;
+    if (isLoopbackHost(host)) return next();
+    const message = `This server answers only to 127.0.0.1, localhost or [::1] (the request was for "${host.slice(0, 100)}"). To reach it under another name, start it with --token`;
+    if (c.req.path.startsWith("/v1/")) return c.json({ error: { message, type: "invalid_request_error", param: null, code: "host_not_allowed" } }, 421);
+    return c.json({ error: message }, 421);
+  };
+}
+
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+const FORM_TYPES = /^\s*(application\/x-www-form-urlencoded|multipart\/form-data|text\/plain)\b/i;
 
 /**
  * Refuses cross-site state changes: a browser's cross-site request carries Sec-Fetch-Site
@@ -58,8 +84,9 @@ export function crossSiteGuard(): MiddlewareHandler {
     } else if (origin === "null") {
       return c.json({ error: "Requests from opaque origins are refused" }, 403);
     }
-    // HTML forms cannot set custom headers: a form post without Origin must carry HX-CSRF or JSON.
-    if (!origin && c.req.header("Content-Type")?.startsWith("application/x-www-form-urlencoded") && !c.req.header("HX-CSRF")) {
+    // HTML forms cannot set custom headers: a post without Origin in any of the three encodings a form
+    // can send (urlencoded, multipart, text/plain) must carry HX-CSRF; JSON needs a script, and scripts send Origin.
+    if (!origin && FORM_TYPES.test(c.req.header("Content-Type") ?? "") && !c.req.header("HX-CSRF")) {
       return c.json({ error: "Form posts must come from the app's own pages" }, 403);
     }
     return next();

@@ -10,10 +10,9 @@ import * as path from "node:path";
 import { createApp } from "../routes/app.tsx";
 import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
-import { createRun } from "../trainer/worker.ts";
+import { createRun, writeStatus } from "../trainer/run_dir.ts";
 import { parseRunConfig } from "../config/training.ts";
 import { EventWriter } from "../trainer/tfevents.ts";
-import { writeStatus } from "../trainer/status.ts";
 
 const STEPS = 100_000;
 const dataDir = fs.mkdtempSync("/tmp/gt-benchdash-");

@@ -6,6 +6,7 @@ import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { withServer } from "./_server.ts";
+import type { AppSettings } from "../config/app.ts";
 
 export const CHROMIUM = "/usr/bin/chromium";
 
@@ -40,7 +41,9 @@ export async function watchedPage(browser: Browser, shotDir: string): Promise<Wa
   await page.setViewport({ width: 1280, height: 900 });
   const problems: string[] = [];
   page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console: ${m.text()}`);
+    // A 4xx answer to an htmx request is shown on the page (islands/_errors.ts), not a fault; Chromium
+    // still logs it. Other 4xx responses are caught by the response hook below.
+    if (m.type() === "error" && !/the server responded with a status of 4\d\d/.test(m.text())) problems.push(`console: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`pageerror: ${(e as Error).message}`));
   page.on("requestfailed", (r) => {
@@ -49,7 +52,8 @@ export async function watchedPage(browser: Browser, shotDir: string): Promise<Wa
     if (why !== "net::ERR_ABORTED") problems.push(`requestfailed: ${r.url()} ${why}`);
   });
   page.on("response", (r) => {
-    if (r.status() >= 500) problems.push(`HTTP ${r.status()}: ${r.url()}`);
+    const htmx = r.request().headers()["hx-request"] === "true";
+    if (r.status() >= 500 || (r.status() >= 400 && !htmx)) problems.push(`HTTP ${r.status()}: ${r.url()}`);
   });
   fs.mkdirSync(shotDir, { recursive: true });
   return {
@@ -67,21 +71,26 @@ export async function watchedPage(browser: Browser, shotDir: string): Promise<Wa
  * A browser test against a fresh server: `body` gets a watched page and the base URL; the test fails
  * on any console error or failed request seen by the end, and the browser is always closed.
  */
-export function browserTest(name: string, shotPrefix: string, body: (w: WatchedPage, base: string) => Promise<void>): void {
+export function browserTest(
+  name: string,
+  shotPrefix: string,
+  body: (w: WatchedPage, base: string, dataDir: string) => Promise<void>,
+  opts: { settings?: Partial<AppSettings> } = {},
+): void {
   Deno.test({
     name,
     sanitizeOps: false,
     sanitizeResources: false,
     fn: () =>
-      withServer(async (base) => {
+      withServer(async (base, dataDir) => {
         const browser = await launch();
         try {
           const w = await watchedPage(browser, fs.mkdtempSync(`/tmp/gt-shots-${shotPrefix}-`));
-          await body(w, base);
+          await body(w, base, dataDir);
           if (w.problems.length) throw new Error(`browser problems:\n${w.problems.join("\n")}`);
         } finally {
           await browser.close();
         }
-      }),
+      }, { settings: opts.settings }),
   });
 }

@@ -4,9 +4,8 @@ import * as path from "node:path";
 import { createApp } from "../routes/app.tsx";
 import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
-import { createRun } from "../trainer/worker.ts";
+import { createRun, writeStatus } from "../trainer/run_dir.ts";
 import { parseRunConfig } from "../config/training.ts";
-import { writeStatus } from "../trainer/status.ts";
 
 function assert(cond: unknown, msg: string) {
   if (!cond) throw new Error(msg);

@@ -104,12 +104,14 @@ Deno.test({
 });
 
 // ---- Fast cases with a stand-in trainer: a small script that speaks the run-directory protocol
-// (lock, status.json, events, logs, SIGTERM → aborted) in a few hundred milliseconds.
+// (lock, status.json, events, logs, SIGTERM → aborted) in a few hundred milliseconds. It runs with the
+// repo's deno.json, as the real trainer does, so the modules it imports resolve their npm packages.
 
+const DENO_JSON = new URL("../deno.json", import.meta.url).pathname;
 const here = (p: string) => new URL(p, import.meta.url).href;
 const FAKE_TRAINER = `
 import { acquireLock, releaseLock } from "${here("../trainer/lock.ts")}";
-import { writeStatus } from "${here("../trainer/status.ts")}";
+import { writeStatus } from "${here("../trainer/run_dir.ts")}";
 import { EventWriter } from "${here("../trainer/tfevents.ts")}";
 import * as path from "node:path";
 const runDir = Deno.args[Deno.args.indexOf("--run") + 1];
@@ -138,7 +140,7 @@ function fakeService(dataDir: string, env: Record<string, string> = {}) {
   const svc = new TrainingService(dataDir, {
     intervalMs: 0,
     graceMs: 5000,
-    workerCommand: (runDir) => ({ cmd: "/usr/bin/env", args: [...Object.entries(env).map(([k, v]) => `${k}=${v}`), Deno.execPath(), "run", "-A", "--no-check", script, "train", "--run", runDir] }),
+    workerCommand: (runDir) => ({ cmd: "/usr/bin/env", args: [...Object.entries(env).map(([k, v]) => `${k}=${v}`), Deno.execPath(), "run", "-A", "--no-check", "--config", DENO_JSON, script, "train", "--run", runDir] }),
   });
   return svc;
 }
@@ -186,14 +188,14 @@ fast("service (stand-in trainer): queue, queue position, cancel, completion star
 fast("service (stand-in trainer): a trainer this server did not start is an orphan, monitored and abortable; restart re-attaches", async () => {
   const dataDir = fs.mkdtempSync("/tmp/gt-svcf-");
   const svc = fakeService(dataDir);
-  const { createRun } = await import("../trainer/worker.ts");
+  const { createRun } = await import("../trainer/run_dir.ts");
   const { spawnWorker } = await import("../trainer/process.ts");
   const runDir = createRun(cfg("outside", 1000), dataDir);
   const id = runDir.split("/").at(-1)!;
   // Started by "someone else" (another server, or the CLI), with a long run.
-  const pid = spawnWorker(runDir, { cmd: "/usr/bin/env", args: ["FAKE_STEPS=1000", "FAKE_STEP_MS=50", Deno.execPath(), "run", "-A", "--no-check", `${dataDir}/fake_trainer.ts`, "train", "--run", runDir] });
+  const pid = spawnWorker(runDir, { cmd: "/usr/bin/env", args: ["FAKE_STEPS=1000", "FAKE_STEP_MS=50", Deno.execPath(), "run", "-A", "--no-check", "--config", DENO_JSON, `${dataDir}/fake_trainer.ts`, "train", "--run", runDir] });
   // What the real trainer writes first; from here on the run is not queued, so this server must not start it.
-  (await import("../trainer/status.ts")).writeStatus(runDir, { state: "initializing", message: "Loading", step: 0, totalSteps: 1000, epoch: 0, pid });
+  (await import("../trainer/run_dir.ts")).writeStatus(runDir, { state: "initializing", message: "Loading", step: 0, totalSteps: 1000, epoch: 0, pid });
   try {
     const v = await until(svc, id, (x) => x.status.state === "training" && x.trainLoss !== undefined, "the outside trainer to train", 30_000);
     assert(v.orphan, "not shown as an orphan");
@@ -214,8 +216,8 @@ fast("service (stand-in trainer): a trainer this server did not start is an orph
 });
 
 fast("service: a lock whose pid is dead, or reused by another program, fails the run with stderr and is never signalled", async () => {
-  const { createRun } = await import("../trainer/worker.ts");
-  const { writeStatus, readStatus } = await import("../trainer/status.ts");
+  const { createRun } = await import("../trainer/run_dir.ts");
+  const { writeStatus, readStatus } = await import("../trainer/run_dir.ts");
   const { isPidAlive } = await import("../trainer/lock.ts");
   const dataDir = fs.mkdtempSync("/tmp/gt-svcf-");
   // Some unrelated program now has the pid the lock names.
@@ -246,8 +248,8 @@ fast("service: a lock whose pid is dead, or reused by another program, fails the
 });
 
 fast("service: restart a failed run without a checkpoint; resume refused without one; unsafe ids are 404", async () => {
-  const { createRun } = await import("../trainer/worker.ts");
-  const { writeStatus } = await import("../trainer/status.ts");
+  const { createRun } = await import("../trainer/run_dir.ts");
+  const { writeStatus } = await import("../trainer/run_dir.ts");
   const dataDir = fs.mkdtempSync("/tmp/gt-svcf-");
   const svc = fakeService(dataDir, { FAKE_STEPS: "2", FAKE_STEP_MS: "10" });
   try {

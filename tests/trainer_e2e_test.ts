@@ -7,9 +7,9 @@
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { listEventFiles, readEventFile, type ScalarEvent } from "../trainer/tfevents.ts";
-import { readStatus } from "../trainer/status.ts";
+import { createRun, readStatus } from "../trainer/run_dir.ts";
 import { acquireLock, readLock, releaseLock } from "../trainer/lock.ts";
-import { createRun, runWorker } from "../trainer/worker.ts";
+import { runWorker } from "../trainer/worker.ts";
 import { listCheckpoints, readTrainerState } from "../trainer/checkpoint.ts";
 import { readHeader } from "../engine/safetensors.ts";
 import { parseRunConfig } from "../config/training.ts";

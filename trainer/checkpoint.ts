@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import { basename, join } from "node:path";
 import type { LoraConfig } from "../config/training.ts";
 import { readAdapter, writeAdapter } from "../engine/peft.ts";
+import { checkpointLayout, internalName } from "../engine/model_dir.ts";
 import { listCheckpoint, readHeader, readTensorF32, writeSafetensors } from "../engine/safetensors.ts";
 import type { Schedule } from "../engine/optim.ts";
 
@@ -99,9 +100,12 @@ const MODEL_SIDE_FILES = ["config.json", "generation_config.json", "tokenizer.js
 function writeContent(dir: string, c: CheckpointContent): void {
   if (c.method === "lora") {
     if (!c.lora) throw new RangeError("A LoRA checkpoint needs the LoRA settings");
-    writeAdapter(dir, c.trainable, c.lora, c.baseModel);
+    writeAdapter(dir, c.trainable, c.lora, c.baseModel, checkpointLayout(c.modelDir));
   } else {
-    const tensors = [...c.trainable].map(([name, t]) => ({ name, dtype: "F32" as const, shape: t.shape, data: t.data }));
+    // Under the base checkpoint's own names, so the folder loads like the base (multimodal too).
+    const layout = checkpointLayout(c.modelDir);
+    const ext = (n: string) => (n.startsWith("model.") ? layout.textPrefix + n.slice("model.".length) : n);
+    const tensors = [...c.trainable].map(([name, t]) => ({ name: ext(name), dtype: "F32" as const, shape: t.shape, data: t.data }));
     writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
     for (const f of MODEL_SIDE_FILES) {
       const src = join(c.modelDir, f);
@@ -169,7 +173,7 @@ export function readCheckpoint(dir: string): { state: TrainerState; trainable: M
   if (state.method === "lora") {
     for (const [name, t] of readAdapter(dir).tensors) trainable.set(name, t.data);
   } else {
-    for (const [name, e] of listCheckpoint(dir)) trainable.set(name, readTensorF32(e));
+    for (const [name, e] of listCheckpoint(dir)) trainable.set(internalName(name), readTensorF32(e));
   }
   const optimizer = new Map<string, Float32Array>();
   for (const e of readHeader(join(dir, "optimizer.safetensors")).entries) optimizer.set(e.name, readTensorF32(e));

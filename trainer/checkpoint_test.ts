@@ -8,7 +8,8 @@ import {
   readTrainerState, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, writeCheckpoint, writeFinal,
 } from "./checkpoint.ts";
 import { modelCard } from "./model_card.ts";
-import { describeFailure, readRunJson } from "./worker.ts";
+import { describeFailure } from "./worker.ts";
+import { readRunJson } from "./run_dir.ts";
 import { parseRunConfig } from "../config/training.ts";
 
 function content(step: number, scale: number): CheckpointContent {

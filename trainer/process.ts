@@ -10,9 +10,10 @@ import { findOnPath, selfCommand } from "../config/app.ts";
 
 export { findOnPath };
 import { isPidAlive } from "./lock.ts";
+import { RUN_FILES } from "./run_dir.ts";
 
-export const STDOUT_LOG = "trainer_stdout.log";
-export const STDERR_LOG = "trainer_stderr.log";
+export const STDOUT_LOG = RUN_FILES.stdout;
+export const STDERR_LOG = RUN_FILES.stderr;
 
 /**
  * Spawns the trainer for `runDir` detached (its own session) and returns its pid. `command` defaults

@@ -1,6 +1,6 @@
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { join } from "node:path";
-import { readStatus, writeStatus } from "./status.ts";
+import { readStatus, writeStatus } from "./run_dir.ts";
 import { acquireLock, isPidAlive, readLock, releaseLock } from "./lock.ts";
 
 Deno.test("writeStatus is atomic, readable and logs one line per change", () => {

@@ -9,18 +9,23 @@
  * state are saved as float32, so a resumed run takes the same steps as one that never stopped.
  */
 import * as fs from "node:fs";
-import { join, resolve } from "node:path";
-import { parseRunConfig, type RunConfig } from "../config/training.ts";
+import { join } from "node:path";
+import type { RunConfig } from "../config/training.ts";
 import { BatchPlan, collate, type PreparedDataset, prepareDataset, type TokenizedExample } from "../engine/data/mod.ts";
 import { resolveModelPath } from "../engine/init_model.ts";
 import { type LoadedModel, loadModel } from "../engine/model_dir.ts";
 import { AdamW, clipFactor, globalNorm, lrAt, type Schedule } from "../engine/optim.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { TrainEngine } from "../engine/train_engine.ts";
+import type { Device } from "../engine/device.ts";
+import { gpuMemoryMb } from "../engine/gpu_memory.ts";
 import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
 import { acquireLock, releaseLock } from "./lock.ts";
 import { modelCard } from "./model_card.ts";
-import { appendStatusLog, type RunState, writeFileAtomic, writeStatus } from "./status.ts";
+import { appendStatusLog, createRun, readRunJson, type RunJson, type RunState, updateRunJson, writeStatus } from "./run_dir.ts";
+
+// Re-exported for code written before run_dir.ts owned them.
+export { createRun, readRunJson };
 import { EventWriter } from "./tfevents.ts";
 
 /** The one JSON line `train` ends with. */
@@ -31,69 +36,6 @@ export interface TrainResult {
   step: number;
   trainLoss: number | null;
   evalLoss: number | null;
-}
-
-/** run.json: the validated config plus what the worker learns about the model. */
-export interface RunJson {
-  id: string;
-  createdAt: string;
-  config: RunConfig;
-  modelInfo?: Record<string, unknown>;
-  datasetInfo?: Record<string, unknown>;
-}
-
-/**
- * Reads run.json in either shape: {"config": RunConfig, …} (what `train --config` writes) or a bare
- * RunConfig with extra info keys beside it.
- */
-export function readRunJson(runDir: string): RunJson {
-  const file = join(runDir, "run.json");
-  let raw: Record<string, unknown>;
-  try {
-    raw = JSON.parse(Deno.readTextFileSync(file));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new RangeError(`Cannot start the run in "${runDir}": run.json is missing (create runs with "train --config FILE.json" or the web UI)`);
-    throw new SyntaxError(`Cannot read "${file}": ${(e as Error).message}`);
-  }
-  const id = String(raw.id ?? raw.runId ?? runDir.split(/[\\/]/).filter(Boolean).at(-1));
-  if (raw.config && typeof raw.config === "object") {
-    return { ...raw, id, createdAt: String(raw.createdAt ?? ""), config: parseRunConfig(raw.config, file) } as RunJson;
-  }
-  const { id: _i, runId: _r, createdAt, modelInfo, datasetInfo: _d, modelDir: _m, ...cfg } = raw;
-  return { id, createdAt: String(createdAt ?? ""), config: parseRunConfig(cfg, file), modelInfo: modelInfo as Record<string, unknown> | undefined };
-}
-
-function updateRunJson(runDir: string, patch: Record<string, unknown>): void {
-  const file = join(runDir, "run.json");
-  const raw = JSON.parse(Deno.readTextFileSync(file));
-  writeFileAtomic(file, JSON.stringify({ ...raw, ...patch }, null, 2) + "\n");
-}
-
-function slug(s: string): string {
-  return s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "run";
-}
-
-/** `<name>-<yyyymmdd-hhmmss>-<4 hex>`: sorts by time, unique enough for one data dir. */
-export function newRunId(name: string, now = new Date()): string {
-  const t = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  const rand = Math.floor(Math.random() * 0x10000).toString(16).padStart(4, "0");
-  return `${slug(name)}-${t}-${rand}`;
-}
-
-/** Creates <data>/runs/<runId>/ with run.json for a config file; returns the run directory. */
-export function createRun(config: RunConfig, dataDir: string): string {
-  const cfg: RunConfig = structuredClone(config);
-  // Paths are fixed now, so `train --run` works from any working directory later.
-  if (cfg.model !== "demo") cfg.model = resolve(cfg.model);
-  if (cfg.dataset.path !== "sample") cfg.dataset.path = resolve(cfg.dataset.path);
-  if (cfg.dataset.validationPath) cfg.dataset.validationPath = resolve(cfg.dataset.validationPath);
-  const id = newRunId(cfg.name);
-  const runDir = join(dataDir, "runs", id);
-  fs.mkdirSync(runDir, { recursive: true });
-  const run: RunJson = { id, createdAt: new Date().toISOString(), config: cfg };
-  writeFileAtomic(join(runDir, "run.json"), JSON.stringify(run, null, 2) + "\n");
-  writeStatus(runDir, { state: "queued", message: "Created", step: 0, totalSteps: cfg.maxSteps ?? 0, epoch: 0, pid: Deno.pid });
-  return runDir;
 }
 
 export interface WorkerOptions {
@@ -141,6 +83,12 @@ interface Ctx {
 
 function rssMb(): number {
   return Deno.memoryUsage().rss / 2 ** 20;
+}
+
+/** `system/gpu_mem_mb` where the driver reports it (engine/gpu_memory.ts), else nothing. */
+function gpuScalar(device: Device): Record<string, number> {
+  const mb = gpuMemoryMb(device);
+  return mb === null ? {} : { "system/gpu_mem_mb": mb };
 }
 
 async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): Promise<TrainResult> {
@@ -299,6 +247,7 @@ async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): P
         "train/step_time_ms": ms,
         "train/epoch": epoch,
         "system/rss_mb": rssMb(),
+        ...gpuScalar(cfg.device),
       });
       logHistory.push({ step, loss, learningRate: lr, gradNorm, epoch });
       ctx.log(

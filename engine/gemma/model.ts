@@ -1,13 +1,14 @@
 /**
- * The Gemma 1/2/3 decoder as an ONNX graph (spec/GEMMA.md §1), with LoRA branches and the causal-LM
- * loss on selected positions.
+ * The Gemma 1/2/3/4 decoder as an ONNX graph (spec/GEMMA.md §1, docs/GEMMA4.md §Forward), with LoRA
+ * branches and the causal-LM loss on selected positions. Gemma 4 adds per-layer head dims, K=V and
+ * KV-shared layers, v-norm, per-layer embeddings (PLE) and layer_scalar (moe.ts: the experts).
  *
  * Legend: B = batch, T = time (sequence bucket), N = B·T tokens, H = hidden, I = intermediate,
  * nH = query heads, nKv = key/value heads, D = head dim, V = vocab, P = positions with a label,
  * r = LoRA rank.
  *
  * Inputs (fed every run):
- *   input_ids [N] int64 · rope_cos_<full|sliding>, rope_sin_<…> [T,D] · mask_<full|sliding> [T,T]
+ *   input_ids [N] int64 · rope_cos_<full|sliding>, rope_sin_<…> [T,D_type] · mask_<full|sliding> [T,T]
  *   (additive: 0 or −1e9) · sel [P] int64 (flat token index whose next token is predicted) ·
  *   tgt [P,1] int64 (the target id) · tw [P] (1 counts, 0 = padding row) · every weight by HF name ·
  *   LoRA tensors by PEFT name · dropout masks `dropout.<layer>.<linear>` [N,in] when training with dropout.
@@ -17,7 +18,8 @@ import { type DType, Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import type { GemmaConfig, LayerType } from "./config.ts";
-import { LINEARS, type LinearName, linearPath, linearShape, paramSpecs } from "./params.ts";
+import { layerLinears, type LinearName, linearPath, linearShape, paramSpecs } from "./params.ts";
+import { moeBlock } from "./moe.ts";
 import { FrozenInputs } from "../quant/graph.ts";
 import type { BasePrecision } from "../quant/blocks.ts";
 
@@ -69,9 +71,10 @@ export function peftName(i: number, lin: LinearName, ab: "A" | "B"): string {
 export function loraSpecs(c: GemmaConfig, l: LoraSpec): { name: string; shape: number[] }[] {
   const out: { name: string; shape: number[] }[] = [];
   for (let i = 0; i < c.numLayers; i++) {
-    for (const lin of LINEARS) {
+    // Only the linears the layer has: never k/v of a KV-shared layer, never v_proj of a K=V layer.
+    for (const lin of layerLinears(c, i)) {
       if (!l.targets.includes(lin)) continue;
-      const [fo, fi] = linearShape(c, lin);
+      const [fo, fi] = linearShape(c, lin, i);
       out.push({ name: peftName(i, lin, "A"), shape: [l.r, fi] });
       out.push({ name: peftName(i, lin, "B"), shape: [fo, l.r] });
     }
@@ -86,19 +89,40 @@ export class Ctx {
   readonly dropout = new Map<string, Value>();
   /** Projection weights not in `w`: fed in the base precision, dequantized where used. */
   readonly frozen: FrozenInputs;
+  /** Keys and values [B,nKv,T,D] after norm and RoPE of each layer that computes them (KV sharing). */
+  readonly kv = new Map<number, { k: Value; v: Value }>();
+  /** Gemma 4 PLE: each layer's per-layer input [N,Dp]. */
+  ple: Value[] = [];
+  private rots = new Map<number, Value>();
   constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {
     this.frozen = new FrozenInputs(g, opts.basePrecision ?? "fp32");
   }
   get N() {
     return this.opts.batch * this.opts.seq;
   }
+  /** The constant rotate_half matrix [D,D] for a head dim (Gemma 4 layers differ). */
+  rot(D: number): Value {
+    let r = this.rots.get(D);
+    if (!r) this.rots.set(D, r = this.g.constant(rotateHalfMatrix(D, this.g.float), [D, D]));
+    return r;
+  }
 }
 
-/** y = x·(1+w) / sqrt(mean(x²) + eps) over the last axis, in the graph's float type. */
-export function rmsNorm(g: Graph, x: Value, w: Value, eps: number): Value {
+/** The head dim of a layer type (every layer of a type shares it). */
+export function typeHeadDim(c: GemmaConfig, type: LayerType): number {
+  return c.layers.find((l) => l.type === type)?.headDim ?? c.headDim;
+}
+
+/**
+ * y = x·(offset + w) / sqrt(mean(x²) + eps) over the last axis, in the graph's float type: offset 1 is
+ * Gemma 1–3's (1 + w), 0 Gemma 4's plain weight; w null is the weightless norm (Gemma 4 v_norm, router).
+ */
+export function rmsNorm(g: Graph, x: Value, w: Value | null, eps: number, offset: 0 | 1 = 1): Value {
   const ms = o.reduceMean(g, o.mul(g, x, x), [-1], true);
   const inv = o.reciprocal(g, o.sqrt(g, o.add(g, ms, g.scalar(eps))));
-  return o.mul(g, o.mul(g, x, inv), o.add(g, w, g.scalar(1)));
+  const y = o.mul(g, x, inv);
+  if (!w) return y;
+  return o.mul(g, y, offset ? o.add(g, w, g.scalar(1)) : w);
 }
 
 /** tanh-approximate GELU (HF's gelu_pytorch_tanh), one ONNX node with its own backward rule. */
@@ -132,7 +156,7 @@ export function frozenMatMul(ctx: Ctx, x: Value, name: string, shape: readonly [
 /** x [M,in] → [M,out] through layer i's linear, plus its LoRA branch when targeted. */
 function linear(ctx: Ctx, x: Value, i: number, lin: LinearName): Value {
   const { g } = ctx;
-  let y = frozenMatMul(ctx, x, `${linearPath(i, lin)}.weight`, linearShape(ctx.c, lin));
+  let y = frozenMatMul(ctx, x, `${linearPath(i, lin)}.weight`, linearShape(ctx.c, lin, i));
   const A = ctx.lora.get(peftName(i, lin, "A"));
   if (A) {
     const Bm = ctx.lora.get(peftName(i, lin, "B"))!; // [out,r]
@@ -167,7 +191,7 @@ export type Attend = (ctx: Ctx, q: Value, k: Value, v: Value, layer: number) => 
 
 /** Repeats kv heads for GQA/MQA: [B,nKv,T,D] → [B,nH,T,D]. */
 export function expandKv(ctx: Ctx, x: Value): Value {
-  const { g, c } = ctx;
+  const { g, c } = ctx; // nKv from the shape: layers differ in Gemma 4
   const [B, nKv, T, D] = x.shape;
   if (nKv === c.numHeads) return x;
   const rep = c.numHeads / nKv;
@@ -190,43 +214,72 @@ export const localAttention: Attend = (ctx, q, k, v, i) => {
 };
 
 /** One decoder layer on the residual stream h [N,H]. */
-export function layer(ctx: Ctx, h: Value, i: number, rot: Value, attend: Attend = localAttention): Value {
+export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAttention): Value {
   const { g, c, opts } = ctx;
   const B = opts.batch, T = opts.seq, N = ctx.N;
-  const nH = c.numHeads, nKv = c.numKvHeads, D = c.headDim;
+  const l = c.layers[i];
+  const nH = c.numHeads, nKv = l.kvHeads, D = l.headDim;
   const p = `model.layers.${i}`;
-  const type = c.layerTypes[i];
-  const norm = (x: Value, name: string) => rmsNorm(g, x, ctx.w.get(`${p}.${name}.weight`)!, c.rmsNormEps);
+  const w = (name: string) => ctx.w.get(`${p}.${name}`)!;
+  const norm = (x: Value, name: string) => rmsNorm(g, x, w(`${name}.weight`), c.rmsNormEps, c.normOffset);
+  const rot = ctx.rot(D);
+  const cos = g.inputs.find((x) => x.name === `rope_cos_${l.type}`)!; // [T,D]
+  const sin = g.inputs.find((x) => x.name === `rope_sin_${l.type}`)!;
 
   // Attention.
   const xn = norm(h, "input_layernorm"); // [N,H]
   let q = o.reshape(g, linear(ctx, xn, i, "q_proj"), [B, T, nH, D]);
-  let k = o.reshape(g, linear(ctx, xn, i, "k_proj"), [B, T, nKv, D]);
-  const v = o.reshape(g, linear(ctx, xn, i, "v_proj"), [B, T, nKv, D]);
-  if (c.generation === 3) {
-    q = rmsNorm(g, q, ctx.w.get(`${p}.self_attn.q_norm.weight`)!, c.rmsNormEps);
-    k = rmsNorm(g, k, ctx.w.get(`${p}.self_attn.k_norm.weight`)!, c.rmsNormEps);
+  if (c.qkNorm) q = norm(q, "self_attn.q_norm");
+  if (l.kvSource === i) {
+    const kRaw = o.reshape(g, linear(ctx, xn, i, "k_proj"), [B, T, nKv, D]);
+    // K=V layers (Gemma 4 full attention): V is the raw K projection, before k_norm and RoPE.
+    let v = l.kEqV ? kRaw : o.reshape(g, linear(ctx, xn, i, "v_proj"), [B, T, nKv, D]);
+    if (c.vNorm) v = rmsNorm(g, v, null, c.rmsNormEps);
+    const k = c.qkNorm ? norm(kRaw, "self_attn.k_norm") : kRaw;
+    ctx.kv.set(i, { k: rope(g, o.transpose(g, k, [0, 2, 1, 3]), cos, sin, rot), v: o.transpose(g, v, [0, 2, 1, 3]) }); // [B,nKv,T,D]
   }
-  let qh = o.transpose(g, q, [0, 2, 1, 3]); // [B,nH,T,D]
-  let kh = o.transpose(g, k, [0, 2, 1, 3]); // [B,nKv,T,D]
-  const vh = o.transpose(g, v, [0, 2, 1, 3]); // [B,nKv,T,D]
-  const cos = g.inputs.find((x) => x.name === `rope_cos_${type}`)!; // [T,D]
-  const sin = g.inputs.find((x) => x.name === `rope_sin_${type}`)!;
-  qh = o.scale(g, rope(g, qh, cos, sin, rot), c.queryPreAttnScalar ** -0.5);
-  kh = rope(g, kh, cos, sin, rot);
+  // KV-shared layers (Gemma 4) attend to their source layer's keys and values.
+  const { k: kh, v: vh } = ctx.kv.get(l.kvSource)!;
+  const qh = o.scale(g, rope(g, o.transpose(g, q, [0, 2, 1, 3]), cos, sin, rot), c.queryPreAttnScalar ** -0.5); // [B,nH,T,D]
   const ctxv = attend(ctx, qh, kh, vh, i); // [B,nH,T,D]
   const merged = o.reshape(g, o.transpose(g, ctxv, [0, 2, 1, 3]), [N, nH * D]);
   let attn = linear(ctx, merged, i, "o_proj"); // [N,H]
   if (c.generation >= 2) attn = norm(attn, "post_attention_layernorm");
   h = o.add(g, h, attn);
 
-  // MLP.
+  // MLP (Gemma 4 26B-A4B: plus the experts, moe.ts).
   const mlpIn = norm(h, c.generation >= 2 ? "pre_feedforward_layernorm" : "post_attention_layernorm");
-  const gate = geluTanh(g, linear(ctx, mlpIn, i, "gate_proj")); // [N,I]
+  const gate = geluTanh(g, linear(ctx, mlpIn, i, "gate_proj")); // [N,I_i]
   const up = linear(ctx, mlpIn, i, "up_proj");
   let mlp = linear(ctx, o.mul(g, gate, up), i, "down_proj"); // [N,H]
+  if (c.moe) mlp = o.add(g, norm(mlp, "post_feedforward_layernorm_1"), moeBlock(ctx, h, i));
   if (c.generation >= 2) mlp = norm(mlp, "post_feedforward_layernorm");
-  return o.add(g, h, mlp);
+  h = o.add(g, h, mlp);
+
+  if (c.ple) {
+    // Per-layer embeddings: a gated projection of this layer's slice, added to the stream.
+    const gp = geluTanh(g, frozenMatMul(ctx, h, `${p}.per_layer_input_gate.weight`, [c.ple.dim, c.hiddenSize])); // [N,Dp]
+    const y = frozenMatMul(ctx, o.mul(g, gp, ctx.ple[i]), `${p}.per_layer_projection.weight`, [c.hiddenSize, c.ple.dim]); // [N,H]
+    h = o.add(g, h, norm(y, "post_per_layer_input_norm"));
+  }
+  if (c.layerScalar) h = o.mul(g, h, w("layer_scalar")); // [1]: scales the whole residual stream
+  return h;
+}
+
+/**
+ * Gemma 4 PLE inputs (docs/GEMMA4.md §PLE): rows [N, L·Dp] of embed_tokens_per_layer for the ids and
+ * the scaled main embedding e [N,H] → each layer's [N,Dp] in ctx.ple.
+ */
+export function perLayerInputs(ctx: Ctx, rows: Value, e: Value): void {
+  const { g, c } = ctx;
+  const { dim: Dp } = c.ple!;
+  const N = ctx.N, L = c.numLayers, H = c.hiddenSize;
+  const f = (x: number) => (g.float === "float32" ? Math.fround(x) : x);
+  const raw = o.reshape(g, o.scale(g, rows, f(Math.sqrt(Dp))), [N, L, Dp]);
+  const projected = o.scale(g, frozenMatMul(ctx, e, "model.per_layer_model_projection.weight", [L * Dp, H]), f(H ** -0.5)); // [N,L·Dp]
+  const normed = rmsNorm(g, o.reshape(g, projected, [N, L, Dp]), ctx.w.get("model.per_layer_projection_norm.weight")!, c.rmsNormEps, c.normOffset);
+  const P = o.scale(g, o.add(g, normed, raw), f(2 ** -0.5)); // [N,L,Dp]
+  ctx.ple = o.split(g, P, Array(L).fill(1), 1).map((x) => o.reshape(g, x, [N, Dp]));
 }
 
 /** Inputs rope_cos_/rope_sin_<type> [T,D] and mask_<type> [T,T] for each layer type used. */
@@ -234,8 +287,8 @@ export function positionInputs(ctx: Ctx): void {
   const { g, c } = ctx;
   const T = ctx.opts.seq;
   for (const t of new Set(c.layerTypes)) {
-    g.input(`rope_cos_${t}`, [T, c.headDim]);
-    g.input(`rope_sin_${t}`, [T, c.headDim]);
+    g.input(`rope_cos_${t}`, [T, typeHeadDim(c, t)]);
+    g.input(`rope_sin_${t}`, [T, typeHeadDim(c, t)]);
     g.input(`mask_${t}`, [T, T]);
   }
 }
@@ -252,10 +305,10 @@ export function loraInputsOf(ctx: Ctx): { loraInputs: string[]; dropoutInputs: {
   }
   if (opts.dropout && opts.lora.dropout > 0) {
     for (let i = 0; i < c.numLayers; i++) {
-      for (const lin of LINEARS) {
+      for (const lin of layerLinears(c, i)) {
         if (!opts.lora.targets.includes(lin)) continue;
         const name = `dropout.${i}.${lin}`;
-        const shape = [ctx.N, linearShape(c, lin)[1]];
+        const shape = [ctx.N, linearShape(c, lin, i)[1]];
         ctx.dropout.set(name, g.input(name, shape));
         dropoutInputs.push({ name, shape });
       }
@@ -269,7 +322,7 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   const float = opts.float ?? "float32";
   const g = new Graph(float);
   const ctx = new Ctx(g, c, opts);
-  const N = ctx.N, P = opts.positions, D = c.headDim;
+  const N = ctx.N, P = opts.positions;
 
   const ids = g.input("input_ids", [N], "int64");
   const used = [...new Set(c.layerTypes)];
@@ -279,13 +332,13 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   const tw = g.input("tw", [P]);
   declareWeights(ctx);
   const { loraInputs, dropoutInputs } = loraInputsOf(ctx);
-  const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
 
   const E = ctx.w.get("model.embed_tokens.weight")!; // [V,H]
   const normalizer = float === "float32" ? Math.fround(Math.sqrt(c.hiddenSize)) : Math.sqrt(c.hiddenSize);
   let h = o.scale(g, o.gather(g, E, ids), normalizer); // [N,H]
-  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, rot);
-  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps);
+  if (c.ple) perLayerInputs(ctx, o.gather(g, ctx.w.get("model.embed_tokens_per_layer.weight")!, ids), h);
+  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i);
+  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps, c.normOffset);
 
   const twCol = o.reshape(g, tw, [P, 1]);
   // Padding rows are zeroed here, on [P,H], so nothing on [P,V] needs masking in the backward.
@@ -301,7 +354,7 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
 
   let trainable: string[] = [];
   if (opts.method !== "forward") {
-    const wrt = opts.method === "lora" ? [...ctx.lora.values()] : [...ctx.w.values()];
+    const wrt = opts.method === "lora" ? [...ctx.lora.values()] : trainableWeights(ctx);
     if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
     // d loss/d logits in closed form, softmax − onehot: far fewer [P,V] intermediates than
     // differentiating LogSoftmax and GatherElements node by node. Padding rows are masked on hs.
@@ -320,16 +373,30 @@ export function buildModelGraph(c: GemmaConfig, opts: ModelGraphOptions): ModelG
   };
 }
 
-/** cos/sin tables [T,D] (concat(freqs, freqs)) for a layer type, positions 0…T−1, computed in float64. */
+/**
+ * Full fine-tuning's trainables: every weight input except buffers (Gemma 4 layer_scalar, which
+ * transformers registers as a buffer) and frozen MoE experts.
+ */
+export function trainableWeights(ctx: Ctx): Value[] {
+  const frozen = new Set(paramSpecs(ctx.c).filter((s) => s.kind === "buffer" || s.kind === "expert").map((s) => s.name));
+  return [...ctx.w.values()].filter((v) => !frozen.has(v.name));
+}
+
+/**
+ * cos/sin tables [T,D] (concat(freqs, freqs)) for a layer type, positions 0…T−1, computed in float64.
+ * Gemma 4's "proportional" RoPE on full layers rotates only the first ropePartialFull·D/2 frequency
+ * pairs, with exponents over the whole D; the other pairs get inv_freq 0 (cos 1, sin 0).
+ */
 export function ropeTables(c: GemmaConfig, type: LayerType, T: number): { cos: Float64Array; sin: Float64Array } {
-  const D = c.headDim, half = D / 2;
+  const D = typeHeadDim(c, type), half = D / 2;
   const base = type === "full" ? c.ropeThetaFull : c.ropeThetaSliding;
   const factor = type === "full" ? c.ropeScalingFull : 1;
+  const rotated = type === "full" ? Math.floor((c.ropePartialFull * D) / 2) : half;
   const cos = new Float64Array(T * D), sin = new Float64Array(T * D);
   for (let t = 0; t < T; t++) {
     for (let j = 0; j < half; j++) {
       // HF computes inv_freq and the angle in float32.
-      const invFreq = Math.fround(Math.fround(1 / base ** ((2 * j) / D)) / factor);
+      const invFreq = j < rotated ? Math.fround(Math.fround(1 / base ** ((2 * j) / D)) / factor) : 0;
       const ang = Math.fround(t * invFreq);
       cos[t * D + j] = cos[t * D + j + half] = Math.cos(ang);
       sin[t * D + j] = sin[t * D + j + half] = Math.sin(ang);

@@ -18,7 +18,7 @@ import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import { pruneGraph, splitGraph } from "../onnx/partition.ts";
 import type { GemmaConfig } from "./config.ts";
-import { Ctx, declareWeights, layer, loraInputsOf, type ModelGraphOptions, positionInputs, rmsNorm, rotateHalfMatrix, softcap } from "./model.ts";
+import { Ctx, declareWeights, layer, loraInputsOf, type ModelGraphOptions, perLayerInputs, positionInputs, rmsNorm, softcap, trainableWeights } from "./model.ts";
 
 /** As for the single graph (model.ts); method "forward" builds the forward graph only. */
 export interface BodyOptions extends Omit<ModelGraphOptions, "logits"> {
@@ -45,7 +45,9 @@ export interface BodyGraphs {
 export const EMBED = "model.embed_tokens.weight";
 
 /** The body's inputs that change every step; the rest are weights (their transforms are recomputed, not saved). */
-const STEP_INPUTS = new Set(["embeds", "sel", "tw", "d_hs"]);
+const STEP_INPUTS = new Set(["embeds", "ple_embeds", "sel", "tw", "d_hs"]);
+/** Gemma 4's per-layer embedding table: gathered by the caller like E, fed as `ple_embeds` [N, L·Dp]. */
+export const PLE_TABLE = "model.embed_tokens_per_layer.weight";
 
 /**
  * The decoder body: embeds [N,H] (unscaled rows of E) → hs [P,H] = final-normed hidden states at the
@@ -55,19 +57,20 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const float = opts.float ?? "float32";
   const g = new Graph(float);
   const ctx = new Ctx(g, c, opts);
-  const N = ctx.N, P = opts.positions, D = c.headDim, H = c.hiddenSize;
+  const N = ctx.N, P = opts.positions, H = c.hiddenSize;
 
   const embeds = g.input("embeds", [N, H]);
+  const pleRows = c.ple ? g.input("ple_embeds", [N, c.numLayers * c.ple.dim]) : null;
   positionInputs(ctx);
   const sel = g.input("sel", [P], "int64");
   const tw = g.input("tw", [P]);
-  declareWeights(ctx, (name) => name === EMBED);
+  declareWeights(ctx, (name) => name === EMBED || name === PLE_TABLE);
   const { dropoutInputs } = loraInputsOf(ctx);
-  const rot = g.constant(rotateHalfMatrix(D, float), [D, D]);
   const normalizer = float === "float32" ? Math.fround(Math.sqrt(H)) : Math.sqrt(H);
   let h = o.scale(g, embeds, normalizer); // [N,H]
-  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, rot);
-  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps);
+  if (pleRows) perLayerInputs(ctx, pleRows, h);
+  for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i);
+  h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps, c.normOffset);
   const hsRaw = o.mul(g, o.gather(g, h, sel), o.reshape(g, tw, [P, 1])); // [P,H]
   const hs = g.output(hsRaw, "hs");
   const cut = g.nodes.length;
@@ -77,7 +80,7 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   }
   if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
   const dHs = g.input("d_hs", [P, H]);
-  const wrt = opts.method === "lora" ? [...ctx.lora.values()] : [...ctx.w.values(), embeds];
+  const wrt = opts.method === "lora" ? [...ctx.lora.values()] : [...trainableWeights(ctx), embeds, ...(pleRows ? [pleRows] : [])];
   const grads = gradientsFromSeeds(g, new Map([[hsRaw, dHs]]), wrt);
   const outs = wrt.map((w) => g.output(grads.get(w)!, `grad.${w.name}`));
   const split = opts.activations === "recompute"

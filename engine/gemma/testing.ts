@@ -5,7 +5,7 @@
 import type * as ortTypes from "onnxruntime-node";
 import { type GemmaConfig, normalizeConfig } from "./config.ts";
 import { paramSpecs } from "./params.ts";
-import { attentionMask, buildModelGraph, type LoraSpec, ropeTables } from "./model.ts";
+import { attentionMask, buildModelGraph, type LoraSpec, ropeTables, typeHeadDim } from "./model.ts";
 import { createSession, type Device, tensor } from "../session.ts";
 import { rng } from "../lora.ts";
 import type { DType } from "../onnx/builder.ts";
@@ -57,15 +57,44 @@ export function tinyConfig(generation: 1 | 2 | 3, stress = false): GemmaConfig {
   return normalizeConfig(tinyRawConfig(generation, stress), `tiny-gemma-${generation}`);
 }
 
+/**
+ * Tiny Gemma 4 stress configs where every feature changes the output: "ple" (per-layer embeddings,
+ * KV sharing, double-wide MLP), "kv" (K=V full layers), "moe" (experts beside the dense MLP). Head dims
+ * differ per layer type, the window is 3, half of each full head rotates, and the soft-cap is small.
+ */
+export type Gemma4Variant = "ple" | "kv" | "moe";
+export function tinyRawConfig4(variant: Gemma4Variant): Record<string, unknown> {
+  const common = {
+    model_type: "gemma4_text", vocab_size: 48, hidden_size: 32, intermediate_size: 24, num_attention_heads: 4, num_key_value_heads: 2,
+    head_dim: 8, global_head_dim: 16, rms_norm_eps: 1e-6, max_position_embeddings: 128, bos_token_id: 2, eos_token_id: 1, pad_token_id: 0,
+    sliding_window: 3, final_logit_softcapping: 1.5,
+    rope_parameters: { sliding_attention: { rope_type: "default", rope_theta: 10000 }, full_attention: { rope_type: "proportional", partial_rotary_factor: 0.5, rope_theta: 100 } },
+  };
+  if (variant === "ple") {
+    return {
+      ...common, num_hidden_layers: 4, layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+      num_kv_shared_layers: 2, use_double_wide_mlp: true, hidden_size_per_layer_input: 4, vocab_size_per_layer_input: 48,
+    };
+  }
+  const kv = { ...common, num_hidden_layers: 3, layer_types: ["sliding_attention", "full_attention", "full_attention"], attention_k_eq_v: true, num_global_key_value_heads: 1 };
+  return variant === "kv" ? kv : { ...kv, enable_moe_block: true, num_experts: 4, top_k_experts: 2, moe_intermediate_size: 8 };
+}
+
+export function tinyConfig4(variant: Gemma4Variant): GemmaConfig {
+  return normalizeConfig(tinyRawConfig4(variant), `tiny-gemma-4-${variant}`);
+}
+
 /** Random weights: normal-ish with `std` for matrices, small random offsets for norms. */
 export function randomWeights(c: GemmaConfig, seed: number, std = 0.2): Map<string, Float32Array> {
   const r = rng(seed);
   const w = new Map<string, Float32Array>();
   for (const s of paramSpecs(c)) {
     const n = s.shape.reduce((a, b) => a * b, 1);
-    const scale = s.kind === "norm" ? 0.3 : std;
+    const scale = s.kind === "norm" || s.kind === "buffer" ? 0.3 : std;
+    // Plain-weight norms (Gemma 4), layer scalars and router scales are multipliers: around 1.
+    const centre = (s.kind === "norm" && c.normOffset === 0) || s.kind === "buffer" ? 1 : 0;
     // Sum of 3 uniforms ≈ normal, std 1.
-    w.set(s.name, Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2 * scale));
+    w.set(s.name, Float32Array.from({ length: n }, () => centre + (r() + r() + r() - 1.5) * 2 * scale));
   }
   return w;
 }
@@ -106,8 +135,8 @@ export async function runSequence(
   };
   for (const type of new Set(c.layerTypes)) {
     const { cos, sin } = ropeTables(c, type, T);
-    feeds[`rope_cos_${type}`] = tensor(float, F.from(cos), [T, c.headDim]);
-    feeds[`rope_sin_${type}`] = tensor(float, F.from(sin), [T, c.headDim]);
+    feeds[`rope_cos_${type}`] = tensor(float, F.from(cos), [T, typeHeadDim(c, type)]);
+    feeds[`rope_sin_${type}`] = tensor(float, F.from(sin), [T, typeHeadDim(c, type)]);
     feeds[`mask_${type}`] = tensor(float, F.from(attentionMask(c, type, T)), [T, T]);
   }
   for (const s of paramSpecs(c)) feeds[s.name] = tensor(float, F.from(weights.get(s.name)!), s.shape);
