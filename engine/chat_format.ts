@@ -9,6 +9,7 @@
  *            from past model turns, and on 12B / 26B-A4B / 31B an empty thought block after the
  *            generation prompt.
  */
+import type { Tokenizer } from "./tokenizer.ts";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant" | "model";
@@ -169,4 +170,13 @@ export function chatStyleOf(config: Record<string, unknown> | undefined, templat
   if (generation !== 4) return { generation };
   if (template?.includes("<|turn>")) return { generation, emptyThought: /<\|channel>thought(\\n|\n)<channel\|>/.test(template) };
   return { generation, emptyThought: !(Number(text.hidden_size_per_layer_input ?? 0) > 0) };
+}
+
+/**
+ * The prompt ids for chat messages in the model's chat format (its tokenizer knows it: `tok.chat`), no
+ * second BOS. A generation number given by older callers keeps the tokenizer's style when it agrees.
+ */
+export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[], style: ChatStyle | ChatStyle["generation"] = tok.chat): number[] {
+  const s = typeof style === "number" ? (style === tok.chat.generation ? tok.chat : { generation: style }) : style;
+  return tok.encode(renderChat(messages, { ...s, addGenerationPrompt: true }), { addSpecialTokens: false });
 }

@@ -13,8 +13,6 @@ import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
-import type { Tokenizer } from "./tokenizer.ts";
-import { type ChatMessage, renderChat } from "./chat_format.ts";
 
 export interface GeneratorModel {
   config: GemmaConfig;
@@ -211,7 +209,5 @@ export async function loadForGeneration(modelDir: string, adapterDir?: string): 
   return { config: m.config, weights: mergeLora(m.weights, a.tensors, loraScaling({ ...a.lora })) };
 }
 
-/** The prompt ids for chat messages in the model's chat format (its tokenizer knows it), no second BOS. */
-export function chatPromptIds(tok: Tokenizer, messages: ChatMessage[]): number[] {
-  return tok.encode(renderChat(messages, { ...tok.chat, addGenerationPrompt: true }), { addSpecialTokens: false });
-}
+// Re-exported for code written before it moved to chat_format.ts (it needs no ONNX Runtime).
+export { chatPromptIds } from "./chat_format.ts";

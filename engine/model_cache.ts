@@ -5,9 +5,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Generator, type GeneratorModel, loadForGeneration } from "./generate.ts";
+// Types only: generate.ts loads ONNX Runtime, so it is imported when the first model is (serve starts without it).
+import type { Generator, GeneratorModel } from "./generate.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
-import { resolveModelPath } from "./init_model.ts";
+import { resolveModelPath } from "./model_dir.ts";
 
 export interface ModelEntry {
   /** "demo", or "<runId>/final", or "<runId>/checkpoint-<step>". */
@@ -78,6 +79,7 @@ export class ModelCache {
     if (!p) {
       p = (async () => {
         const where = await this.locate(id);
+        const { Generator, loadForGeneration } = await import("./generate.ts");
         const model: GeneratorModel = await loadForGeneration(where.modelDir, where.adapterDir);
         const tok = await loadTokenizer(where.modelDir);
         let bytes = 0;

@@ -169,3 +169,14 @@ export function loadModel(dir: string): Promise<LoadedModel> {
   for (const f of new Set([...entries.values()].map((e) => e.file))) sizeBytes += fs.statSync(f).size;
   return Promise.resolve({ dir, config, weights, shapes, storedDtype: [...dtypes].join("+"), sizeBytes });
 }
+
+/**
+ * "demo" → the built-in demo model (created on first use, engine/init_model.ts); anything else must
+ * be a valid model directory. Returns the absolute directory.
+ */
+export async function resolveModelPath(model: string, dataDir: string): Promise<string> {
+  if (model === "demo") return await (await import("./init_model.ts")).ensureDemoModel(dataDir);
+  const dir = path.resolve(model);
+  readConfig(dir);
+  return dir;
+}

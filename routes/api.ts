@@ -2,9 +2,12 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { z } from "zod";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { formatIssues, RunConfigSchema } from "../config/training.ts";
-import { ServiceError, type TrainingService } from "../trainer/service.ts";
+import { ServiceError } from "../trainer/service.ts";
+import { exportAdapter, exportMerged, type ModelCache, zipFiles } from "../engine/mod.ts";
+import type { AppDeps } from "./deps.ts";
 import { readLogChunk } from "../trainer/logs.ts";
 import { downsample } from "../trainer/metrics.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
@@ -36,7 +39,9 @@ const LogQuery = z.object({
   offset: z.coerce.number().int().min(-1).max(Number.MAX_SAFE_INTEGER).default(-1),
 });
 
-export function apiRoutes(service: TrainingService) {
+export function apiRoutes(deps: AppDeps) {
+  const { service } = deps;
+  const models = () => deps.models as ModelCache;
   const app = new Hono();
   app.onError((err, c) => {
     if (err instanceof ServiceError) return c.json({ error: err.message }, err.status);
@@ -111,10 +116,10 @@ export function apiRoutes(service: TrainingService) {
   });
 
   app.get("/api/runs/:id/scalars", (c) => {
-    const dir = service.runDir(c.req.param("id"));
+    const metrics = service.metricsOf(c.req.param("id"));
     const q = ScalarQuery.safeParse(c.req.query());
     if (!q.success) return c.json({ error: formatIssues(q.error) }, 400);
-    const points = downsample(service.metrics.scalars(dir, q.data.tag, q.data.after), q.data.max);
+    const points = downsample(metrics.scalars(q.data.tag, q.data.after), q.data.max);
     const st = service.get(c.req.param("id")).status;
     return c.json({ tag: q.data.tag, points, live: !isFinalState(st.state) });
   });
@@ -127,6 +132,49 @@ export function apiRoutes(service: TrainingService) {
     // Once the trainer has ended, a last line without a newline is complete too.
     const ended = isFinalState(service.get(c.req.param("id")).status.state);
     return c.json(readLogChunk(file, q.data.offset, { partial: ended }));
+  });
+
+  // The playground's models: a zip of a run model, unload, checkpoint delete.
+  app.get("/api/export", async (c) => {
+    const id = c.req.query("model") ?? "";
+    const as = c.req.query("as") === "merged" ? "merged" : "adapter";
+    const m = /^([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\/(final|checkpoint-\d+)$/.exec(id);
+    if (!m) throw new ServiceError(400, `"${id}" is not a run model (expected <run>/final or <run>/checkpoint-<step>)`);
+    const v = service.get(m[1]);
+    const tmp = fs.mkdtempSync(path.join(deps.settings.dataDir, ".export-"));
+    try {
+      const out = path.join(tmp, "out");
+      const src = { runDir: v.dir, checkpoint: m[2], dataDir: deps.settings.dataDir };
+      if (as === "adapter" && v.run.config.method === "lora") await exportAdapter(src, out);
+      else await exportMerged(src, out);
+      const files = fs.readdirSync(out).map((name) => ({ name, data: fs.readFileSync(path.join(out, name)) }));
+      const zip = await zipFiles(files);
+      const fname = `${v.id}-${m[2]}-${as === "adapter" && v.run.config.method === "lora" ? "adapter" : "merged"}.zip`;
+      return new Response(zip as Uint8Array<ArrayBuffer>, { headers: { "Content-Type": "application/zip", "Content-Disposition": `attachment; filename="${fname}"` } });
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  app.post("/api/models/unload", (c) => {
+    const id = c.req.query("id") ?? "";
+    const ok = models().unload(id);
+    if (c.req.header("HX-Request")) c.header("HX-Refresh", "true");
+    return c.json({ unloaded: ok });
+  });
+
+  app.delete("/api/runs/:id/checkpoints/:name", (c) => {
+    const v = service.get(c.req.param("id"));
+    const name = c.req.param("name");
+    if (!/^checkpoint-\d+$/.test(name)) throw new ServiceError(400, `"${name}" is not a checkpoint name`);
+    if (!isFinalState(v.status.state)) throw new ServiceError(409, "The run is still going: its checkpoints are in use");
+    const dir = path.join(v.dir, "checkpoints", name);
+    if (!fs.existsSync(dir)) throw new ServiceError(404, `No checkpoint ${name}`);
+    if (!v.hasFinal && v.checkpoints.length === 1) throw new ServiceError(409, "This is the run's only checkpoint; it is kept");
+    models().unload(`${v.id}/${name}`);
+    fs.rmSync(dir, { recursive: true, force: true });
+    if (c.req.header("HX-Request")) c.header("HX-Refresh", "true");
+    return c.json({ deleted: name });
   });
 
   return app;

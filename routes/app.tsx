@@ -2,11 +2,13 @@
  * Builds the Hono app: middleware (token, cross-site guard, headers), static assets, and one sub-app
  * per view. Adding a view is one `app.route` line.
  */
+import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
+import { probeDevices } from "../engine/devices.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import * as path from "node:path";
-import { type AppSettings, VERSION } from "../config/app.ts";
+import { VERSION } from "../config/app.ts";
 import { crossSiteGuard, hostGuard, requireToken, securityHeaders } from "./security.ts";
 import { homeRoutes } from "./home.tsx";
 import { runsRoutes } from "./runs.tsx";
@@ -16,30 +18,8 @@ import { fragment, page } from "./_layout.tsx";
 import { apiRoutes } from "./api.ts";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
-import type { TrainingService } from "../trainer/service.ts";
-import { ModelCache } from "../engine/model_cache.ts";
 import { openaiRoutes } from "./openai.ts";
-
-export interface AppDeps {
-  settings: AppSettings;
-  service: TrainingService;
-  models?: ModelCache;
-}
-
-/** The models of the playground: the demo model and every run's final model and checkpoints. */
-export function modelCacheFor(deps: AppDeps): ModelCache {
-  return new ModelCache(deps.settings.dataDir, () =>
-    deps.service.list().map((v) => ({
-      id: v.id,
-      dir: v.dir,
-      baseModel: v.run.config.model,
-      method: v.run.config.method,
-      checkpoints: v.checkpoints,
-      hasFinal: v.hasFinal,
-      name: v.run.config.name,
-      trainLoss: v.trainLoss,
-    })));
-}
+import { type AppDeps, modelCacheFor } from "./deps.ts";
 
 const STATIC_TYPES: Record<string, string> = {
   ".js": "text/javascript; charset=utf-8",
@@ -80,9 +60,10 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", homeRoutes(deps));
   app.route("/", runsRoutes(deps));
   app.route("/", createRoutes(deps));
+  app.route("/", devicesRoutes(deps.probeDevices ?? probeDevices));
   app.route("/", inferenceRoutes(deps));
   app.route("/", dashboardRoutes(deps.service));
-  app.route("/", apiRoutes(deps.service));
+  app.route("/", apiRoutes(deps));
   app.route("/", metricsRoutes(deps.service));
   app.route("/", openaiRoutes(deps.models));
 

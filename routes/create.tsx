@@ -9,18 +9,15 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { formatBytes, formatCount, formatDuration, fragment, page } from "./_layout.tsx";
-import type { AppDeps } from "./app.tsx";
+import type { AppDeps } from "./deps.ts";
+import { DeviceSelect } from "./devices.tsx";
 import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
 import type { RunConfig } from "../config/training.ts";
-import { describeModel, type ModelInfo } from "../engine/model_dir.ts";
-import { resolveModelPath } from "../engine/init_model.ts";
-import { estimateMemory } from "../engine/gemma/params.ts";
-import { inspectDataset, invalidRows, tokenizeExample } from "../engine/data/mod.ts";
-import { loadTokenizer } from "../engine/tokenizer.ts";
+import { describeModel, estimateMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
 
 const LAST_SETTINGS = "create.last";
-const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "form"];
+const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
 
 async function formValues(c: Context): Promise<FormValues> {
   const body = await c.req.parseBody({ all: true });
@@ -106,6 +103,8 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           <label><input type="radio" name="method" value="full" checked={cfg.method === "full"} /> Full fine-tuning (every weight)</label>
           <Err name="method" />
         </fieldset>
+        <DeviceSelect choices={[{ device: "cpu", available: true }, { device: "webgpu", available: false }, { device: "cuda", available: false }]} selected={cfg.device} probed={false} />
+        <Err name="device" />
         <div class="grid">
           <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" />
           <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} />
@@ -206,7 +205,7 @@ export function createRoutes(deps: AppDeps) {
     const preset = c.req.query("preset");
     let cfg = presetConfig(preset ?? DEFAULT_PRESET);
     if (!preset) {
-      const last = deps.service.store.getSetting(LAST_SETTINGS);
+      const last = deps.service.setting(LAST_SETTINGS);
       if (last) {
         try {
           cfg = JSON.parse(last);
@@ -389,7 +388,7 @@ export function createRoutes(deps: AppDeps) {
     } catch (e) {
       return refuse("dataset_path", (e as Error).message);
     }
-    deps.service.store.setSetting(LAST_SETTINGS, JSON.stringify(config));
+    deps.service.saveSetting(LAST_SETTINGS, JSON.stringify(config));
     const { id } = deps.service.create(config);
     c.header("HX-Redirect", `/runs/${encodeURIComponent(id)}`);
     return fragment(c, <p>Created <a href={`/runs/${encodeURIComponent(id)}`}>{id}</a>.</p>, 201);

@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { LORA_TARGETS, type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { huggingFaceCacheDirs } from "../config/app.ts";
 import quickDemo from "../examples/quick-demo.json" with { type: "json" };
+import { normalizeConfig } from "../engine/gemma/config.ts";
 
 export type FormValues = Record<string, string | string[]>;
 
@@ -101,6 +102,7 @@ export function formToConfig(f: FormValues): { config?: RunConfig; errors: Recor
     evalEvery: num(f.evalEvery),
     saveEvery: num(f.saveEvery),
     seed: num(f.seed),
+    device: str(f.device) || undefined,
   };
   for (const [k, v] of Object.entries(raw)) if (v === undefined) delete raw[k];
   const lora = raw.lora as Record<string, unknown>;
@@ -147,7 +149,8 @@ export function scanHuggingFaceCache(dirs = huggingFaceCacheDirs()): CachedModel
         const dir = path.join(snaps, rev);
         try {
           const cfg = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
-          if (!["gemma", "gemma2", "gemma3_text"].includes(cfg.model_type)) continue;
+          // Every config the engine accepts (multimodal Gemma 3 / Gemma 4 too); refused ones are not listed.
+          normalizeConfig(cfg, path.join(dir, "config.json"));
           out.push({ label: `${e.slice(8).replace("--", "/")} (${rev.slice(0, 7)})`, dir });
         } catch {
           continue;

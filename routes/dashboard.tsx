@@ -99,12 +99,12 @@ function Control(props: { v: RunView }) {
 
 function Kpi(props: { v: RunView; service: TrainingService }) {
   const { v, service } = props;
-  const m = service.metrics;
+  const m = service.metricsOf(v.id);
   const info = v.run.modelInfo ?? {};
   const s = v.status;
-  const cache = m.state(v.dir);
-  const lastLoss = m.last(v.dir, "train/loss");
-  const damaged = m.stats(v.dir).errors;
+  const cache = m.state();
+  const lastLoss = m.last("train/loss");
+  const damaged = m.stats().errors;
   if (!lastLoss) {
     return (
       <div>
@@ -113,16 +113,16 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
       </div>
     );
   }
-  const evalSecs = m.lastEvalSeconds(v.dir);
-  const tps = m.mean(v.dir, "train/tokens_per_second", 10);
-  const stepMs = m.mean(v.dir, "train/step_time_ms", 20);
-  const range = m.wallRange(v.dir, "train/loss");
+  const evalSecs = m.lastEvalSeconds();
+  const tps = m.mean("train/tokens_per_second", 10);
+  const stepMs = m.mean("train/step_time_ms", 20);
+  const range = m.wallRange("train/loss");
   const elapsedMs = range ? (range[1] - range[0]) * 1000 + (stepMs ?? 0) : NaN;
   const remaining = s.totalSteps > s.step && stepMs ? (s.totalSteps - s.step) * stepMs : 0;
-  const evalLoss = m.last(v.dir, "eval/loss");
-  const rss = m.last(v.dir, "system/rss_mb");
-  const gpuMem = m.last(v.dir, "system/gpu_mem_mb");
-  const epoch = m.last(v.dir, "train/epoch");
+  const evalLoss = m.last("eval/loss");
+  const rss = m.last("system/rss_mb");
+  const gpuMem = m.last("system/gpu_mem_mb");
+  const epoch = m.last("train/epoch");
   return (
     <div>
       <div class="grid">
@@ -159,7 +159,7 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
         </section>
       </div>
       <p class="muted small" data-cache={cache}>
-        Metrics {cache === "stale" ? "updated just now" : "up to date"} · {m.stats(v.dir).bytesRead.toLocaleString("en")} bytes of events read
+        Metrics {cache === "stale" ? "updated just now" : "up to date"} · {m.stats().bytesRead.toLocaleString("en")} bytes of events read
       </p>
       {damaged.map((e) => <p key={e} class="error">{e}</p>)}
     </div>
@@ -277,7 +277,7 @@ export function dashboardRoutes(service: TrainingService) {
   app.post("/runs/:id/tensorboard", (c) => {
     const v = view(c);
     if (v instanceof Response) return v;
-    const tb = service.tensorboard.ensure();
+    const tb = service.ensureTensorBoard();
     if (tb.running) {
       const url = `${tb.url}?runFilter=${encodeURIComponent(v.id)}`;
       return fragment(

@@ -2,7 +2,7 @@
 import { Hono } from "hono";
 import { Island, page } from "./_layout.tsx";
 import type { RunView } from "../trainer/service.ts";
-import type { AppDeps } from "./app.tsx";
+import type { AppDeps } from "./deps.ts";
 
 function RecentRuns(props: { runs: RunView[] }) {
   if (props.runs.length === 0) return <p class="muted">No runs yet. <a href="/create">Fine-tune a model</a> to start one.</p>;

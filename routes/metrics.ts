@@ -21,7 +21,7 @@ export function metricsRoutes(service: TrainingService) {
     for (const r of live) if (r.trainLoss !== undefined) lines.push(`gemma_tuner_run_loss{run="${esc(r.id)}"} ${r.trainLoss}`);
     lines.push("# HELP gemma_tuner_run_tokens_per_second Latest throughput of live runs.", "# TYPE gemma_tuner_run_tokens_per_second gauge");
     for (const r of live) {
-      const t = service.metrics.last(r.dir, "train/tokens_per_second");
+      const t = service.metricsOf(r.id).last("train/tokens_per_second");
       if (t) lines.push(`gemma_tuner_run_tokens_per_second{run="${esc(r.id)}"} ${t[1]}`);
     }
     return c.text(lines.join("\n") + "\n", 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });

@@ -6,9 +6,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "zod";
-import type { ModelCache } from "../engine/model_cache.ts";
-import { chatPromptIds, generateIds } from "../engine/generate.ts";
-import type { Tokenizer } from "../engine/tokenizer.ts";
+import { chatPromptIds, generateIds, type ModelCache, type Tokenizer } from "../engine/mod.ts";
 
 const Message = z.object({
   role: z.enum(["system", "user", "assistant", "model"]),

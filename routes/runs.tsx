@@ -1,7 +1,7 @@
 /** `/runs`: every run with its state, model, method, dataset, losses and duration; compare curves; delete. */
 import { Hono } from "hono";
 import { DeleteButton, formatDuration, Island, page } from "./_layout.tsx";
-import type { AppDeps } from "./app.tsx";
+import type { AppDeps } from "./deps.ts";
 import type { RunView } from "../trainer/service.ts";
 import { isFinalState } from "../trainer/run_dir.ts";
 

@@ -183,3 +183,29 @@ export function downsample(points: [number, number][], max: number): [number, nu
   if (out.at(-1) !== points.at(-1)) out.push(points.at(-1)!);
   return out;
 }
+
+/** One run's metrics, read through the shared reader: what the routes see (no run directory to pass). */
+export class RunMetrics {
+  constructor(private readonly reader: MetricsReader, readonly runDir: string) {}
+  state(): CacheState {
+    return this.reader.state(this.runDir);
+  }
+  scalars(tag: string, after?: number): [number, number][] {
+    return this.reader.scalars(this.runDir, tag, after);
+  }
+  last(tag: string): [number, number] | undefined {
+    return this.reader.last(this.runDir, tag);
+  }
+  mean(tag: string, n?: number): number | undefined {
+    return this.reader.mean(this.runDir, tag, n);
+  }
+  wallRange(tag: string): [number, number] | undefined {
+    return this.reader.wallRange(this.runDir, tag);
+  }
+  lastEvalSeconds(): number | undefined {
+    return this.reader.lastEvalSeconds(this.runDir);
+  }
+  stats(): { bytesRead: number; errors: string[] } {
+    return this.reader.stats(this.runDir);
+  }
+}

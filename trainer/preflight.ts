@@ -3,11 +3,9 @@
  * actual graph on this machine (same model, method, batch size and length bucket as the run).
  */
 import type { RunConfig } from "../config/training.ts";
-import { resolveModelPath } from "../engine/init_model.ts";
-import { loadModel } from "../engine/model_dir.ts";
+import { loadModel, resolveModelPath } from "../engine/model_dir.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { BatchPlan, collate, prepareDataset } from "../engine/data/mod.ts";
-import { TrainEngine } from "../engine/train_engine.ts";
 
 export interface Estimate {
   trainExamples: number;
@@ -33,6 +31,8 @@ export async function probeStep(cfg: RunConfig, dataDir: string, probeSteps = 2)
   // The longest examples give the slowest (largest bucket) step: a conservative estimate.
   const sorted = [...data.train].sort((a, b) => b.ids.length - a.ids.length);
   const batch = collate(sorted.slice(0, cfg.batchSize), tok.padId, cfg.maxLength);
+  // Imported here: train_engine.ts loads ONNX Runtime, which the server loads only when a model is needed.
+  const { TrainEngine } = await import("../engine/train_engine.ts");
   const engine = await TrainEngine.create({ model, method: cfg.method, lora: cfg.lora, seed: cfg.seed, device: cfg.device, threads: cfg.threads });
   try {
     await engine.forwardBackward(batch); // builds the graph and warms up

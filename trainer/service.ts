@@ -14,7 +14,7 @@ import { isPidAlive, type LockInfo, lockPath, readLock } from "./lock.ts";
 import { createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunStatus, writeStatus } from "./run_dir.ts";
 import { type CheckpointInfo, listCheckpoints } from "./checkpoint.ts";
 import { isTrainerPid, spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
-import { MetricsReader } from "./metrics.ts";
+import { MetricsReader, RunMetrics } from "./metrics.ts";
 import { RunStore } from "./runs.ts";
 import { tailLines } from "./logs.ts";
 
@@ -59,6 +59,7 @@ function lockHeld(lock: LockInfo): boolean {
 }
 
 export class TrainingService {
+  // Internal: routes use the methods below (metricsOf, setting, ensureTensorBoard), not these.
   readonly metrics = new MetricsReader();
   readonly store: RunStore;
   readonly tensorboard: TensorBoard;
@@ -319,6 +320,25 @@ export class TrainingService {
     const out = writeStatus(dir, { ...st, state: "queued", step: 0, message: "Queued to start again from the beginning", error: undefined });
     this.reconcile(0);
     return readStatus(dir) ?? out;
+  }
+
+  /** A run's metrics (TensorBoard events), read incrementally; 404 for an unknown run. */
+  metricsOf(id: string): RunMetrics {
+    return new RunMetrics(this.metrics, this.runDir(id));
+  }
+
+  /** A remembered UI setting (e.g. the last create form), or undefined. */
+  setting(key: string): string | undefined {
+    return this.store.getSetting(key);
+  }
+
+  saveSetting(key: string, value: string): void {
+    this.store.setSetting(key, value);
+  }
+
+  /** Starts the managed TensorBoard over this data dir's runs, or says why not and the command to run. */
+  ensureTensorBoard(): ReturnType<TensorBoard["ensure"]> {
+    return this.tensorboard.ensure();
   }
 
   /** Deletes a finished run's directory (never one that is queued or running). */

@@ -1,0 +1,28 @@
+/** What every route module is built from: the settings, the training service and the playground's models. */
+import type { AppSettings } from "../config/app.ts";
+import type { TrainingService } from "../trainer/service.ts";
+import { ModelCache } from "../engine/mod.ts";
+import type { DeviceChoice } from "./devices.tsx";
+
+export interface AppDeps {
+  settings: AppSettings;
+  service: TrainingService;
+  models?: ModelCache;
+  /** Which devices work here (the create form's choice); tests inject one. */
+  probeDevices?: () => Promise<DeviceChoice[]>;
+}
+
+/** The models of the playground: the demo model and every run's final model and checkpoints. */
+export function modelCacheFor(deps: AppDeps): ModelCache {
+  return new ModelCache(deps.settings.dataDir, () =>
+    deps.service.list().map((v) => ({
+      id: v.id,
+      dir: v.dir,
+      baseModel: v.run.config.model,
+      method: v.run.config.method,
+      checkpoints: v.checkpoints,
+      hasFinal: v.hasFinal,
+      name: v.run.config.name,
+      trainLoss: v.trainLoss,
+    })));
+}
