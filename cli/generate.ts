@@ -34,7 +34,7 @@ export const generateVerb = defineVerb({
     const tok = f.ids && !fs.existsSync(path.join(f.model, "tokenizer.json")) ? null : await loadTokenizer(f.model);
     let prompt: number[];
     if (f.ids) prompt = parseIds("generate", f.ids);
-    else if (f.chat) prompt = chatPromptIds(tok!, [{ role: "user", content: f.prompt! }], model.config.generation);
+    else if (f.chat) prompt = chatPromptIds(tok!, [{ role: "user", content: f.prompt! }]);
     else prompt = tok!.encode(f.prompt!, { addSpecialTokens: true });
     const gen = new Generator(model, { device });
     const stream = !f.json;

@@ -25,6 +25,8 @@ export const DatasetSchema = z.object({
   /** Explicit field mapping: our field name → the column in the file. */
   fields: z.record(z.string().max(200), z.string().max(200)).optional(),
   packing: z.boolean().default(false),
+  /** Train on the usable rows when some cannot be read or converted (their count is reported); off: refuse the dataset. */
+  skipInvalid: z.boolean().default(false),
 }).strict();
 
 export const RunConfigSchema = z.object({

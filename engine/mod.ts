@@ -8,7 +8,7 @@ import type { RunSource } from "./export.ts";
 
 export { describeModel, type ModelInfo, resolveModelPath } from "./model_dir.ts";
 export { estimateMemory } from "./gemma/params.ts";
-export { inspectDataset, tokenizeExample } from "./data/mod.ts";
+export { inspectDataset, invalidRows, tokenizeExample } from "./data/mod.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 export { type ChatMessage, chatPromptIds } from "./chat_format.ts";
 export { ModelCache, type ModelEntry } from "./model_cache.ts";

@@ -11,9 +11,9 @@ import * as path from "node:path";
 import { formatBytes, formatCount, formatDuration, fragment, page } from "./_layout.tsx";
 import type { AppDeps } from "./deps.ts";
 import { DeviceSelect } from "./devices.tsx";
-import { ALL_TARGETS, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
+import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
 import type { RunConfig } from "../config/training.ts";
-import { describeModel, estimateMemory, inspectDataset, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
+import { describeModel, estimateMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
 
 const LAST_SETTINGS = "create.last";
@@ -66,7 +66,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         <h2 id="h-model">1. Base model</h2>
         <label for="f-model">Model</label>
         <select id="f-model" name="model">
-          <option value="demo" selected={cfg.model === "demo"}>demo: tiny Gemma 3 with the real tokenizer (built in)</option>
+          <option value="demo" selected={cfg.model === "demo"}>demo: a tiny random Gemma 3 (built in); it learns your data's pattern, not language</option>
           {props.cached.map((m) => <option value={m.dir} selected={cfg.model === m.dir}>{m.label}</option>)}
         </select>
         <label for="f-model_path">…or a local Hugging Face model directory</label>
@@ -92,6 +92,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </select>
         <Err name="format" />
         <Num name="validation" label="Validation fraction" value={cfg.dataset.validation} min={0} max={0.5} />
+        <label><input type="checkbox" name="skip_invalid" checked={cfg.dataset.skipInvalid} /> Skip invalid rows (train on the rest; otherwise a file with unusable rows is refused)</label>
         <PreviewBox />
       </section>
       <section class="panel" aria-labelledby="h-method">
@@ -175,6 +176,7 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
   const total = os.totalmem();
   return (
     <div class="kpi">
+      {cfg.model === "demo" && <p data-demo-note>The demo model is a tiny random-init Gemma 3 with the real tokenizer: tuned, it repeats the pattern of your data (the Quick demo teaches it the sample's answers), but it knows no language.</p>}
       <dl>
         <dt>Generation</dt><dd>Gemma {info.generation} ({info.modelType})</dd>
         <dt>Architecture</dt><dd>{info.architecture}</dd>
@@ -201,7 +203,7 @@ export function createRoutes(deps: AppDeps) {
 
   app.get("/create", (c) => {
     const preset = c.req.query("preset");
-    let cfg = presetConfig(preset ?? "quick-lora");
+    let cfg = presetConfig(preset ?? DEFAULT_PRESET);
     if (!preset) {
       const last = deps.service.setting(LAST_SETTINGS);
       if (last) {
@@ -252,10 +254,10 @@ export function createRoutes(deps: AppDeps) {
     for (const [k, v] of Object.entries(f)) if (k.startsWith("map_") && v) fields[k.slice(4)] = String(v);
     try {
       const modelDir = await resolveModelPath(String(f.model_path || f.model || "demo"), dataDir);
-      const info = describeModel(modelDir);
       const format = String(f.format || "auto") as "auto";
-      const ins = await inspectDataset(datasetPath, { format, fields: Object.keys(fields).length ? fields : undefined, limit: 2000, generation: info.generation });
       const tok = await loadTokenizer(modelDir);
+      const skipInvalid = f.skip_invalid === "on";
+      const ins = await inspectDataset(datasetPath, { format, fields: Object.keys(fields).length ? fields : undefined, limit: 2000, chat: tok.chat, skipInvalid });
       const lengths: number[] = [];
       let truncated = 0;
       const shown = ins.examples.slice(0, 3).map((e) => ({ line: e.line, t: tokenizeExample(e.segments, tok, { maxLength }) }));
@@ -311,7 +313,7 @@ export function createRoutes(deps: AppDeps) {
                   <pre>{JSON.stringify(row?.value ?? {}, null, 2)}</pre>
                 </details>
                 <details>
-                  <summary>Rendered Gemma chat text</summary>
+                  <summary>Rendered Gemma {tok.chat.generation} chat text</summary>
                   <pre>{ex.segments.map((s) => s.text).join("")}</pre>
                 </details>
                 <p class="muted">Tokens ({t.ids.length}, {t.trainedTokens} trained, highlighted):</p>
@@ -323,7 +325,10 @@ export function createRoutes(deps: AppDeps) {
           })}
           {ins.invalid.length > 0 && (
             <>
-              <h3 class="field-error">{ins.invalid.length} invalid row{ins.invalid.length === 1 ? "" : "s"} (skipped)</h3>
+              <h3 class="field-error" data-invalid={ins.invalid.length}>
+                {ins.invalid.length} invalid row{ins.invalid.length === 1 ? "" : "s"}{" "}
+                {skipInvalid ? "(skipped)" : "(training refuses this file unless “Skip invalid rows” is ticked)"}
+              </h3>
               <table>
                 <thead><tr><th scope="col">Line</th><th scope="col">Field</th><th scope="col">Reason</th></tr></thead>
                 <tbody>{ins.invalid.slice(0, 200).map((i) => <tr><td>{i.line}</td><td>{i.field}</td><td>{i.reason}</td></tr>)}</tbody>
@@ -378,7 +383,8 @@ export function createRoutes(deps: AppDeps) {
       if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) {
         throw new RangeError(`Dataset file "${config.dataset.path}" does not exist: give the path of a JSONL, JSON, CSV or Parquet file, or upload one`);
       }
-      await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1 });
+      const ins = await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1, skipInvalid: config.dataset.skipInvalid });
+      if (ins.invalid.length && !config.dataset.skipInvalid) throw invalidRows(config.dataset.path, ins.invalid, ins.total);
     } catch (e) {
       return refuse("dataset_path", (e as Error).message);
     }

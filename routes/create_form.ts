@@ -6,28 +6,43 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { LORA_TARGETS, type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { huggingFaceCacheDirs } from "../config/app.ts";
+import quickDemo from "../examples/quick-demo.json" with { type: "json" };
 import { normalizeConfig } from "../engine/gemma/config.ts";
 
 export type FormValues = Record<string, string | string[]>;
 
-export const PRESETS: Record<string, { label: string; method: "lora" | "full"; values: Omit<Partial<RunConfig>, "lora"> & { lora?: Partial<RunConfig["lora"]> } }> = {
-  "quick-lora": { label: "Quick demo (LoRA)", method: "lora", values: { maxSteps: 150, batchSize: 8, learningRate: 0.01, warmupSteps: 5, maxLength: 128, evalEvery: 50, saveEvery: 50, lora: { r: 8, alpha: 16, dropout: 0 } } },
+type PresetValues = Omit<Partial<RunConfig>, "lora" | "dataset"> & { lora?: Partial<RunConfig["lora"]>; dataset?: Partial<RunConfig["dataset"]> };
+
+/**
+ * The Quick demo is examples/quick-demo.json (the same RunConfig `train --config` and POST /api/runs
+ * take): its training settings, not its name, model or dataset path, which the form keeps.
+ */
+function fromFile(file: Record<string, unknown>): PresetValues {
+  const { name: _n, model: _m, dataset, ...rest } = RunConfigSchema.parse(file);
+  return { ...rest, dataset: { validation: dataset.validation } };
+}
+
+export const PRESETS: Record<string, { label: string; method: "lora" | "full"; values: PresetValues }> = {
+  "quick-demo": { label: "Quick demo", method: quickDemo.method as "full" | "lora", values: fromFile(quickDemo) },
+  "quick-lora": { label: "Quick (LoRA)", method: "lora", values: { maxSteps: 150, batchSize: 8, learningRate: 0.01, warmupSteps: 5, maxLength: 128, evalEvery: 50, saveEvery: 50, lora: { r: 8, alpha: 16, dropout: 0 } } },
   "balanced-lora": { label: "Balanced (LoRA)", method: "lora", values: { epochs: 2, batchSize: 8, learningRate: 2e-4, warmupSteps: 20, maxLength: 512, evalEvery: 100, saveEvery: 100, lora: { r: 16, alpha: 32, dropout: 0.05 } } },
   "thorough-lora": { label: "Thorough (LoRA)", method: "lora", values: { epochs: 4, batchSize: 8, gradAccum: 2, learningRate: 1e-4, warmupSteps: 50, maxLength: 1024, evalEvery: 200, saveEvery: 200, lora: { r: 32, alpha: 64, dropout: 0.05, rslora: true } } },
-  "quick-full": { label: "Quick demo (full)", method: "full", values: { maxSteps: 100, batchSize: 8, learningRate: 1e-3, warmupSteps: 5, maxLength: 128, evalEvery: 50, saveEvery: 50 } },
   "balanced-full": { label: "Balanced (full)", method: "full", values: { epochs: 2, batchSize: 8, learningRate: 2e-5, warmupSteps: 20, maxLength: 512, evalEvery: 100, saveEvery: 100 } },
   "thorough-full": { label: "Thorough (full)", method: "full", values: { epochs: 3, batchSize: 4, gradAccum: 4, learningRate: 1e-5, warmupSteps: 50, maxLength: 1024, evalEvery: 200, saveEvery: 200 } },
 };
 
-/** The default form values: the quick LoRA demo on the demo model and sample dataset. */
+/** The preset opened when none is chosen. */
+export const DEFAULT_PRESET = "quick-demo";
+
+/** The default form values: the Quick demo on the demo model and sample dataset. */
 export function presetConfig(name: string): RunConfig {
-  const p = PRESETS[name] ?? PRESETS["quick-lora"];
+  const p = PRESETS[name] ?? PRESETS[DEFAULT_PRESET];
   return RunConfigSchema.parse({
     name: "my-model",
     model: "demo",
-    dataset: { path: "sample" },
     method: p.method,
     ...p.values,
+    dataset: { path: "sample", ...p.values.dataset },
     lora: { ...p.values.lora },
   });
 }
@@ -66,6 +81,7 @@ export function formToConfig(f: FormValues): { config?: RunConfig; errors: Recor
       path: str(f.dataset_path) || "sample",
       format: str(f.format) || "auto",
       validation: num(f.validation) ?? 0.1,
+      skipInvalid: str(f.skip_invalid) === "on",
       ...(Object.keys(fields).length ? { fields } : {}),
     },
     method: str(f.method) || "lora",

@@ -105,7 +105,7 @@ export function openaiRoutes(models: ModelCache) {
       models.use(req.model, async (gen, tok) => {
         let prompt: number[];
         try {
-          prompt = chatPromptIds(tok, messages, gen.config.generation);
+          prompt = chatPromptIds(tok, messages);
         } catch (e) {
           throw new RangeError((e as Error).message);
         }

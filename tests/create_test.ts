@@ -43,7 +43,7 @@ Deno.test("form decoding: good values give a RunConfig, each bad one a message o
 
 Deno.test("create page renders with presets; check fragment shows model info or field errors", async () => {
   const { app } = setup();
-  const page = await app.request("/create?preset=quick-full");
+  const page = await app.request("/create?preset=quick-demo");
   const html = await page.text();
   assert(page.status === 200 && html.includes('value="full" checked'), "preset did not fill the form");
   const good = await post(app, "/create/fragments/check", form(BASE));

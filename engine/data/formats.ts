@@ -1,9 +1,9 @@
 /**
  * Dataset formats: chat `messages`, `prompt` + `completion`, alpaca `instruction`/`input`/`output` and
  * plain `text`. Detection looks at the first rows and says why it chose; every row is turned into the
- * text pieces the model sees, each marked trained or not (spec/GEMMA.md §6.3).
+ * text pieces the model sees, each marked trained or not (docs/CHAT_FORMAT.md).
  */
-import { type ChatMessage, renderChatSegments, type Segment } from "../chat_format.ts";
+import { type ChatMessage, type ChatStyle, renderChatSegments, type Segment } from "../chat_format.ts";
 import type { RawRow, RowIssue } from "./readers.ts";
 
 export type DatasetFormat = "messages" | "prompt_completion" | "alpaca" | "text";
@@ -112,58 +112,56 @@ function str(r: Record<string, unknown>, field: string, optional = false): strin
 }
 
 /** Gemma 1/2 have no system role: its text goes in front of the first user turn, as Gemma 3 renders it. */
-function foldSystem(messages: ChatMessage[], generation: 1 | 2 | 3 | 4): ChatMessage[] {
-  if (generation === 3 || messages[0]?.role !== "system" || messages[1]?.role !== "user") return messages;
-  return [{ role: "user", content: `${messages[0].content.trim()}\n\n${messages[1].content.trim()}` }, ...messages.slice(2)];
+function foldSystem(messages: ChatMessage[], chat: ChatStyle): ChatMessage[] {
+  if (chat.generation >= 3 || messages[0]?.role !== "system" || messages[1]?.role !== "user") return messages;
+  return [{ role: "user", content: `${messages[0].content}\n\n${messages[1].content.trim()}` }, ...messages.slice(2)];
 }
 
-function chat(messages: ChatMessage[], field: string, generation: 1 | 2 | 3 | 4): Segment[] {
+/** Renders messages; assistant turns from message `trainFrom` on are trained (indices before folding). */
+function chat(messages: ChatMessage[], field: string, style: ChatStyle, trainFrom = 0): Segment[] {
   let segs: Segment[];
+  const folded = foldSystem(messages, style);
+  const shift = messages.length - folded.length;
   try {
-    segs = renderChatSegments(foldSystem(messages, generation), { generation });
+    segs = renderChatSegments(folded, { ...style, trainFrom: Math.max(0, trainFrom - shift) });
   } catch (e) {
     const m = /^Message (\d+): (.*)$/s.exec((e as Error).message);
-    throw new RowError(m ? `${field}[${m[1]}]` : field, m ? m[2] : (e as Error).message);
+    throw new RowError(m ? `${field}[${Number(m[1]) + shift}]` : field, m ? m[2] : (e as Error).message);
   }
   if (!segs.some((s) => s.trained)) throw new RowError(field, "has no assistant turn to learn from");
   return segs;
 }
 
+/** Gemma 3 unless told: the format used when no model is known (the demo model is a Gemma 3). */
+const DEFAULT_CHAT: ChatStyle = { generation: 3 };
+
 /**
- * One row as the pieces of text the model sees. Chat-shaped formats use the Gemma chat format; plain
- * text and string prompt/completion become `<bos>` + text + `<eos>` (TRL's language-modelling form).
+ * One row as the pieces of text the model sees, in the model's chat format (`chat`). Every format but
+ * plain `text` is a conversation: prompt/completion strings become one user and one model turn (TRL's
+ * conversational form, the same prompt the playground sends), alpaca's instruction + input the user
+ * turn. Plain text becomes `<bos>` + text + `<eos>` (TRL's language-modelling form).
  */
-export function rowToSegments(row: Record<string, unknown>, format: DatasetFormat, generation: 1 | 2 | 3 | 4 = 3): Segment[] {
+export function rowToSegments(row: Record<string, unknown>, format: DatasetFormat, style: ChatStyle = DEFAULT_CHAT): Segment[] {
   switch (format) {
     case "messages": {
       const field = has(row, "messages") ? "messages" : "conversations";
-      return chat(toMessages(row[field], field), field, generation);
+      return chat(toMessages(row[field], field), field, style);
     }
     case "prompt_completion": {
       for (const f of ["prompt", "completion"]) {
         if (row[f] === undefined || row[f] === null || row[f] === "") throw new RowError(f, "missing or empty");
       }
       const p = listOrString(row.prompt), c = listOrString(row.completion);
-      if (typeof p === "string" && typeof c === "string") {
-        return [{ text: "<bos>" + p, trained: false }, { text: c + "<eos>", trained: true }];
-      }
       const prompt = typeof p === "string" ? [{ role: "user" as const, content: p }] : toMessages(p, "prompt");
       const completion = typeof c === "string" ? [{ role: "assistant" as const, content: c }] : toMessages(c, "completion");
       if (completion.some((m) => m.role !== "assistant")) throw new RowError("completion", "a completion may only hold assistant messages");
-      const segs = chat([...prompt, ...completion], "prompt", generation);
       // Only the completion is trained, even if the prompt holds earlier assistant turns.
-      let assistantTurns = completion.length;
-      for (let i = segs.length - 1; i >= 0; i--) {
-        if (!segs[i].trained) continue;
-        if (assistantTurns > 0) assistantTurns--;
-        else segs[i] = { ...segs[i], trained: false };
-      }
-      return segs;
+      return chat([...prompt, ...completion], "prompt", style, prompt.length);
     }
     case "alpaca": {
       const instruction = str(row, "instruction"), input = str(row, "input", true), output = str(row, "output");
       const user = input.trim() ? `${instruction.trim()}\n\n${input.trim()}` : instruction;
-      return chat([{ role: "user", content: user }, { role: "assistant", content: output }], "output", generation);
+      return chat([{ role: "user", content: user }, { role: "assistant", content: output }], "output", style);
     }
     case "text": {
       const text = str(row, "text");
@@ -176,12 +174,12 @@ export function rowToSegments(row: Record<string, unknown>, format: DatasetForma
 export function rowsToExamples(
   rows: RawRow[],
   format: DatasetFormat,
-  opts: { generation?: 1 | 2 | 3 | 4; fields?: Record<string, string> } = {},
+  opts: { chat?: ChatStyle; fields?: Record<string, string> } = {},
 ): { examples: { line: number; segments: Segment[] }[]; invalid: RowIssue[] } {
   const examples: { line: number; segments: Segment[] }[] = [], invalid: RowIssue[] = [];
   for (const r of rows) {
     try {
-      examples.push({ line: r.line, segments: rowToSegments(applyFieldMap(r.value, opts.fields), format, opts.generation ?? 3) });
+      examples.push({ line: r.line, segments: rowToSegments(applyFieldMap(r.value, opts.fields), format, opts.chat) });
     } catch (e) {
       if (e instanceof RowError) invalid.push({ line: r.line, field: e.field, reason: e.message });
       else invalid.push({ line: r.line, field: "(row)", reason: (e as Error).message });

@@ -2,11 +2,11 @@
  * Datasets, public surface: `inspectDataset` for previews and pre-flight checks, `prepareDataset` for
  * the trainer (read → detect → convert → tokenise → split), and the pieces they are built from.
  */
-import type { Segment } from "../chat_format.ts";
+import type { ChatStyle, Segment } from "../chat_format.ts";
 import { BatchPlan, bucketLength, collate, packExamples, splitIndices } from "./batching.ts";
 import { type DatasetFormat, detectFormat, type Detection, FORMAT_FIELDS, rowsToExamples } from "./formats.ts";
 import { type FileKind, type RawRow, readDatasetFile, type RowIssue } from "./readers.ts";
-import { SAMPLE_PATH, sampleRows } from "./sample.ts";
+import { readSample, SAMPLE_PATH } from "./sample.ts";
 import { type Encoder, type TokenizedExample, tokenizeExample, tokenizeSegments, trainedTokens } from "./tokenize.ts";
 
 export { BatchPlan, bucketLength, collate, detectFormat, packExamples, splitIndices, tokenizeExample, tokenizeSegments };
@@ -19,6 +19,8 @@ export interface DatasetSpec {
   path: string;
   format?: "auto" | DatasetFormat;
   fields?: Record<string, string>;
+  /** Train on the usable rows when some cannot be read or converted (default: refuse the dataset). */
+  skipInvalid?: boolean;
 }
 
 export interface DatasetInspection {
@@ -37,24 +39,24 @@ export interface DatasetInspection {
   invalid: RowIssue[];
 }
 
-/** Rows of a dataset path ("sample" = the built-in one). */
-async function readRows(path: string): Promise<{ kind: FileKind | "sample"; rows: RawRow[]; invalid: RowIssue[]; columns: string[] }> {
-  if (path === SAMPLE_PATH) return { kind: "sample", rows: sampleRows(), invalid: [], columns: ["messages"] };
-  return await readDatasetFile(path);
+/** Rows of a dataset path ("sample" = the built-in one, examples/sample.jsonl). */
+async function readRows(path: string, skipInvalid?: boolean): Promise<{ kind: FileKind | "sample"; rows: RawRow[]; invalid: RowIssue[]; columns: string[] }> {
+  if (path === SAMPLE_PATH) return { ...(await readSample()), kind: "sample" };
+  return await readDatasetFile(path, { skipInvalid });
 }
 
 async function convertAll(
   path: string,
-  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; generation?: 1 | 2 | 3 | 4 },
+  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; chat?: ChatStyle; skipInvalid?: boolean },
 ) {
-  const read = await readRows(path);
+  const read = await readRows(path, opts.skipInvalid);
   const mapped = opts.fields ? read.rows.map((r) => ({ line: r.line, value: { ...r.value, ...remap(r.value, opts.fields!) } })) : read.rows;
   let detection: Detection;
   if (!opts.format || opts.format === "auto") {
     if (!read.rows.length) throw noRows(path, read.invalid);
     detection = detectFormat(mapped, path);
   } else detection = { format: opts.format, chosenBecause: "set in the run config" };
-  const { examples, invalid } = rowsToExamples(read.rows, detection.format, { generation: opts.generation, fields: opts.fields });
+  const { examples, invalid } = rowsToExamples(read.rows, detection.format, { chat: opts.chat, fields: opts.fields });
   const allInvalid = [...read.invalid, ...invalid].sort((a, b) => a.line - b.line);
   if (!examples.length) {
     const first = allInvalid.slice(0, 5).map((i) => `line ${i.line}, ${i.field}: ${i.reason}`).join("; ");
@@ -72,7 +74,7 @@ async function convertAll(
  */
 export async function inspectDataset(
   path: string,
-  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; limit?: number; generation?: 1 | 2 | 3 | 4 } = {},
+  opts: { format?: "auto" | DatasetFormat; fields?: Record<string, string>; limit?: number; chat?: ChatStyle; skipInvalid?: boolean } = {},
 ): Promise<DatasetInspection> {
   const c = await convertAll(path, opts);
   const limit = opts.limit ?? 5;
@@ -94,6 +96,16 @@ function remap(row: Record<string, unknown>, fields: Record<string, string>): Re
   const out: Record<string, unknown> = {};
   for (const [ours, theirs] of Object.entries(fields)) if (theirs in row) out[ours] = row[theirs];
   return out;
+}
+
+/** The refusal when rows are unusable and dataset.skipInvalid is off: which lines, why, and the way out. */
+export function invalidRows(path: string, invalid: RowIssue[], total: number): RangeError {
+  const first = invalid.slice(0, 5).map((i) => `line ${i.line}, ${i.field}: ${i.reason}`).join("; ");
+  const more = invalid.length > 5 ? ` and ${invalid.length - 5} more` : "";
+  return new RangeError(
+    `Dataset "${path}": ${invalid.length} of ${total} rows cannot be used (${first}${more}). ` +
+      `Fix them, or set dataset.skipInvalid to true ("Skip invalid rows" in the form) to train on the other ${total - invalid.length}`,
+  );
 }
 
 function noRows(path: string, invalid: RowIssue[]): RangeError {
@@ -118,7 +130,7 @@ export interface PreparedDataset {
 export interface PrepareOptions {
   maxLength: number;
   seed: number;
-  generation?: 1 | 2 | 3 | 4;
+  chat?: ChatStyle;
 }
 
 /**
@@ -159,7 +171,8 @@ export async function prepareDataset(
 }
 
 async function tokenizeAll(path: string, spec: DatasetSpec, enc: Encoder, opts: PrepareOptions) {
-  const c = await convertAll(path, { format: spec.format, fields: spec.fields, generation: opts.generation });
+  const c = await convertAll(path, { format: spec.format, fields: spec.fields, chat: opts.chat, skipInvalid: spec.skipInvalid });
+  if (c.invalid.length && !spec.skipInvalid) throw invalidRows(path, c.invalid, c.total);
   const out: TokenizedExample[] = [];
   let truncated = 0, dropped = 0;
   const invalid = [...c.invalid];

@@ -157,9 +157,14 @@ export function readJson(text: string, source: string): ReadResult {
   return { kind: "json", rows, invalid, columns: columnsOf(rows) };
 }
 
-/** RFC 4180 CSV (quoted fields, "" escapes, embedded newlines); the first record is the header. */
-export function readCsv(text: string, source: string, delimiter = ","): ReadResult {
+/**
+ * RFC 4180 CSV (quoted fields, "" escapes, embedded newlines); the first record is the header. A
+ * misplaced quote makes the file unreadable, unless `skipInvalid`: then that record is reported and
+ * reading goes on at the next line (an unclosed quote still stops it: the rest of the file is inside it).
+ */
+export function readCsv(text: string, source: string, delimiter = ",", skipInvalid = false): ReadResult {
   const records: { line: number; fields: string[] }[] = [];
+  const broken: RowIssue[] = [];
   let fields: string[] = [];
   let field = "";
   let line = 1, recordLine = 1, i = 0;
@@ -174,6 +179,17 @@ export function readCsv(text: string, source: string, delimiter = ","): ReadResu
     if (!(fields.length === 1 && fields[0] === "")) records.push({ line: recordLine, fields });
     fields = [];
   };
+  /** Drops the record being read and resumes after the end of the current line. */
+  const skipRecord = (reason: string) => {
+    broken.push({ line: recordLine, field: "(row)", reason });
+    const nl = text.indexOf("\n", i);
+    i = nl < 0 ? text.length : nl + 1;
+    fields = [];
+    field = "";
+    quoted = wasQuoted = false;
+    line++;
+    recordLine = line;
+  };
   while (i < text.length) {
     const c = text[i];
     if (quoted) {
@@ -186,7 +202,10 @@ export function readCsv(text: string, source: string, delimiter = ","): ReadResu
         quoted = false;
         const next = text[i + 1];
         if (next !== undefined && next !== delimiter && next !== "\n" && next !== "\r") {
-          throw new SyntaxError(`Cannot read dataset "${source}": line ${line}: unexpected text after a closing quote; a quote inside a quoted field must be doubled ("")`);
+          const reason = `unexpected text after a closing quote; a quote inside a quoted field must be doubled ("")`;
+          if (!skipInvalid) throw new SyntaxError(`Cannot read dataset "${source}": line ${line}: ${reason} (or set dataset.skipInvalid to skip such rows)`);
+          skipRecord(reason);
+          continue;
         }
       } else {
         if (c === "\n") line++;
@@ -197,7 +216,10 @@ export function readCsv(text: string, source: string, delimiter = ","): ReadResu
     }
     if (c === '"') {
       if (field !== "" || wasQuoted) {
-        throw new SyntaxError(`Cannot read dataset "${source}": line ${line}: a quote in the middle of an unquoted field; quote the whole field and double the quote ("")`);
+        const reason = `a quote in the middle of an unquoted field; quote the whole field and double the quote ("")`;
+        if (!skipInvalid) throw new SyntaxError(`Cannot read dataset "${source}": line ${line}: ${reason} (or set dataset.skipInvalid to skip such rows)`);
+        skipRecord(reason);
+        continue;
       }
       quoted = true;
       wasQuoted = true;
@@ -215,9 +237,9 @@ export function readCsv(text: string, source: string, delimiter = ","): ReadResu
     throw new SyntaxError(`Cannot read dataset "${source}": line ${quoteLine}: a quoted field is never closed (missing ")`);
   }
   if (field !== "" || fields.length) endRecord();
-  if (!records.length) return { kind: "csv", rows: [], invalid: [], columns: [] };
+  if (!records.length) return { kind: "csv", rows: [], invalid: broken, columns: [] };
   const header = records[0].fields.map((h) => h.trim());
-  const rows: RawRow[] = [], invalid: RowIssue[] = [];
+  const rows: RawRow[] = [], invalid: RowIssue[] = [...broken];
   for (const r of records.slice(1)) {
     if (r.fields.length !== header.length) {
       invalid.push({ line: r.line, field: "(row)", reason: `has ${r.fields.length} fields, the header has ${header.length}` });
@@ -227,6 +249,7 @@ export function readCsv(text: string, source: string, delimiter = ","): ReadResu
     header.forEach((h, k) => value[h] = r.fields[k]);
     rows.push({ line: r.line, value });
   }
+  invalid.sort((a, b) => a.line - b.line);
   return { kind: "csv", rows, invalid, columns: header };
 }
 
@@ -251,8 +274,8 @@ export async function readParquet(bytes: Uint8Array, source: string): Promise<Re
   return { kind: "parquet", rows, invalid: [], columns: columnsOf(rows) };
 }
 
-/** Reads any supported dataset file. */
-export async function readDatasetFile(path: string): Promise<ReadResult> {
+/** Reads any supported dataset file; `skipInvalid` lets a CSV with a broken record be read past it. */
+export async function readDatasetFile(path: string, opts: { skipInvalid?: boolean } = {}): Promise<ReadResult> {
   const kind = fileKind(path);
   let bytes: Uint8Array;
   try {
@@ -265,5 +288,5 @@ export async function readDatasetFile(path: string): Promise<ReadResult> {
   const text = decodeUtf8(bytes, path);
   if (kind === "jsonl") return readJsonl(text);
   if (kind === "json") return readJson(text, path);
-  return readCsv(text, path, path.toLowerCase().endsWith(".tsv") ? "\t" : ",");
+  return readCsv(text, path, path.toLowerCase().endsWith(".tsv") ? "\t" : ",", opts.skipInvalid);
 }

@@ -32,6 +32,11 @@ Deno.test("CSV: broken quoting is refused naming the line", () => {
   throws(() => readCsv('a,b\n1,2\n3,"open\n4,5\n', "d.csv"), /d\.csv": line 3: a quoted field is never closed/);
   throws(() => readCsv('a,b\n1,x"y\n', "d.csv"), /line 2: a quote in the middle of an unquoted field/);
   throws(() => readCsv('a,b\n"x"y,1\n', "d.csv"), /line 2: unexpected text after a closing quote/);
+  // skipInvalid: the broken records are reported and reading resumes on the next line.
+  const r = readCsv('a,b\n1,x"y\n"x"y,1\n"multi\nline",2\n"p""q",3\n', "d.csv", ",", true);
+  eq(r.rows.map((x) => [x.line, x.value.a, x.value.b]), [[4, "multi\nline", "2"], [6, 'p"q', "3"]]);
+  eq(r.invalid.map((i) => i.line), [2, 3]);
+  throws(() => readCsv('a,b\n1,2\n3,"open\n4,5\n', "d.csv", ",", true), /line 3: a quoted field is never closed/);
 });
 
 Deno.test("invalid UTF-8 is refused with the line", () => {
