@@ -41,7 +41,7 @@ export function renderChatSegments(messages: ChatMessage[], opts: ChatOptions = 
     if (!isUser && m.role !== "assistant" && m.role !== "model") {
       throw new RangeError(`Message ${index}: role "${m.role}" is not allowed here (expected assistant)`);
     }
-    if (typeof m.content !== "string") throw new TypeError(`Message ${index}: content must be a string`);
+    if (typeof m.content !== "string") throw new RangeError(`Message ${index}: content must be a string`);
     const role = isUser ? "user" : "model";
     out.push({ text: `<start_of_turn>${role}\n${k === 0 ? prefix : ""}`, trained: false });
     if (isUser) out.push({ text: `${m.content.trim()}<end_of_turn>\n`, trained: false });
