@@ -1,4 +1,4 @@
-/** `gemma-tuner export`: a run's adapter, merged checkpoint or ONNX decoder (engine/export.ts). */
+/** `gemma-tuner export`: a run's adapter, merged checkpoint or browser-ready ONNX folder (engine/export.ts). */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { defineVerb } from "./verb.ts";
@@ -13,7 +13,8 @@ export const exportVerb = defineVerb({
     checkpoint: { kind: "string", help: "final (default) or checkpoint-<step>", metavar: "NAME" },
     merged: { kind: "boolean", help: "a full Hugging Face checkpoint with the adapter merged in" },
     adapter: { kind: "boolean", help: "the PEFT adapter files" },
-    onnx: { kind: "boolean", help: "an ONNX KV-cache decoder with external weights" },
+    onnx: { kind: "boolean", help: "the browser-ready ONNX folder (transformers.js layout), verified in transformers.js" },
+    "skip-verify": { kind: "boolean", help: "with --onnx: do not load the export in transformers.js to compare a probe" },
     out: { kind: "string", help: "output directory (new or empty)", metavar: "DIR" },
     data: { kind: "string", help: "data directory (for the demo base model)", metavar: "DIR" },
   },
@@ -27,8 +28,12 @@ export const exportVerb = defineVerb({
     const kind = f.adapter ? "adapter" : f.merged ? "merged" : "onnx";
     if (kind === "adapter") exportAdapter(src, out);
     else if (kind === "merged") await exportMerged(src, out);
-    else await exportOnnx(src, out);
-    console.log(JSON.stringify({ out, kind, files: fs.readdirSync(out) }));
+    const verification = kind === "onnx" ? await exportOnnx(src, out, { verify: !f["skip-verify"] }) : undefined;
+    console.log(JSON.stringify({ out, kind, files: fs.readdirSync(out), ...(verification !== undefined ? { verification } : {}) }));
+    if (verification && !verification.pass) {
+      console.error(`export: the ONNX export does not match our engine in transformers.js (max |ΔNLL| ${verification.maxAbsNllDiff}, greedy ${verification.greedyEqual ? "equal" : "different"})`);
+      return 1;
+    }
     return 0;
   },
 });

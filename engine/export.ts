@@ -1,7 +1,6 @@
 /**
  * Export a run's model: the PEFT adapter as it is, a merged full checkpoint in Hugging Face layout
- * (loads in transformers), or an ONNX KV-cache decoder (one token per call) with its weights as
- * external data, runnable by onnxruntime alone. Also a store-only zip. The verb is cli/export.ts.
+ * (loads in transformers), or the browser-ready ONNX folder transformers.js loads (verified in it). Also a store-only zip. The verb is cli/export.ts.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -10,7 +9,9 @@ import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
 import { checkpointName, paramSpecs } from "./gemma/params.ts";
 import { readTensorBytes, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
-import { buildDecoderGraph } from "./decoder.ts";
+import { webExportRefusal, writeWebExport } from "./export/onnx_web.ts";
+import { type OnnxVerification, verifyOnnxExport, writeOnnxModelCard } from "./export/onnx_probe.ts";
+import { loadTokenizer } from "./tokenizer.ts";
 
 export interface RunSource {
   runDir: string;
@@ -114,51 +115,26 @@ export function writeWholeCheckpoint(baseDir: string, text: Map<string, Float32A
 }
 
 /**
- * An ONNX decoder (one token per call, KV cache of `capacity` positions) with weights in
- * `model.onnx.data`; README.md in the folder describes its inputs and outputs.
+ * The browser-ready ONNX folder (engine/export/onnx_web.ts: the layout transformers.js loads), then,
+ * unless `verify` is false, the probe through transformers.js itself; the result is returned and
+ * written into the folder's model card (README.md).
  */
-export async function exportOnnx(src: RunSource, out: string, capacity = 512): Promise<void> {
+export async function exportOnnx(src: RunSource, out: string, opts: { verify?: boolean } = {}): Promise<OnnxVerification | null> {
   const merged = fs.mkdtempSync(path.join(path.dirname(path.resolve(out)), ".merge-"));
   fs.rmSync(merged, { recursive: true });
   try {
     await exportMerged(src, merged);
     const m = await loadModel(merged);
+    const refusal = webExportRefusal(m.config);
+    if (refusal) throw new RangeError(`Cannot export "${src.runDir}" as ONNX: ${refusal}`);
     freshDir(out);
-    const placements = new Map<string, { offset: number; length: number }>();
-    const fd = fs.openSync(path.join(out, "model.onnx.data"), "w");
-    let offset = 0;
-    for (const s of paramSpecs(m.config)) {
-      const w = m.weights.get(s.name)!;
-      fs.writeSync(fd, new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
-      placements.set(s.name, { offset, length: w.byteLength });
-      offset += w.byteLength;
-    }
-    fs.closeSync(fd);
-    const g = buildDecoderGraph(m.config, 1, capacity, { externalWeights: { location: "model.onnx.data", placements } });
-    fs.writeFileSync(path.join(out, "model.onnx"), g.bytes);
-    copyFiles(merged, out, ["config.json", ...TOKENIZER_FILES]);
-    fs.writeFileSync(path.join(out, "README.md"), onnxReadme(capacity));
+    writeWebExport(m.config, m.weights, merged, out);
+    const v = opts.verify === false ? null : await verifyOnnxExport(out, m, await loadTokenizer(merged));
+    writeOnnxModelCard(out, v);
+    return v;
   } finally {
     fs.rmSync(merged, { recursive: true, force: true });
   }
-}
-
-function onnxReadme(capacity: number): string {
-  return `# ONNX decoder (exported by gemma-tuner)
-
-One token per call with a key/value cache of ${capacity} positions; weights are in \`model.onnx.data\`.
-Load with \`InferenceSession.create("model.onnx")\` (the data file must stay next to it).
-
-Inputs (S = 1; D = head_dim; C_l = cache slots of layer l: ${capacity} for full-attention layers,
-min(sliding_window, ${capacity}) for sliding layers, used as a ring: position p lives in slot p mod C_l):
-- \`input_ids\` int64 [1]: the token at position p
-- \`rope_cos_<full|sliding>\`, \`rope_sin_<full|sliding>\` float [1, D]: cos/sin of p·inv_freq (half-split, concatenated twice)
-- \`mask_<full|sliding>\` float [1, C_l + 1]: 0 where the query may attend (cached slots holding positions it sees, and itself), −1e9 elsewhere
-- \`cache_k.<l>\`, \`cache_v.<l>\` float [1, kv_heads, C_l, D]
-- \`last\` int64 [1]: 0
-
-Outputs: \`logits\` [1, vocab], \`new_k.<l>\`, \`new_v.<l>\` [1, kv_heads, 1, D] (write them into slot p mod C_l).
-`;
 }
 
 /** A store-only (uncompressed) zip of files, enough for downloads of adapters and small models. */

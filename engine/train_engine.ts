@@ -6,6 +6,9 @@
  * One step is three stages (engine/gemma/staged.ts): the body's forward, the LM head over the
  * vocabulary in chunks (rows of the tied embedding fed as views, so no [P,V] tensor and no copy of E
  * exists), then the body's backward from d hs. The JS side merges the chunks' softmax statistics.
+ *
+ * Every graph has symbolic batch, sequence, position and chunk-row dims (docs/GRAPHS.md), so a model
+ * compiles one body (training, evaluation) and one head per kind, whatever the batch shapes.
  */
 import type * as ortTypes from "onnxruntime-node";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
@@ -13,6 +16,7 @@ import { attentionMask, buildModelGraph, type LoraSpec, ropeTables, typeHeadDim 
 import { buildBody, buildHeadChunk, EMBED, PLE_TABLE, vocabChunks } from "./gemma/staged.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { collectGarbage, createSession, type Device, tensor } from "./session.ts";
+import type { Dim } from "./onnx/builder.ts";
 import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
 import type { FrozenBase } from "./quant/base.ts";
 import { frozenFeeds } from "./quant/graph.ts";
@@ -70,17 +74,13 @@ interface Body {
   backwardInputs: string[];
   saved: string[];
   trainable: string[];
-  dropoutInputs: { name: string; shape: number[] }[];
+  dropoutInputs: { name: string; shape: Dim[] }[];
 }
+
+/** The symbols every engine graph uses for its run-time sizes. */
+export const DIMS = { batch: "batch", seq: "seq", positions: "positions", rows: "rows" } as const;
 
 type HeadKind = "stats" | "online" | "grad";
-
-/** Rounds the labelled-position count up to a few buckets so few graphs get built. */
-export function positionBucket(n: number): number {
-  if (n <= 16) return 16;
-  const step = 2 ** Math.max(4, Math.floor(Math.log2(n)) - 2);
-  return Math.ceil(n / step) * step;
-}
 
 interface Selection {
   P: number;
@@ -178,15 +178,16 @@ export class TrainEngine {
     return createSession(bytes, { device: this.opts.device, threads: this.opts.threads, arena });
   }
 
-  private body(B: number, T: number, P: number, train: boolean): Promise<Body> {
-    const key = `${B}x${T}x${P}:${train}`;
+  /** The body's sessions, built on first use: one for training, one for evaluation. */
+  private body(train: boolean): Promise<Body> {
+    const key = train ? "train" : "eval";
     let s = this.bodies.get(key);
     if (!s) {
       const o = this.opts;
       const graphs = buildBody(o.model.config, {
-        batch: B,
-        seq: T,
-        positions: P,
+        batch: DIMS.batch,
+        seq: DIMS.seq,
+        positions: DIMS.positions,
         method: train ? o.method : "forward",
         lora: o.method === "lora" ? o.lora : undefined,
         dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
@@ -203,12 +204,11 @@ export class TrainEngine {
     return s;
   }
 
-  private head(P: number, rows: number, kind: HeadKind): Promise<ortTypes.InferenceSession> {
-    const key = `${P}x${rows}:${kind}`;
-    let s = this.heads.get(key);
+  private head(kind: HeadKind): Promise<ortTypes.InferenceSession> {
+    let s = this.heads.get(kind);
     if (!s) {
-      s = this.session(buildHeadChunk(this.config, { positions: P, rows, kind }), true);
-      this.heads.set(key, s);
+      s = this.session(buildHeadChunk(this.config, { positions: DIMS.positions, rows: DIMS.rows, kind }), true);
+      this.heads.set(kind, s);
     }
     return s;
   }
@@ -245,7 +245,7 @@ export class TrainEngine {
     return this.weightFeeds[name];
   }
 
-  /** Selected positions: flat index t whose label at t+1 counts, its target, padded to a bucket. */
+  /** Selected positions: flat index t whose label at t+1 counts, and its target. */
   private selection(b: Batch): Selection {
     const { batchSize: B, seqLen: T } = b;
     if (b.inputIds.length !== B * T || b.labels.length !== B * T) {
@@ -262,7 +262,8 @@ export class TrainEngine {
         tgt.push(y);
       }
     }
-    const P = positionBucket(idx.length);
+    // The graphs take any P (symbolic), so no padding rows beyond one when nothing is labelled.
+    const P = Math.max(1, idx.length);
     const sel = new BigInt64Array(P), tg = new Int32Array(P), tw = new Float32Array(P);
     idx.forEach((v, i) => {
       sel[i] = BigInt(v);
@@ -362,7 +363,7 @@ export class TrainEngine {
     // since a low-precision table converts each chunk into a reused buffer.
     const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, ...this.targetFeeds(s, ch.start, ch.rows) } }));
     for (const ch of chunks) {
-      const session = await this.head(P, ch.rows, mode === "online" ? "online" : "stats");
+      const session = await this.head(mode === "online" ? "online" : "stats");
       const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows) });
       const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
       const a = out.acc?.data as Float32Array | undefined;
@@ -405,7 +406,7 @@ export class TrainEngine {
     const gE = this.grads.get(EMBED)!;
     const lseT = tensor("float32", lse, [P, 1]), twT = tensor("float32", s.tw, [P, 1]);
     for (const ch of chunks) {
-      const session = await this.head(P, ch.rows, "grad");
+      const session = await this.head("grad");
       const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows), lse: lseT, tw: twT });
       const d = out.d_hs.data as Float32Array, dE = out.d_emb.data as Float32Array;
       for (let i = 0; i < d.length; i++) dHs[i] += d[i];
@@ -424,12 +425,13 @@ export class TrainEngine {
       return { lossSum: 0, tokens: 0 };
     }
     const embeds = this.embeds(b);
-    const body = await this.body(b.batchSize, b.seqLen, s.P, true);
+    const body = await this.body(true);
     const extra = this.stageFeeds(b, s, embeds);
     const lora = this.opts.lora;
     body.dropoutInputs.forEach((d, k) => {
-      const mask = dropoutMask(d.shape[0] * d.shape[1], lora!.dropout, this.opts.seed, opts.dropoutSeed ?? 0, k);
-      extra[d.name] = tensor("float32", mask, d.shape);
+      const shape = [b.inputIds.length, Number(d.shape[1])]; // [N, in]
+      const mask = dropoutMask(shape[0] * shape[1], lora!.dropout, this.opts.seed, opts.dropoutSeed ?? 0, k);
+      extra[d.name] = tensor("float32", mask, shape);
     });
     const fwd = await body.forward.run(this.bodyFeeds(b, body.forwardInputs, extra));
     const head = await this.runHead(s, fwd.hs, this.opts.method === "full" ? "full" : "online");
@@ -463,7 +465,7 @@ export class TrainEngine {
   }
 
   private async forwardOnly(b: Batch, s: Selection): Promise<HeadResult> {
-    const body = await this.body(b.batchSize, b.seqLen, s.P, false);
+    const body = await this.body(false);
     const fwd = await body.forward.run(this.bodyFeeds(b, body.forwardInputs, this.stageFeeds(b, s, this.embeds(b))));
     return await this.runHead(s, fwd.hs, "eval");
   }
@@ -479,6 +481,11 @@ export class TrainEngine {
   async tokenNll(b: Batch): Promise<number[]> {
     const s = this.selection(b);
     return Array.from((await this.forwardOnly(b, s)).nll.subarray(0, s.count));
+  }
+
+  /** The graphs compiled so far ("body:train", "head:online", …): one per kind, never per shape. */
+  compiled(): string[] {
+    return [...[...this.bodies.keys()].map((k) => `body:${k}`), ...[...this.heads.keys()].map((k) => `head:${k}`)].sort();
   }
 
   release(): void {

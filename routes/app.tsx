@@ -2,6 +2,8 @@
  * Builds the Hono app: middleware (token, cross-site guard, headers), static assets, and one sub-app
  * per view. Adding a view is one `app.route` line.
  */
+import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
+import { probeDevices } from "../engine/devices.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -60,6 +62,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", homeRoutes(deps));
   app.route("/", runsRoutes(deps));
   app.route("/", createRoutes(deps));
+  app.route("/", devicesRoutes(deps.probeDevices ?? probeDevices));
   app.route("/", inferenceRoutes(deps));
   app.route("/", dashboardRoutes(deps.service));
   app.route("/", apiRoutes(deps));

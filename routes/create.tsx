@@ -10,13 +10,14 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { formatBytes, formatCount, formatDuration, fragment, page } from "./_layout.tsx";
 import type { AppDeps } from "./deps.ts";
+import { DeviceSelect } from "./devices.tsx";
 import { ALL_TARGETS, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
 import type { RunConfig } from "../config/training.ts";
 import { describeModel, estimateMemory, inspectDataset, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
 
 const LAST_SETTINGS = "create.last";
-const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "form"];
+const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
 
 async function formValues(c: Context): Promise<FormValues> {
   const body = await c.req.parseBody({ all: true });
@@ -101,6 +102,8 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           <label><input type="radio" name="method" value="full" checked={cfg.method === "full"} /> Full fine-tuning (every weight)</label>
           <Err name="method" />
         </fieldset>
+        <DeviceSelect choices={[{ device: "cpu", available: true }, { device: "webgpu", available: false }, { device: "cuda", available: false }]} selected={cfg.device} probed={false} />
+        <Err name="device" />
         <div class="grid">
           <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" />
           <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} />

@@ -85,6 +85,7 @@ export function formToConfig(f: FormValues): { config?: RunConfig; errors: Recor
     evalEvery: num(f.evalEvery),
     saveEvery: num(f.saveEvery),
     seed: num(f.seed),
+    device: str(f.device) || undefined,
   };
   for (const [k, v] of Object.entries(raw)) if (v === undefined) delete raw[k];
   const lora = raw.lora as Record<string, unknown>;

@@ -2,11 +2,14 @@
 import type { AppSettings } from "../config/app.ts";
 import type { TrainingService } from "../trainer/service.ts";
 import { ModelCache } from "../engine/mod.ts";
+import type { DeviceChoice } from "./devices.tsx";
 
 export interface AppDeps {
   settings: AppSettings;
   service: TrainingService;
   models?: ModelCache;
+  /** Which devices work here (the create form's choice); tests inject one. */
+  probeDevices?: () => Promise<DeviceChoice[]>;
 }
 
 /** The models of the playground: the demo model and every run's final model and checkpoints. */

@@ -8,8 +8,9 @@ import { figureOk, parityFigures } from "../engine/device_parity.ts";
 import { bench } from "../engine/bench.ts";
 
 const layers = Number(Deno.env.get("DEVICE_CHECK_LAYERS") ?? 2);
+const vocab = Number(Deno.env.get("DEVICE_CHECK_VOCAB") ?? 262144);
 const steps = Number(Deno.env.get("DEVICE_CHECK_STEPS") ?? 3);
-const shape = { generation: 3 as const, hidden: 640, heads: 4, kvHeads: 1, headDim: 256, intermediate: 2048, vocab: 262144, layers };
+const shape = { generation: 3 as const, hidden: 640, heads: 4, kvHeads: 1, headDim: 256, intermediate: 2048, vocab, layers };
 const print = (x: Record<string, unknown>) => console.log(JSON.stringify(x));
 
 const devices = await probeDevices();

@@ -1,6 +1,6 @@
 /**
- * Seeded splits and shuffles, static length buckets and padding into [B,T] batches. The engine builds
- * one graph per [B,T], so lengths are rounded up to a few buckets; the order of micro-batches is a pure
+ * Seeded splits and shuffles, length buckets and padding into [B,T] batches. The engine's graphs take
+ * any [B,T] (symbolic dims, docs/GRAPHS.md); buckets only bound the padding; the order of micro-batches is a pure
  * function of (seed, epoch), which is what lets a resumed run see exactly the data it would have seen.
  */
 import { IGNORE, type TokenizedExample } from "./tokenize.ts";

@@ -14,7 +14,7 @@
  *   LoRA tensors by PEFT name · dropout masks `dropout.<layer>.<linear>` [N,in] when training with dropout.
  * Outputs: loss [] = Σ tw·nll, nll [P], optionally logits [P,V], and `grad.<name>` for trainables.
  */
-import { type DType, Graph, type Value } from "../onnx/builder.ts";
+import { type Dim, type DType, Graph, mulDim, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import type { GemmaConfig, LayerType } from "./config.ts";
@@ -32,10 +32,11 @@ export interface LoraSpec {
 }
 
 export interface ModelGraphOptions {
-  batch: number;
-  seq: number;
+  /** Numbers, or symbols (dim_params) for a graph that serves every shape (docs/GRAPHS.md). */
+  batch: Dim;
+  seq: Dim;
   /** Rows that go through the LM head (labelled positions, padded). */
-  positions: number;
+  positions: Dim;
   /** "forward" builds no gradients. */
   method: "lora" | "full" | "forward";
   lora?: LoraSpec;
@@ -55,7 +56,7 @@ export interface ModelGraph {
   /** Weight input names (HF), LoRA input names (PEFT), dropout inputs with their shapes. */
   weightInputs: string[];
   loraInputs: string[];
-  dropoutInputs: { name: string; shape: number[] }[];
+  dropoutInputs: { name: string; shape: Dim[] }[];
   layerTypesUsed: LayerType[];
 }
 
@@ -87,6 +88,8 @@ export class Ctx {
   readonly w = new Map<string, Value>();
   readonly lora = new Map<string, Value>();
   readonly dropout = new Map<string, Value>();
+  /** rope_cos_/rope_sin_/mask_<type> computed inside the graph (the browser export); else graph inputs. */
+  readonly tables = new Map<string, Value>();
   /** Projection weights not in `w`: fed in the base precision, dequantized where used. */
   readonly frozen: FrozenInputs;
   /** Keys and values [B,nKv,T,D] after norm and RoPE of each layer that computes them (KV sharing). */
@@ -97,8 +100,13 @@ export class Ctx {
   constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {
     this.frozen = new FrozenInputs(g, opts.basePrecision ?? "fp32");
   }
-  get N() {
-    return this.opts.batch * this.opts.seq;
+  table(name: string): Value {
+    const v = this.tables.get(name) ?? this.g.inputs.find((x) => x.name === name);
+    if (!v) throw new Error(`Graph has no "${name}"`);
+    return v;
+  }
+  get N(): Dim {
+    return mulDim(this.opts.batch, this.opts.seq);
   }
   /** The constant rotate_half matrix [D,D] for a head dim (Gemma 4 layers differ). */
   rot(D: number): Value {
@@ -192,7 +200,8 @@ export type Attend = (ctx: Ctx, q: Value, k: Value, v: Value, layer: number) => 
 /** Repeats kv heads for GQA/MQA: [B,nKv,T,D] → [B,nH,T,D]. */
 export function expandKv(ctx: Ctx, x: Value): Value {
   const { g, c } = ctx; // nKv from the shape: layers differ in Gemma 4
-  const [B, nKv, T, D] = x.shape;
+  const [B, , T, D] = x.shape;
+  const nKv = x.shape[1] as number;
   if (nKv === c.numHeads) return x;
   const rep = c.numHeads / nKv;
   return o.reshape(g, o.expand(g, o.reshape(g, x, [B, nKv, 1, T, D]), [B, nKv, rep, T, D]), [B, c.numHeads, T, D]);
@@ -208,7 +217,7 @@ export function attentionWeights(ctx: Ctx, q: Value, k: Value, mask: Value): Val
 
 export const localAttention: Attend = (ctx, q, k, v, i) => {
   const type = ctx.c.layerTypes[i];
-  const mask = ctx.g.inputs.find((x) => x.name === `mask_${type}`)!; // [T,T]
+  const mask = ctx.table(`mask_${type}`); // [T,T]
   const probs = attentionWeights(ctx, q, expandKv(ctx, k), mask);
   return o.matmul(ctx.g, probs, expandKv(ctx, v));
 };
@@ -223,8 +232,8 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
   const w = (name: string) => ctx.w.get(`${p}.${name}`)!;
   const norm = (x: Value, name: string) => rmsNorm(g, x, w(`${name}.weight`), c.rmsNormEps, c.normOffset);
   const rot = ctx.rot(D);
-  const cos = g.inputs.find((x) => x.name === `rope_cos_${l.type}`)!; // [T,D]
-  const sin = g.inputs.find((x) => x.name === `rope_sin_${l.type}`)!;
+  const cos = ctx.table(`rope_cos_${l.type}`); // [T,D]
+  const sin = ctx.table(`rope_sin_${l.type}`);
 
   // Attention.
   const xn = norm(h, "input_layernorm"); // [N,H]
@@ -294,10 +303,10 @@ export function positionInputs(ctx: Ctx): void {
 }
 
 /** LoRA tensor inputs (PEFT names) and, when training with dropout, one mask input per adapted linear. */
-export function loraInputsOf(ctx: Ctx): { loraInputs: string[]; dropoutInputs: { name: string; shape: number[] }[] } {
+export function loraInputsOf(ctx: Ctx): { loraInputs: string[]; dropoutInputs: { name: string; shape: Dim[] }[] } {
   const { g, c, opts } = ctx;
   const loraInputs: string[] = [];
-  const dropoutInputs: { name: string; shape: number[] }[] = [];
+  const dropoutInputs: { name: string; shape: Dim[] }[] = [];
   if (!opts.lora) return { loraInputs, dropoutInputs };
   for (const s of loraSpecs(c, opts.lora)) {
     ctx.lora.set(s.name, g.input(s.name, s.shape));

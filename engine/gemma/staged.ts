@@ -13,7 +13,7 @@
  * dE = (softmax − onehot)ᵀ·hs per chunk, which needs the final log-sum-exp: a first pass of stats
  * gives it, a second pass recomputes each chunk's logits and returns d hs and dE for it.
  */
-import { type DType, feedNames, Graph, type Value } from "../onnx/builder.ts";
+import { type Dim, type DType, feedNames, Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import { pruneGraph, splitGraph } from "../onnx/partition.ts";
@@ -39,7 +39,7 @@ export interface BodyGraphs {
   saved: string[];
   /** Trainable names whose gradients the backward outputs as `grad.<name>`; full adds `embeds`. */
   trainable: string[];
-  dropoutInputs: { name: string; shape: number[] }[];
+  dropoutInputs: { name: string; shape: Dim[] }[];
 }
 
 export const EMBED = "model.embed_tokens.weight";
@@ -98,9 +98,9 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
 }
 
 export interface HeadOptions {
-  positions: number;
+  positions: Dim;
   /** Rows of E in this chunk. */
-  rows: number;
+  rows: Dim;
   /**
    * "stats": m, s, tl per row. "online": also acc = Σ_v exp(l − m)·(dl/draw)·E[v] [P,H] (LoRA, the
    * softmax part of d hs). "grad": given lse and tw, d hs and dE of this chunk (full fine-tuning).

@@ -6,13 +6,13 @@
  * tape backwards, only through nodes on a path from a wanted leaf to the loss, and sums the
  * contributions where a value fans out.
  */
-import type { Graph, Node, Value } from "./builder.ts";
+import { type Dim, type Graph, type Node, size, type Value } from "./builder.ts";
 import * as o from "./ops.ts";
 
 type Rule = (g: Graph, n: Node, dy: (Value | null)[], need: boolean[]) => (Value | null)[];
 
 /** Sums `d` (shaped like a broadcast result) back down to `shape`. */
-export function unbroadcast(g: Graph, d: Value, shape: readonly number[]): Value {
+export function unbroadcast(g: Graph, d: Value, shape: readonly Dim[]): Value {
   if (d.shape.length === shape.length && d.shape.every((x, i) => x === shape[i])) return d;
   const lead = d.shape.length - shape.length;
   const axes: number[] = [];
@@ -132,7 +132,9 @@ export const RULES: Record<string, Rule> = {
   ReduceSum: (g, n, [d]) => [expandTo(g, d!, n), null],
   ReduceMean: (g, n, [d]) => {
     const x = n.inputs[0]!;
-    const count = x.shape.reduce((s, v) => s * v, 1) / n.outputs[0].shape.reduce((s, v) => s * v, 1);
+    // The reduced axes must be static (a norm's last axis); batch and sequence may be symbolic.
+    const axes = readInts(g, n.inputs[1]!);
+    const count = size(axes.map((a) => x.shape[a]));
     return [expandTo(g, o.scale(g, d!, 1 / count), n), null];
   },
   Softmax: (g, n, [d]) => {

@@ -1,6 +1,11 @@
 /**
- * A small ONNX graph builder: values with static shapes, nodes recorded in order (the tape that
- * autodiff walks backwards), encoded to a ModelProto with onnx-proto.
+ * A small ONNX graph builder: values with shapes, nodes recorded in order (the tape that autodiff
+ * walks backwards), encoded to a ModelProto with onnx-proto.
+ *
+ * A dimension is a number or a symbol (an ONNX dim_param such as "seq"), so one graph serves every
+ * batch and sequence length (docs/GRAPHS.md). Symbolic dims are products or sums of names ("batch*seq",
+ * "past+seq"); ops that need a dimension at run time (Reshape, Expand, ConstantOfShape) get it from
+ * the Shape of a graph input that carries it (`dimValue`), computed once per graph.
  *
  * Large tensors never go into the protobuf: weights are graph inputs fed as zero-copy views, and only
  * small constants (shapes, scalars, rotation matrices) become initializers.
@@ -12,11 +17,14 @@ const onnx = onnxProto.onnx;
 /** uint8, uint16 and uint4 carry stored or quantized frozen weights (engine/quant). */
 export type DType = "float32" | "float64" | "int64" | "int32" | "bool" | "uint8" | "uint16" | "uint4";
 
+/** A static size, or a symbol: a name, a product "a*b" or a sum "a+b" of names and numbers. */
+export type Dim = number | string;
+
 export interface Value {
   readonly id: number;
   readonly name: string;
   readonly dtype: DType;
-  readonly shape: readonly number[];
+  readonly shape: readonly Dim[];
 }
 
 export type AttrValue = number | string | number[] | { tensor: ConstTensor } | { float: number };
@@ -37,10 +45,44 @@ export interface ConstTensor {
 
 const ONNX_DTYPE: Record<DType, number> = { float32: 1, float64: 11, int64: 7, int32: 6, bool: 9, uint8: 2, uint16: 4, uint4: 21 };
 
-export function size(shape: readonly number[]): number {
+/** Element count of a static shape (throws on a symbolic one: the caller needed a static shape). */
+export function size(shape: readonly Dim[]): number {
   let n = 1;
-  for (const d of shape) n *= d;
+  for (const d of shape) {
+    if (typeof d !== "number") throw new RangeError(`Shape [${shape}] is symbolic; a static shape is needed here`);
+    n *= d;
+  }
   return n;
+}
+
+export function isStatic(shape: readonly Dim[]): shape is readonly number[] {
+  return shape.every((d) => typeof d === "number");
+}
+
+/** a·b, folded when both are numbers ("batch*seq" otherwise). */
+export function mulDim(a: Dim, b: Dim): Dim {
+  if (typeof a === "number" && typeof b === "number") return a * b;
+  if (a === 1) return b;
+  if (b === 1) return a;
+  return `${a}*${b}`;
+}
+
+/** a+b, folded when both are numbers ("past+seq" otherwise). */
+export function addDim(a: Dim, b: Dim): Dim {
+  if (typeof a === "number" && typeof b === "number") return a + b;
+  return `${a}+${b}`;
+}
+
+/** The canonical form of a product of dims (number × sorted names), to compare element counts. */
+export function product(shape: readonly Dim[]): string {
+  let n = 1;
+  const names: string[] = [];
+  for (const d of shape) {
+    if (typeof d === "number") n *= d;
+    else if (d.includes("+")) names.push(`(${d})`);
+    else for (const f of d.split("*")) /^\d+$/.test(f) ? (n *= Number(f)) : names.push(f);
+  }
+  return n === 0 ? "0" : [String(n), ...names.sort()].join("*");
 }
 
 /** Suffix of the inputs `Graph.inputAsColumn` adds; fed by `createSession`'s run, never by callers. */
@@ -63,10 +105,13 @@ export class Graph {
   private nextId = 0;
   private names = new Set<string>();
   private constCache = new Map<string, Value>();
+  /** Where each symbol can be read at run time: a graph input and its axis. */
+  private dimSources = new Map<string, { v: Value; axis: number }>();
+  private dimValues = new Map<string, Value>();
 
   constructor(readonly float: DType = "float32") {}
 
-  private value(name: string, dtype: DType, shape: readonly number[]): Value {
+  private value(name: string, dtype: DType, shape: readonly Dim[]): Value {
     let n = name;
     for (let i = 1; this.names.has(n); i++) n = `${name}_${i}`;
     this.names.add(n);
@@ -74,11 +119,56 @@ export class Graph {
   }
 
   /** A graph input (fed on every run). */
-  input(name: string, shape: readonly number[], dtype: DType = this.float): Value {
+  input(name: string, shape: readonly Dim[], dtype: DType = this.float): Value {
     if (this.names.has(name)) throw new Error(`Graph input "${name}" defined twice`);
     const v = this.value(name, dtype, shape);
     this.inputs.push(v);
+    shape.forEach((d, axis) => {
+      if (typeof d === "string" && !this.dimSources.has(d)) this.dimSources.set(d, { v, axis });
+    });
     return v;
+  }
+
+  /**
+   * A dimension as an int64 [1] tensor: a constant for a number; for a symbol, read from the Shape
+   * of an input that has it, or computed from its factors / terms. `null` when nothing carries it.
+   */
+  dimValue(d: Dim): Value | null {
+    if (typeof d === "number") return this.ints([d]);
+    const cached = this.dimValues.get(d);
+    if (cached) return cached;
+    let v: Value | null = null;
+    const src = this.dimSources.get(d);
+    if (src) {
+      const shape = this.node("Shape", [src.v], [{ shape: [src.v.shape.length], dtype: "int64" }])[0];
+      v = this.node("Gather", [shape, this.ints([src.axis])], [{ shape: [1], dtype: "int64" }], { axis: 0 })[0];
+    } else {
+      const [op, parts] = d.includes("+") ? ["Add", d.split("+")] : d.includes("*") ? ["Mul", d.split("*")] : ["", []];
+      if (!op) return null;
+      const vs = parts.map((p) => (/^\d+$/.test(p) ? this.ints([Number(p)]) : this.dimValue(p)));
+      if (vs.some((x) => !x)) return null;
+      v = vs.reduce((a, b) => this.node(op, [a!, b!], [{ shape: [1], dtype: "int64" }])[0])!;
+    }
+    this.dimValues.set(d, v);
+    return v;
+  }
+
+  /**
+   * A shape as an int64 vector: a constant when static; else the dims concatenated at run time.
+   * `unknown` stands in for at most one symbol nothing carries (−1 for Reshape, 1 for Expand).
+   */
+  shapeValue(shape: readonly Dim[], unknown?: number): Value {
+    if (isStatic(shape)) return this.ints(shape);
+    let missing = 0;
+    const parts = shape.map((d) => {
+      const v = this.dimValue(d);
+      if (v) return v;
+      if (unknown === undefined || (unknown === -1 && ++missing > 1)) {
+        throw new RangeError(`No graph input carries dimension "${d}" of [${shape}]`);
+      }
+      return this.ints([unknown]);
+    });
+    return this.node("Concat", parts, [{ shape: [shape.length], dtype: "int64" }], { axis: 0 })[0];
   }
 
   /**
@@ -117,7 +207,7 @@ export class Graph {
   node(
     op: string,
     inputs: (Value | null)[],
-    outs: { shape: readonly number[]; dtype: DType }[],
+    outs: { shape: readonly Dim[]; dtype: DType }[],
     attrs: Record<string, AttrValue> = {},
     domain = "",
   ): Value[] {
@@ -149,7 +239,7 @@ export class Graph {
       if (i < 0) throw new Error(`No graph input "${name}" to externalize`);
       const v = this.inputs[i];
       this.inputs.splice(i, 1);
-      this.external.set(v, { location, offset: p.offset, length: p.length, dtype: v.dtype, shape: [...v.shape] });
+      this.external.set(v, { location, offset: p.offset, length: p.length, dtype: v.dtype, shape: [...v.shape] as number[] });
     }
   }
 
@@ -157,7 +247,7 @@ export class Graph {
   toBytes(): Uint8Array {
     const vi = (v: Value) => ({
       name: v.name,
-      type: { tensorType: { elemType: ONNX_DTYPE[v.dtype], shape: { dim: v.shape.map((d) => ({ dimValue: d })) } } },
+      type: { tensorType: { elemType: ONNX_DTYPE[v.dtype], shape: { dim: v.shape.map((d) => (typeof d === "number" ? { dimValue: d } : { dimParam: d })) } } },
     });
     const graph = {
       name: "gemma_tuner",

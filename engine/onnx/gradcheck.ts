@@ -59,10 +59,10 @@ export async function gradCheck(
   checked.forEach((i, k) => g.output(grads.get(i.value)!, `__grad${k}`));
   const session = await createSession(g.toBytes());
   const feeds = (override?: { k: number; data: Float64Array }) => {
-    const fd: Record<string, ortTypes.Tensor> = { __R: tensor("float64", rData, out.shape) };
+    const fd: Record<string, ortTypes.Tensor> = { __R: tensor("float64", rData, out.shape as number[]) };
     inputs.forEach((i, k) => {
       const d = override && override.k === k ? override.data : i.data;
-      fd[i.value.name] = tensor(i.value.dtype, d, i.value.shape);
+      fd[i.value.name] = tensor(i.value.dtype, d, i.value.shape as number[]);
     });
     return fd;
   };

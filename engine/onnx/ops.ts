@@ -1,13 +1,14 @@
 /**
- * Op helpers over the builder: each computes its static output shape and records one node.
+ * Op helpers over the builder: each computes its output shape (static or symbolic, builder.ts) and
+ * records one node.
  * Every op here but ReduceMax has a backward rule in autodiff.ts (RULES), keyed by the same op type.
  */
-import { type DType, type Graph, size, type Value } from "./builder.ts";
+import { addDim, type Dim, type DType, type Graph, isStatic, product, type Value } from "./builder.ts";
 
-/** Numpy-style broadcast of two static shapes. */
-export function broadcastShape(a: readonly number[], b: readonly number[]): number[] {
+/** Numpy-style broadcast of two shapes; symbols broadcast only against 1 or themselves. */
+export function broadcastShape(a: readonly Dim[], b: readonly Dim[]): Dim[] {
   const n = Math.max(a.length, b.length);
-  const out: number[] = [];
+  const out: Dim[] = [];
   for (let i = 0; i < n; i++) {
     const x = a[a.length - n + i] ?? 1;
     const y = b[b.length - n + i] ?? 1;
@@ -82,9 +83,11 @@ export function gemm(g: Graph, a: Value, b: Value, o: GemmOptions = {}, c?: Valu
   return g.node("Gemm", c ? [a, b, c] : [a, b], [{ shape: [m, n], dtype: a.dtype }], attrs)[0];
 }
 
-export function reshape(g: Graph, x: Value, shape: readonly number[]): Value {
-  if (size(shape) !== size(x.shape)) throw new RangeError(`Cannot reshape [${x.shape}] to [${shape}]`);
-  return g.node("Reshape", [x, g.ints(shape)], [{ shape, dtype: x.dtype }])[0];
+export function reshape(g: Graph, x: Value, shape: readonly Dim[]): Value {
+  if (product(shape) !== product(x.shape)) throw new RangeError(`Cannot reshape [${x.shape}] to [${shape}]`);
+  // 0 copies the input's dim at that axis (Reshape's default), so those need no run-time value.
+  const target = shape.map((d, i) => (typeof d === "string" && x.shape[i] === d ? 0 : d));
+  return g.node("Reshape", [x, g.shapeValue(target, -1)], [{ shape, dtype: x.dtype }])[0];
 }
 
 export function transpose(g: Graph, x: Value, perm: readonly number[]): Value {
@@ -106,8 +109,12 @@ export const reduceMean = (g: Graph, x: Value, axes: readonly number[], keepdims
 /** No backward rule: used only where nothing is differentiated through it (a softmax's shift). */
 export const reduceMax = (g: Graph, x: Value, axes: readonly number[], keepdims = true) => reduce(g, "ReduceMax", x, axes, keepdims);
 
-export function expand(g: Graph, x: Value, shape: readonly number[]): Value {
-  return g.node("Expand", [x, g.ints(shape)], [{ shape: broadcastShape(x.shape, shape), dtype: x.dtype }])[0];
+export function expand(g: Graph, x: Value, shape: readonly Dim[]): Value {
+  const out = broadcastShape(x.shape, shape);
+  // A dim x already has needs no run-time value: 1 in Expand's shape keeps it.
+  const lead = out.length - x.shape.length;
+  const target = isStatic(shape) ? shape : out.map((d, i) => (i >= lead && x.shape[i - lead] === d && typeof d === "string" ? 1 : d));
+  return g.node("Expand", [x, g.shapeValue(target)], [{ shape: out, dtype: x.dtype }])[0];
 }
 
 /** Rows of `data` (axis 0) picked by integer `indices`: [...idx, ...data[1:]]. */
@@ -128,21 +135,22 @@ export function scatterNDAdd(g: Graph, data: Value, indices: Value, updates: Val
 }
 
 /** A zero tensor made at run time (never a big initializer). */
-export function zeros(g: Graph, shape: readonly number[], dtype: DType = g.float): Value {
+export function zeros(g: Graph, shape: readonly Dim[], dtype: DType = g.float): Value {
   const tensorDtype = dtype;
   const data = dtype === "float64" ? new Float64Array(1) : dtype === "int64" ? new BigInt64Array(1) : new Float32Array(1);
-  return g.node("ConstantOfShape", [g.ints(shape)], [{ shape, dtype }], { value: { tensor: { dtype: tensorDtype, shape: [1], data } } })[0];
+  return g.node("ConstantOfShape", [g.shapeValue(shape)], [{ shape, dtype }], { value: { tensor: { dtype: tensorDtype, shape: [1], data } } })[0];
 }
 
 export function concat(g: Graph, xs: Value[], axis: number): Value {
   const ax = axis < 0 ? axis + xs[0].shape.length : axis;
   const shape = [...xs[0].shape];
-  shape[ax] = xs.reduce((s, x) => s + x.shape[ax], 0);
+  shape[ax] = xs.slice(1).reduce((s: Dim, x) => addDim(s, x.shape[ax]), xs[0].shape[ax]);
   return g.node("Concat", xs, [{ shape, dtype: xs[0].dtype }], { axis: ax })[0];
 }
 
-export function split(g: Graph, x: Value, sizes: readonly number[], axis: number): Value[] {
+export function split(g: Graph, x: Value, sizes: readonly Dim[], axis: number): Value[] {
   const ax = axis < 0 ? axis + x.shape.length : axis;
+  if (!isStatic(sizes)) throw new RangeError(`Split of [${x.shape}] needs static sizes, got [${sizes}]`);
   return g.node(
     "Split",
     [x, g.ints(sizes)],
