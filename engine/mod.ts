@@ -13,6 +13,8 @@ export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 export { type ChatMessage, chatPromptIds } from "./chat_format.ts";
 export { ModelCache, type ModelEntry } from "./model_cache.ts";
 export type { Generator };
+export { type DeviceStatus, probeDevices } from "./devices.ts";
+export type { Device } from "./device.ts";
 export type { RunSource } from "./export.ts";
 
 /** engine/generate.ts `generateIds`, imported when first called. */

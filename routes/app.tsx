@@ -3,7 +3,7 @@
  * per view. Adding a view is one `app.route` line.
  */
 import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
-import { probeDevices } from "../engine/devices.ts";
+import { probeDevices } from "../engine/mod.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
