@@ -7,6 +7,7 @@ export const benchVerb = defineVerb({
   name: "bench",
   usage: "gemma-tuner bench [--generation 3] [--hidden 640 …] [--method lora|full|forward] [--batch 4] [--seq 128] [--steps 5] [--device cpu|webgpu|cuda]",
   flags: {
+    preset: { kind: "string", help: "a real architecture (gemma-4-e2b, gemma-3-4b, …; --layers still applies) instead of the shape flags" },
     generation: { kind: "number", help: "Gemma generation", default: 3 },
     hidden: { kind: "number", help: "hidden size", default: 640 },
     heads: { kind: "number", help: "attention heads", default: 4 },
@@ -30,6 +31,7 @@ export const benchVerb = defineVerb({
     const generation = f.generation as 1 | 2 | 3;
     if (![1, 2, 3].includes(generation)) throw new UsageError(`bench: --generation must be 1, 2 or 3`);
     const shape = {
+      preset: f.preset,
       generation,
       hidden: f.hidden,
       heads: f.heads,

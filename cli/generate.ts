@@ -3,6 +3,8 @@ import { DEVICE_FLAGS, parseDevice, parseIds } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { chatPromptIds, Generator, generateIds, loadForGeneration } from "../engine/generate.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
+import * as fs from "node:fs";
+import * as path from "node:path";
 
 export const generateVerb = defineVerb({
   name: "generate",
@@ -28,11 +30,12 @@ export const generateVerb = defineVerb({
   async run(f) {
     const device = parseDevice("generate", f.device, f["ort-providers"]);
     const model = await loadForGeneration(f.model, f.adapter);
-    const tok = await loadTokenizer(f.model);
+    // With --ids a model directory needs no tokenizer: ids in, ids out (text only when one is there).
+    const tok = f.ids && !fs.existsSync(path.join(f.model, "tokenizer.json")) ? null : await loadTokenizer(f.model);
     let prompt: number[];
     if (f.ids) prompt = parseIds("generate", f.ids);
-    else if (f.chat) prompt = chatPromptIds(tok, [{ role: "user", content: f.prompt! }], model.config.generation);
-    else prompt = tok.encode(f.prompt!, { addSpecialTokens: true });
+    else if (f.chat) prompt = chatPromptIds(tok!, [{ role: "user", content: f.prompt! }], model.config.generation);
+    else prompt = tok!.encode(f.prompt!, { addSpecialTokens: true });
     const gen = new Generator(model, { device });
     const stream = !f.json;
     const r = await generateIds(gen, prompt, {
@@ -43,11 +46,11 @@ export const generateVerb = defineVerb({
       minP: f["min-p"],
       repetitionPenalty: f["repetition-penalty"],
       seed: f.seed,
-      stopIds: [...new Set([...tok.stopIds, ...model.config.eosTokenIds])],
-      onToken: stream ? (id) => void Deno.stdout.writeSync(new TextEncoder().encode(tok.decode([id]))) : undefined,
+      stopIds: [...new Set([...(tok?.stopIds ?? []), ...model.config.eosTokenIds])],
+      onToken: stream ? (id) => void Deno.stdout.writeSync(new TextEncoder().encode(tok ? tok.decode([id]) : `${id} `)) : undefined,
     });
     gen.release();
-    const text = tok.decode(r.ids);
+    const text = tok ? tok.decode(r.ids) : null;
     if (f.json) console.log(JSON.stringify({ ids: r.ids, text, tokens_per_second: r.tokensPerSecond, stop_reason: r.stopReason }));
     else console.log(`\n[${r.ids.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s, ${r.stopReason}]`);
     return 0;

@@ -11,11 +11,14 @@ import { TrainEngine } from "./train_engine.ts";
 import { LORA_TARGETS } from "../config/training.ts";
 import { Generator, generateIds } from "./generate.ts";
 import { AdamW } from "./optim.ts";
+import { presetConfig } from "./init_model.ts";
 
 export type BenchMethod = "lora" | "full" | "forward" | "generate";
 export const BENCH_METHODS: BenchMethod[] = ["lora", "full", "forward", "generate"];
 
 export interface BenchShape {
+  /** A real architecture from config/models.ts (e.g. gemma-4-e2b); then only `layers` of the rest applies. */
+  preset?: string;
   generation: 1 | 2 | 3;
   hidden: number;
   heads: number;
@@ -49,6 +52,7 @@ export function peakRssMb(): number {
 }
 
 function benchConfig(s: BenchShape): GemmaConfig {
+  if (s.preset) return presetConfig(s.preset, s.layers).config;
   const modelType = { 1: "gemma", 2: "gemma2", 3: "gemma3_text" }[s.generation];
   if (!modelType) throw new RangeError(`bench: generation must be 1, 2 or 3, got ${s.generation}`);
   return normalizeConfig({
@@ -75,7 +79,9 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   const weights = new Map<string, Float32Array>();
   for (const s of paramSpecs(config)) {
     const a = new Float32Array(s.shape.reduce((x, y) => x * y, 1));
-    if (s.kind !== "norm") for (let i = 0; i < a.length; i++) a[i] = (next() - 0.5) * 0.04;
+    // Gemma 4 norms, layer scalars and router scales are multipliers (1); Gemma 1–3 norms offsets (0).
+    if (s.kind === "buffer" || (s.kind === "norm" && config.normOffset === 0)) a.fill(1);
+    else if (s.kind !== "norm") for (let i = 0; i < a.length; i++) a[i] = (next() - 0.5) * 0.04;
     weights.set(s.name, a);
   }
   const B = o.batch, T = o.seq;

@@ -1,7 +1,7 @@
 /** KV-cache generation: cached logits equal full-forward logits, greedy equals the full-forward argmax, stops. */
 import { Generator, generateIds } from "./generate.ts";
 import { argmax, Sampler } from "./sampling.ts";
-import { randomWeights, runSequence, tinyConfig } from "./gemma/testing.ts";
+import { randomWeights, runSequence, tinyConfig, tinyConfig4 } from "./gemma/testing.ts";
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>) {
   let m = 0;
@@ -11,10 +11,14 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>) {
 
 const PROMPT = [2, 17, 5, 33, 40, 8, 8, 21, 3, 9, 11];
 
-for (const gen of [1, 2, 3] as const) {
-  Deno.test(`Gemma ${gen} (stress: window 3): KV-cache logits equal no-cache logits token by token, and after a chunked prefill`, async () => {
-    const c = tinyConfig(gen, true);
-    const w = randomWeights(c, 51 + gen, 0.15);
+// Gemma 4: sliding layers with a ring, KV-shared layers reading their source's cache ("ple"), K=V layers ("kv").
+const CASES = [
+  ...([1, 2, 3] as const).map((gen) => ({ label: `Gemma ${gen}`, c: tinyConfig(gen, true), seed: gen })),
+  ...(["ple", "kv", "moe"] as const).map((v, k) => ({ label: `Gemma 4 (${v})`, c: tinyConfig4(v), seed: 10 + k })),
+];
+for (const { label, c, seed } of CASES) {
+  Deno.test(`${label} (stress: window 3): KV-cache logits equal no-cache logits token by token, and after a chunked prefill`, async () => {
+    const w = randomWeights(c, 51 + seed, 0.15);
     const seq = [...PROMPT, 4, 6, 30, 12, 44, 1, 2];
     const full = await runSequence(c, w, [...seq, 0], { logits: true }); // logits at positions 0…T−1
     const V = c.vocabSize;
@@ -34,9 +38,8 @@ for (const gen of [1, 2, 3] as const) {
     g.release();
   });
 
-  Deno.test(`Gemma ${gen}: greedy generation equals the argmax of the full forward at every step`, async () => {
-    const c = tinyConfig(gen, true);
-    const w = randomWeights(c, 61 + gen, 0.3);
+  Deno.test(`${label}: greedy generation equals the argmax of the full forward at every step`, async () => {
+    const w = randomWeights(c, 61 + seed, 0.3);
     const g = new Generator({ config: c, weights: w });
     const r = await generateIds(g, PROMPT, { temperature: 0, maxNewTokens: 8, stopIds: [] });
     if (r.ids.length !== 8) throw new Error(`generated ${r.ids.length} tokens`);

@@ -52,21 +52,39 @@ function sharedKvTensors(c: GemmaConfig): { name: string; shape: number[] }[] {
   return out;
 }
 
+/**
+ * A preset's config.json and normalised config, optionally with fewer layers (bench, tests): the
+ * layer pattern is repeated, and Gemma 4 KV sharing keeps its share of the layers (at most half).
+ */
+export function presetConfig(name: string, layers?: number): { raw: Record<string, unknown>; config: GemmaConfig } {
+  const preset = PRESETS[name];
+  if (!preset) throw new RangeError(`init-model: unknown preset "${name}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
+  const raw: Record<string, unknown> = structuredClone({ ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" });
+  const text = (raw.text_config ?? raw) as Record<string, unknown>;
+  if (layers) {
+    const n = Number(text.num_hidden_layers);
+    text.num_hidden_layers = layers;
+    if (Array.isArray(text.layer_types)) {
+      const base = text.layer_types as string[];
+      text.layer_types = Array.from({ length: layers }, (_, i) => base[i % base.length]);
+    }
+    if (typeof text.num_kv_shared_layers === "number" && text.num_kv_shared_layers > 0) {
+      // Keep the share, but every shared layer needs an earlier unshared layer of its type.
+      const types = (text.layer_types as string[] | undefined) ?? [];
+      let shared = Math.min(Math.floor(layers / 2), Math.max(1, Math.round((text.num_kv_shared_layers * layers) / n)));
+      if (types.length) types[layers - 1] = "full_attention"; // as transformers forces it
+      const ok = (k: number) => types.slice(layers - k).every((t) => types.slice(0, layers - k).includes(t));
+      while (shared > 0 && !ok(shared)) shared--;
+      text.num_kv_shared_layers = shared;
+    }
+  }
+  return { raw, config: { ...normalizeConfig(raw, `preset ${name}`), textPrefix: preset.textPrefix ?? "model." } };
+}
+
 /** Writes a random-init model directory (atomically: temp dir renamed into place). */
 export async function initModel(o: InitOptions): Promise<string> {
   const preset = PRESETS[o.preset];
-  if (!preset) throw new RangeError(`init-model: unknown preset "${o.preset}"; choose one of ${Object.keys(PRESETS).join(", ")}`);
-  const raw: Record<string, unknown> = structuredClone({ ...preset.config, torch_dtype: preset.dtype === "BF16" ? "bfloat16" : "float32", transformers_version: "4.55.0" });
-  const text = (raw.text_config ?? raw) as Record<string, unknown>;
-  if (o.layers) {
-    text.num_hidden_layers = o.layers;
-    if (Array.isArray(text.layer_types)) {
-      const base = text.layer_types as string[];
-      text.layer_types = Array.from({ length: o.layers }, (_, i) => base[i % base.length]);
-    }
-    if (typeof text.num_kv_shared_layers === "number") text.num_kv_shared_layers = Math.min(text.num_kv_shared_layers, Math.floor(o.layers / 2));
-  }
-  const config = { ...normalizeConfig(raw, `preset ${o.preset}`), textPrefix: preset.textPrefix ?? "model." };
+  const { raw, config } = presetConfig(o.preset, o.layers);
   const out = path.resolve(o.out);
   if (fs.existsSync(out) && fs.readdirSync(out).length > 0) throw new RangeError(`init-model: "${out}" exists and is not empty; choose another --out`);
   const tmp = `${out}.tmp-${Deno.pid}`;

@@ -1,6 +1,6 @@
 /** TrainEngine: loss over labelled positions only, padding rows inert, accumulation additive. */
 import { TrainEngine } from "./train_engine.ts";
-import { randomWeights, tinyConfig } from "./gemma/testing.ts";
+import { randomWeights, tinyConfig, tinyConfig4 } from "./gemma/testing.ts";
 import { referenceTokenNll } from "./gemma/reference.ts";
 import { runSequence } from "./gemma/testing.ts";
 
@@ -103,12 +103,17 @@ Deno.test("an unavailable device is a clear error naming it, never a silent CPU 
 
 // The staged step (body forward → LM head in vocabulary chunks → body backward) against the single
 // graph of model.ts, whose gradients are checked against finite differences in gemma/model_test.ts.
-for (const gen of [1, 2, 3] as const) {
+const CASES = [
+  ...([1, 2, 3] as const).map((gen) => ({ label: `Gemma ${gen}`, cs: tinyConfig(gen, true), seed: 50 + gen })),
+  ...(["ple", "kv", "moe"] as const).map((v, k) => ({ label: `Gemma 4 (${v})`, cs: tinyConfig4(v), seed: 60 + k })),
+];
+for (const { label, cs, seed } of CASES) {
   for (const method of ["full", "lora"] as const) {
+    // Full fine-tuning of the experts is out of scope (refused; tested below).
+    if (method === "full" && cs.moe) continue;
     for (const activations of ["recompute", "save"] as const) {
-      Deno.test(`Gemma ${gen} ${method} (${activations}): staged step with a chunked vocabulary equals the single graph`, async () => {
-        const cs = tinyConfig(gen, true);
-        const ws = randomWeights(cs, 50 + gen, 0.2);
+      Deno.test(`${label} ${method} (${activations}): staged step with a chunked vocabulary equals the single graph`, async () => {
+        const ws = randomWeights(cs, seed, 0.2);
         const ids = [2, 17, 5, 33, 40, 8, 8, 21, 1, 12];
         const spec = { r: 4, alpha: 8, dropout: 0, rslora: false, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
         // 16 positions × 12 rows per chunk: the 48-word vocabulary in 4 chunks.
@@ -156,4 +161,15 @@ Deno.test("evaluate with the vocabulary in chunks equals one chunk", async () =>
   if (a.tokens !== c2.tokens || Math.abs(a.lossSum - c2.lossSum) > 1e-4) throw new Error(`one chunk ${a.lossSum}, ten chunks ${c2.lossSum}`);
   whole.release();
   chunked.release();
+});
+
+Deno.test("Gemma 4 MoE: full fine-tuning is refused with what to use instead", async () => {
+  const cs = tinyConfig4("moe");
+  let msg = "";
+  try {
+    await TrainEngine.create({ model: { config: cs, weights: randomWeights(cs, 1) }, method: "full", seed: 1 });
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  if (!/mixture-of-experts.*use LoRA/.test(msg)) throw new Error(`unclear refusal: "${msg}"`);
 });

@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { LORA_TARGETS, type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { huggingFaceCacheDirs } from "../config/app.ts";
+import { normalizeConfig } from "../engine/gemma/config.ts";
 
 export type FormValues = Record<string, string | string[]>;
 
@@ -132,7 +133,8 @@ export function scanHuggingFaceCache(dirs = huggingFaceCacheDirs()): CachedModel
         const dir = path.join(snaps, rev);
         try {
           const cfg = JSON.parse(fs.readFileSync(path.join(dir, "config.json"), "utf8"));
-          if (!["gemma", "gemma2", "gemma3_text"].includes(cfg.model_type)) continue;
+          // Every config the engine accepts (multimodal Gemma 3 / Gemma 4 too); refused ones are not listed.
+          normalizeConfig(cfg, path.join(dir, "config.json"));
           out.push({ label: `${e.slice(8).replace("--", "/")} (${rev.slice(0, 7)})`, dir });
         } catch {
           continue;

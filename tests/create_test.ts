@@ -102,3 +102,21 @@ Deno.test("start: invalid settings are refused with 422; valid ones create a run
   const st = await service.abort(runs[0].id);
   assert(st.state === "aborted" || st.state === "failed", `after abort: ${st.state}`);
 });
+
+Deno.test("HF cache: multimodal Gemma 3 and Gemma 4 checkpoints are listed, Gemma 3n is not; the check fragment shows their architecture and notes", async () => {
+  const { initModel } = await import("../engine/init_model.ts");
+  const { scanHuggingFaceCache } = await import("../routes/create_form.ts");
+  const hub = fs.mkdtempSync("/tmp/gt-hub-");
+  const snap = (name: string) => path.join(hub, `models--google--${name}`, "snapshots", "0123456789abcdef");
+  await initModel({ preset: "tiny-3-mm", out: snap("gemma-3-tiny-mm") });
+  await initModel({ preset: "tiny-4-moe-mm", out: snap("gemma-4-tiny-moe") });
+  fs.mkdirSync(snap("gemma-3n-E2B"), { recursive: true });
+  fs.writeFileSync(path.join(snap("gemma-3n-E2B"), "config.json"), JSON.stringify({ model_type: "gemma3n", text_config: { model_type: "gemma3n_text" } }));
+  const listed = scanHuggingFaceCache([hub]).map((m) => m.label).sort();
+  assert(listed.length === 2 && listed[0].startsWith("google/gemma-3-tiny-mm") && listed[1].startsWith("google/gemma-4-tiny-moe"), `listed: ${listed}`);
+  const { app } = setup();
+  const res = await post(app, "/create/fragments/check", form({ ...BASE, model: "path", model_path: snap("gemma-4-tiny-moe") }));
+  const html = await res.text();
+  assert(html.includes("Gemma4ForConditionalGeneration") && html.includes("full fine-tuning is not supported"), `no Gemma 4 info: ${html.slice(0, 600)}`);
+  fs.rmSync(hub, { recursive: true, force: true });
+});

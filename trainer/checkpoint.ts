@@ -7,8 +7,8 @@ import * as fs from "node:fs";
 import { basename, join } from "node:path";
 import type { LoraConfig } from "../config/training.ts";
 import { readAdapter, writeAdapter } from "../engine/peft.ts";
-import { checkpointLayout, internalName } from "../engine/model_dir.ts";
-import { listCheckpoint, readHeader, readTensorF32, writeSafetensors } from "../engine/safetensors.ts";
+import { checkpointLayout, internalName, resolveCheckpoint } from "../engine/model_dir.ts";
+import { listCheckpoint, readHeader, readTensorBytes, readTensorF32, type TensorToWrite, writeSafetensors } from "../engine/safetensors.ts";
 import type { Schedule } from "../engine/optim.ts";
 
 export const TRAINER_STATE_FORMAT = "gemma-tuner-trainer-state";
@@ -105,7 +105,14 @@ function writeContent(dir: string, c: CheckpointContent): void {
     // Under the base checkpoint's own names, so the folder loads like the base (multimodal too).
     const layout = checkpointLayout(c.modelDir);
     const ext = (n: string) => (n.startsWith("model.") ? layout.textPrefix + n.slice("model.".length) : n);
-    const tensors = [...c.trainable].map(([name, t]) => ({ name: ext(name), dtype: "F32" as const, shape: t.shape, data: t.data }));
+    const tensors: TensorToWrite[] = [...c.trainable].map(([name, t]) => ({ name: ext(name), dtype: "F32" as const, shape: t.shape, data: t.data }));
+    // Text tensors that are never trained (Gemma 4 layer_scalar buffers) come along as stored, so the
+    // folder is a complete model.
+    if (fs.existsSync(join(c.modelDir, "config.json"))) {
+      for (const [name, e] of resolveCheckpoint(c.modelDir).text) {
+        if (!c.trainable.has(name)) tensors.push({ name: ext(name), dtype: e.dtype, shape: e.shape, raw: () => readTensorBytes(e) });
+      }
+    }
     writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
     for (const f of MODEL_SIDE_FILES) {
       const src = join(c.modelDir, f);

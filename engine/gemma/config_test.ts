@@ -111,3 +111,39 @@ Deno.test("multimodal Gemma 3 (4b): text_config nested, wrapper token ids, 26220
   // By hand: 262208·2560 embedding + 34 × (q, o 2048·2560 and k, v 1024·2560 = 3·5242880; MLP 3·10240·2560; norms 4·2560 + 2·256) + 2560.
   eq(countParams(c), 671252480 + 34 * (3 * 5242880 + 78643200 + 10752) + 2560, "text decoder parameters of gemma-3-4b");
 });
+
+Deno.test("Gemma 4 presets: E2B/E4B KV sources (13/14, 22/23), layer patterns, double-wide MLP; 31B K=V geometry", async () => {
+  const { presetConfig } = await import("../init_model.ts");
+  const e2b = presetConfig("gemma-4-e2b").config;
+  eq(e2b.layers.map((l, i) => (l.kvSource === i ? -1 : l.kvSource)).slice(15), [13, 13, 13, 13, 14, 13, 13, 13, 13, 14, 13, 13, 13, 13, 14, 13, 13, 13, 13, 14], "E2B KV sources");
+  eq([e2b.layers[14].intermediate, e2b.layers[15].intermediate, e2b.ple, e2b.normOffset, e2b.queryPreAttnScalar, e2b.finalSoftcap], [6144, 12288, { dim: 256, vocab: 262144 }, 0, 1, 30], "E2B");
+  eq(e2b.layerTypes.map((t, i) => (t === "full" ? i : -1)).filter((i) => i >= 0), [4, 9, 14, 19, 24, 29, 34], "E2B full layers");
+  const e4b = presetConfig("gemma-4-e4b").config;
+  eq([e4b.layers[24].kvSource, e4b.layers[29].kvSource, e4b.layers[23].kvSource], [22, 23, 23], "E4B KV sources");
+  const b31 = presetConfig("gemma-4-31b").config;
+  const full = b31.layers[5], sl = b31.layers[4];
+  eq([full.headDim, full.kvHeads, full.kEqV, sl.headDim, sl.kvHeads, sl.kEqV, b31.ropePartialFull, b31.ropeThetaFull], [512, 4, true, 256, 16, false, 0.25, 1e6], "31B geometry");
+  eq(countParams(presetConfig("gemma-4-26b-a4b").config) > 25e9, true, "26B-A4B size");
+});
+
+Deno.test("Gemma 4 proportional RoPE: full layers turn channels 0–63 and 256–319 with inv_freq over the whole 512 (spec values)", async () => {
+  const { presetConfig } = await import("../init_model.ts");
+  const { ropeTables } = await import("./model.ts");
+  const c = presetConfig("gemma-4-31b").config;
+  const { cos, sin } = ropeTables(c, "full", 2); // position 1: angle = inv_freq
+  const D = 512;
+  const ang = (j: number) => Math.atan2(sin[D + j], cos[D + j]);
+  for (const [j, want] of [[0, 1], [1, 0.947463525655], [2, 0.897687132447], [63, 0.033376246943]] as const) {
+    if (Math.abs(ang(j) - want) > 1e-6 || Math.abs(ang(j + 256) - want) > 1e-6) throw new Error(`full inv_freq[${j}] = ${ang(j)}, expected ${want}`);
+  }
+  for (const j of [64, 100, 255]) if (cos[D + j] !== 1 || sin[D + j] !== 0) throw new Error(`channel ${j} should not rotate`);
+  const s = ropeTables(c, "sliding", 2);
+  if (Math.abs(Math.atan2(s.sin[256 + 1], s.cos[256 + 1]) - 0.93057204093) > 1e-6) throw new Error("sliding inv_freq[1]");
+  let msg = "";
+  try {
+    normalizeConfig({ ...(c.raw.text_config as object), use_bidirectional_attention: "all" }, "g4");
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  if (!/use_bidirectional_attention is "all"/.test(msg)) throw new Error(`"all" not refused: ${msg}`);
+});
