@@ -8,6 +8,7 @@ import type { RunSource } from "./export.ts";
 
 export { describeModel, type ModelInfo, resolveModelPath } from "./model_dir.ts";
 export { estimateMemory } from "./gemma/params.ts";
+export { normalizeConfig } from "./gemma/config.ts";
 export { inspectDataset, tokenizeExample } from "./data/mod.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 export { type ChatMessage, chatPromptIds } from "./chat_format.ts";

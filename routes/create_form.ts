@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { LORA_TARGETS, type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { huggingFaceCacheDirs } from "../config/app.ts";
-import { normalizeConfig } from "../engine/gemma/config.ts";
+import { normalizeConfig } from "../engine/mod.ts";
 
 export type FormValues = Record<string, string | string[]>;
 
