@@ -2,12 +2,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { GOOD_TOKEN, startFakeHub } from "../tests/_hub.ts";
+import { assert } from "../tests/_assert.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
 
 async function cli(args: string[], env: Record<string, string>) {
   const out = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args], env, stdout: "piped", stderr: "piped" }).output();

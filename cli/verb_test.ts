@@ -1,9 +1,6 @@
 import { defineVerb } from "./verb.ts";
 import { UsageError } from "./flags.ts";
-
-function assert(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "../tests/_assert.ts";
 
 async function usageError(p: Promise<unknown>): Promise<string> {
   try {

@@ -86,6 +86,7 @@ function gemma3Segments(messages: ChatMessage[], opts: ChatOptions, generation: 
       throw roleError(index, `conversation roles must alternate user/assistant/user/assistant/… starting with user, got "${m.role}"`);
     }
     if (!isUser && m.role !== "assistant" && m.role !== "model") throw roleError(index, `role "${m.role}" is not allowed here (expected assistant)`);
+    if (typeof m.content !== "string") throw roleError(index, "content must be a string");
     const role = isUser ? "user" : "model";
     out.push({ text: `<start_of_turn>${role}\n${k === 0 ? prefix : ""}`, trained: false });
     out.push({ text: `${m.content.trim()}<end_of_turn>\n`, trained: !isUser && index >= (opts.trainFrom ?? 0) });

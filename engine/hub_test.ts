@@ -8,10 +8,7 @@ import { createHash } from "node:crypto";
 import { downloadRepo, HubError, type HubOptions, planDownload, repoFolder } from "./hub.ts";
 import { describeModel } from "./model_dir.ts";
 import { type FakeHub, GOOD_TOKEN, startFakeHub } from "../tests/_hub.ts";
-
-function assert(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "../tests/_assert.ts";
 
 async function withHub(fn: (hub: FakeHub, o: (repo: string, extra?: Partial<HubOptions>) => HubOptions, cache: string) => Promise<void>) {
   const hub = await startFakeHub();

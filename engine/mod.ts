@@ -8,11 +8,14 @@ import type { RunSource } from "./export.ts";
 
 export { describeModel, type ModelInfo, resolveModelPath } from "./model_dir.ts";
 export { estimateMemory } from "./gemma/params.ts";
+export { normalizeConfig } from "./gemma/config.ts";
 export { inspectDataset, invalidRows, tokenizeExample } from "./data/mod.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 export { type ChatMessage, chatPromptIds } from "./chat_format.ts";
 export { ModelCache, type ModelEntry } from "./model_cache.ts";
 export type { Generator };
+export { type DeviceStatus, probeDevices } from "./devices.ts";
+export type { Device } from "./device.ts";
 export type { RunSource } from "./export.ts";
 
 /** engine/generate.ts `generateIds`, imported when first called. */

@@ -43,10 +43,6 @@ export function apiRoutes(deps: AppDeps) {
   const { service } = deps;
   const models = () => deps.models as ModelCache;
   const app = new Hono();
-  app.onError((err, c) => {
-    if (err instanceof ServiceError) return c.json({ error: err.message }, err.status);
-    throw err;
-  });
 
   app.get("/api/runs", (c) => {
     service.reconcile();

@@ -3,9 +3,11 @@
  * per view. Adding a view is one `app.route` line.
  */
 import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
-import { probeDevices } from "../engine/devices.ts";
+import { probeDevices } from "../engine/mod.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { ServiceError } from "../trainer/service.ts";
 import { z } from "zod";
 import * as path from "node:path";
 import { VERSION } from "../config/app.ts";
@@ -71,12 +73,11 @@ export function createApp(deps: AppDeps): Hono {
     if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);
     return page(c, "Not found", <NotFound path={c.req.path} />, 404);
   });
+  // The one error handler: every route module throws and this answers (JSON for the APIs, a fragment
+  // for htmx, a page otherwise).
   app.onError((err, c) => {
     const api = c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/");
-    let status = 500, message = "Something went wrong on the server; the details are in the server log.";
-    if (err instanceof HTTPException) [status, message] = [err.status, err.message];
-    else if (err instanceof z.ZodError) [status, message] = [400, err.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ")];
-    else if (err instanceof SyntaxError || err instanceof RangeError || err instanceof TypeError) [status, message] = [400, err.message];
+    const { status, message } = errorStatus(err);
     if (status >= 500) console.error(`${c.req.method} ${c.req.path}:`, err);
     if (api) return c.json({ error: message }, status as 400);
     // An htmx request swaps the answer into the page (islands/_errors.ts): a fragment, not a whole page.
@@ -84,6 +85,23 @@ export function createApp(deps: AppDeps): Hono {
     return page(c, "Error", <ErrorPage status={status} message={message} />, status);
   });
   return app;
+}
+
+const UNEXPECTED = "Something went wrong on the server; the details are in the server log.";
+
+/**
+ * The status and message for an error a route threw. Expected errors carry their status
+ * (ServiceError, HTTPException) or are bad input by type: a ZodError, and the engine's RangeError
+ * (a value out of range: no such file, unknown preset) and SyntaxError (a file that cannot be
+ * parsed), whose messages name the file and the fix. Anything else (a TypeError is a bug) is a 500
+ * with the details in the server log, not in the answer.
+ */
+export function errorStatus(err: unknown): { status: ContentfulStatusCode; message: string } {
+  if (err instanceof ServiceError) return { status: err.status, message: err.message };
+  if (err instanceof HTTPException) return { status: err.status as ContentfulStatusCode, message: err.message };
+  if (err instanceof z.ZodError) return { status: 400, message: err.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ") };
+  if (err instanceof RangeError || err instanceof SyntaxError) return { status: 400, message: err.message };
+  return { status: 500, message: UNEXPECTED };
 }
 
 function NotFound(props: { path: string }) {

@@ -12,7 +12,7 @@ import { formatBytes, formatCount, formatDuration, fragment, page } from "./_lay
 import type { AppDeps } from "./deps.ts";
 import { DeviceSelect } from "./devices.tsx";
 import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
-import type { RunConfig } from "../config/training.ts";
+import { type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { describeModel, estimateMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
 
@@ -207,9 +207,11 @@ export function createRoutes(deps: AppDeps) {
     if (!preset) {
       const last = deps.service.setting(LAST_SETTINGS);
       if (last) {
+        // Remembered by an older version, or edited by hand: used only if it is still a valid config.
         try {
-          cfg = JSON.parse(last);
-        } catch { /* keep the preset */ }
+          const r = RunConfigSchema.safeParse(JSON.parse(last));
+          if (r.success) cfg = r.data;
+        } catch { /* not JSON: keep the preset */ }
       }
     }
     return page(

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { LORA_TARGETS, type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { huggingFaceCacheDirs } from "../config/app.ts";
 import quickDemo from "../examples/quick-demo.json" with { type: "json" };
-import { normalizeConfig } from "../engine/gemma/config.ts";
+import { normalizeConfig } from "../engine/mod.ts";
 
 export type FormValues = Record<string, string | string[]>;
 

@@ -6,7 +6,7 @@
  */
 import { Hono } from "hono";
 import { fragment } from "./_layout.tsx";
-import type { Device } from "../engine/device.ts";
+import type { Device } from "../engine/mod.ts";
 
 export interface DeviceChoice {
   device: Device;

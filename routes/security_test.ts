@@ -4,15 +4,12 @@ import { createApp } from "./app.tsx";
 import { isLoopbackHost } from "./security.ts";
 import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
+import { assert } from "../tests/_assert.ts";
 
 function app(token?: string) {
   const dataDir = fs.mkdtempSync("/tmp/gt-sec-");
   const service = new TrainingService(dataDir, { intervalMs: 0 });
   return createApp({ settings: loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir, token }), service });
-}
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
 }
 
 Deno.test("isLoopbackHost: loopback names with or without a port, nothing else", () => {

@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { withServer } from "./_server.ts";
 import type { AppSettings } from "../config/app.ts";
+import { TIMEOUTS } from "./_timeouts.ts";
 
 export const CHROMIUM = "/usr/bin/chromium";
 
@@ -15,6 +16,9 @@ export async function launch(): Promise<Browser> {
   return await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
+    // A protocol call (e.g. a waitForSelector) may legitimately last as long as the longest wait of a
+    // test: a training run reaching a state. Puppeteer's default of 180 s cut such waits short.
+    protocolTimeout: TIMEOUTS.training + TIMEOUTS.request,
     args: [
       "--headless",
       "--no-sandbox",
@@ -39,6 +43,10 @@ export interface WatchedPage {
 export async function watchedPage(browser: Browser, shotDir: string): Promise<WatchedPage> {
   const page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 900 });
+  // Navigations and waits without their own limit get the scaled one (puppeteer's 30 s default is too
+  // short for a loaded 2-core machine).
+  page.setDefaultTimeout(TIMEOUTS.browser);
+  page.setDefaultNavigationTimeout(TIMEOUTS.browser);
   const problems: string[] = [];
   page.on("console", (m) => {
     // A 4xx answer to an htmx request is shown on the page (islands/_errors.ts), not a fault; Chromium

@@ -5,10 +5,7 @@
  * dashboard_browser_test.ts; the whole journey: journey_browser_test.ts.)
  */
 import { browserTest } from "./_browser.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
 
 browserTest("browser: every view loads with htmx and no console errors, at 1280 px and on a narrow window", "views", async (w, base) => {
   for (const width of [1280, 390]) {

@@ -1,16 +1,14 @@
 /** The CLI as a user runs it: a real `deno run main.ts` process. */
+import { assert } from "./_assert.ts";
+import { timeout, TIMEOUTS } from "./_timeouts.ts";
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 async function cli(args: string[], timeoutMs = 60_000) {
   const p = new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args], stdout: "piped", stderr: "piped" }).spawn();
-  const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
+  const timer = setTimeout(() => p.kill("SIGKILL"), timeout(timeoutMs));
   const out = await p.output();
   clearTimeout(timer);
   return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
-}
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
 }
 
 Deno.test("--help lists the verbs; unknown verbs and flags exit 2 with a message", async () => {
@@ -39,7 +37,7 @@ Deno.test("serve on a taken port names --port; --port 0 prints the URL", async (
   const p = new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, "serve", "--port", "0", "--data", "/tmp/gt-cli"], stdout: "piped", stderr: "piped" }).spawn();
   const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + TIMEOUTS.process;
   while (!/http:\/\/127\.0\.0\.1:\d+\//.test(text) && Date.now() < deadline) {
     const { value, done } = await reader.read();
     if (done) break;

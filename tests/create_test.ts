@@ -5,16 +5,13 @@ import { createApp } from "../routes/app.tsx";
 import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
 import { formToConfig } from "../routes/create_form.ts";
+import { assert } from "./_assert.ts";
 
 function setup() {
   const dataDir = fs.mkdtempSync("/tmp/gt-create-");
   const service = new TrainingService(dataDir, { intervalMs: 0, graceMs: 20_000 });
   const settings = { ...loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir }), maxUploadBytes: 4096 };
   return { app: createApp({ settings, service }), dataDir, service };
-}
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
 }
 
 const BASE = {

@@ -7,10 +7,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { launch, watchedPage } from "./_browser.ts";
 import { withServer } from "./_server.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
+import { timeout } from "./_timeouts.ts";
 
 const SHOTS = fs.mkdtempSync(path.join(Deno.env.get("TMPDIR") ?? "/tmp", "gt-dashboard-"));
 
@@ -47,21 +45,21 @@ Deno.test({
           if (r.url().includes("/fragments/")) polls.push({ url: r.url(), status: r.status() });
         });
         await w.page.goto(`${base}/runs/${id}`, { waitUntil: "domcontentloaded" });
-        await w.page.waitForSelector('[data-kpi="step"]', { timeout: 120_000 });
+        await w.page.waitForSelector('[data-kpi="step"]', { timeout: timeout(120_000) });
         const first = await w.page.$eval('[data-kpi="step"]', (e) => e.textContent);
-        await w.page.waitForFunction((s) => document.querySelector('[data-kpi="step"]')?.textContent !== s, { timeout: 60_000 }, first);
+        await w.page.waitForFunction((s) => document.querySelector('[data-kpi="step"]')?.textContent !== s, { timeout: timeout(60_000) }, first);
         const loss = await w.page.$eval('[data-kpi="loss"]', (e) => Number(e.textContent));
         assert(Number.isFinite(loss) && loss > 0, `loss KPI is "${loss}"`);
-        await w.page.waitForFunction(linePixels, { timeout: 30_000 }, "Loss");
-        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("step "), { timeout: 30_000 });
+        await w.page.waitForFunction(linePixels, { timeout: timeout(30_000) }, "Loss");
+        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("step "), { timeout: timeout(30_000) });
         await w.screenshot("training");
 
-        await w.page.waitForSelector('[data-state="completed"]', { timeout: 300_000 });
+        await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(300_000) });
         // The chart keeps drawing after the run is over, and the logs caught up to the end.
-        await w.page.waitForFunction(linePixels, { timeout: 10_000 }, "Loss");
+        await w.page.waitForFunction(linePixels, { timeout: timeout(10_000) }, "Loss");
         const stepText = await w.page.$eval('[data-kpi="step"]', (e) => e.textContent ?? "");
         assert(stepText.startsWith("40"), `final step KPI "${stepText}"`);
-        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("step 40"), { timeout: 10_000 });
+        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("step 40"), { timeout: timeout(10_000) });
         const errors = await w.page.$eval("#log-errors", (e) => Number((e as HTMLElement).dataset.errors));
         assert(errors === 0, `${errors} error lines counted in a clean run`);
         assert(await w.page.$('#control a.button.primary[href^="/inference?model="]'), "no Try it link");
@@ -78,7 +76,7 @@ Deno.test({
 
         // TensorBoard: not installed here, so the page says what to run.
         await w.page.click("#tensorboard button");
-        await w.page.waitForSelector("[data-tensorboard]", { timeout: 10_000 });
+        await w.page.waitForSelector("[data-tensorboard]", { timeout: timeout(10_000) });
         const tb = await w.page.$eval("[data-tensorboard]", (e) => e.textContent ?? "");
         assert(/tensorboard --logdir/.test(tb) || /running/.test(tb), tb);
         assert(w.problems.length === 0, `browser problems:\n${w.problems.join("\n")}`);

@@ -10,12 +10,10 @@ import { browserTest } from "./_browser.ts";
 import { createRun } from "../trainer/worker.ts";
 import { parseRunConfig } from "../config/training.ts";
 import { writeStatus } from "../trainer/status.ts";
+import { assert } from "./_assert.ts";
+import { timeout } from "./_timeouts.ts";
 
-const WAIT = Number(Deno.env.get("GT_TEST_TIMEOUT_MS") ?? 60_000);
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+const WAIT = timeout(60_000);
 
 /** Waits until the element at `sel` shows text matching `re`, and says whether it is announced. */
 async function shown(page: Page, sel: string, re: RegExp): Promise<{ text: string; announced: boolean }> {

@@ -10,10 +10,7 @@ import { ensureDemoModel } from "../engine/init_model.ts";
 import { loadModel } from "../engine/model_dir.ts";
 import { initLora } from "../engine/lora.ts";
 import { writeAdapter } from "../engine/peft.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
 
 /** Names of the files in a zip, read from its central directory. */
 function zipNames(z: Uint8Array): string[] {

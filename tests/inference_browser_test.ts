@@ -1,9 +1,7 @@
 /** The playground in a real browser: chat with the demo model, streamed text, side by side, stop and clear. */
 import { browserTest } from "./_browser.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
+import { timeout } from "./_timeouts.ts";
 
 browserTest("browser: chat with the demo model streams a reply; side by side answers in both columns", "chat", async (w, base) => {
   await w.page.goto(`${base}/inference`, { waitUntil: "networkidle0" });
@@ -18,13 +16,13 @@ browserTest("browser: chat with the demo model streams a reply; side by side ans
   });
   await w.page.type("#chat-input", "Reverse these words: cat dog");
   await w.page.click('[data-chat="send"]');
-  await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="0"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
+  await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="0"]')?.textContent ?? "").includes("tokens/s"), { timeout: timeout(120_000) });
   const lengths = await w.page.evaluate(() => new Set((globalThis as unknown as { lengths: number[] }).lengths).size);
   assert(lengths > 2, `the reply did not stream (${lengths} distinct lengths)`);
   await w.page.click('input[type="checkbox"]');
   await w.page.type("#chat-input", "Again?");
   await w.page.click('[data-chat="send"]');
-  await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="1"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
+  await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="1"]')?.textContent ?? "").includes("tokens/s"), { timeout: timeout(120_000) });
   const both = await w.page.$$eval('[data-role="assistant"]', (els) => els.length);
   assert(both >= 2, "no side-by-side reply");
   await w.screenshot("chat");

@@ -8,10 +8,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { launch, watchedPage } from "./_browser.ts";
 import { withServer } from "./_server.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
+import { timeout } from "./_timeouts.ts";
 
 const SHOTS = fs.mkdtempSync(path.join(Deno.env.get("TMPDIR") ?? "/tmp", "gt-journey-"));
 
@@ -32,43 +30,43 @@ Deno.test({
         await w.page.goto(base + "/", { waitUntil: "networkidle0" });
         await w.screenshot("01-welcome");
         await Promise.all([w.page.waitForNavigation(), w.page.click('a[href="/create"].button')]);
-        await w.page.waitForSelector('#preview [data-preview="ok"]', { timeout: 120_000 });
+        await w.page.waitForSelector('#preview [data-preview="ok"]', { timeout: timeout(120_000) });
         await w.page.$eval("#f-name", (e) => ((e as HTMLInputElement).value = "journey"));
         await w.page.$eval("#f-maxSteps", (e) => ((e as HTMLInputElement).value = "600"));
         await w.page.$eval("#f-saveEvery", (e) => ((e as HTMLInputElement).value = "10"));
         await w.page.$eval("#f-evalEvery", (e) => ((e as HTMLInputElement).value = "20"));
         await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
         await w.screenshot("02-create");
-        await Promise.all([w.page.waitForNavigation({ timeout: 60_000 }), w.page.click("#start")]);
+        await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), w.page.click("#start")]);
         assert(w.page.url().includes("/runs/journey-"), `not on the dashboard: ${w.page.url()}`);
 
         // Training: KPIs change, the chart draws, logs stream.
-        await w.page.waitForSelector('[data-kpi="step"]', { timeout: 120_000 });
+        await w.page.waitForSelector('[data-kpi="step"]', { timeout: timeout(120_000) });
         const s1 = await w.page.$eval('[data-kpi="step"]', (e) => e.textContent);
-        await w.page.waitForFunction((s) => document.querySelector('[data-kpi="step"]')?.textContent !== s, { timeout: 60_000 }, s1);
-        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("step "), { timeout: 60_000 });
+        await w.page.waitForFunction((s) => document.querySelector('[data-kpi="step"]')?.textContent !== s, { timeout: timeout(60_000) }, s1);
+        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("step "), { timeout: timeout(60_000) });
         // Wait for a checkpoint so the abort has something to keep.
-        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("Saved"), { timeout: 120_000 });
+        await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("Saved"), { timeout: timeout(120_000) });
         await w.screenshot("03-training");
 
         // The confirmed abort reloads the page (HX-Refresh) once the run has stopped.
-        await Promise.all([w.page.waitForNavigation({ timeout: 90_000 }), w.page.click("#control button.danger")]);
-        await w.page.waitForSelector('[data-state="aborted"]', { timeout: 60_000 });
+        await Promise.all([w.page.waitForNavigation({ timeout: timeout(90_000) }), w.page.click("#control button.danger")]);
+        await w.page.waitForSelector('[data-state="aborted"]', { timeout: timeout(60_000) });
         assert(dialogs.some((d) => /Abort this run/.test(d)), `no confirmation was asked: ${dialogs}`);
         await w.screenshot("04-aborted");
 
-        await Promise.all([w.page.waitForNavigation({ timeout: 60_000 }), w.page.click("#control button.primary")]);
-        await w.page.waitForSelector('[data-state="training"], [data-state="initializing"], [data-state="completed"]', { timeout: 60_000 });
-        await w.page.waitForSelector('[data-state="completed"]', { timeout: 400_000 });
+        await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), w.page.click("#control button.primary")]);
+        await w.page.waitForSelector('[data-state="training"], [data-state="initializing"], [data-state="completed"]', { timeout: timeout(60_000) });
+        await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(400_000) });
         await w.screenshot("05-completed");
 
         await Promise.all([w.page.waitForNavigation(), w.page.click('#control a.button.primary')]);
         assert(w.page.url().includes("/inference"), `"Try it" went to ${w.page.url()}`);
         // Chat with the tuned model: the reply streams in and its stats appear.
-        await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]', { timeout: 30_000 });
+        await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]', { timeout: timeout(30_000) });
         await w.page.type("#chat-input", "What is the capital of Canada?");
         await w.page.click('[data-chat="send"]');
-        await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="0"]')?.textContent ?? "").includes("tokens/s"), { timeout: 120_000 });
+        await w.page.waitForFunction(() => (document.querySelector('[data-chat-stats="0"]')?.textContent ?? "").includes("tokens/s"), { timeout: timeout(120_000) });
         const reply = await w.page.$eval('[data-chat-column="0"] [data-role="assistant"]', (e) => e.textContent ?? "");
         assert(reply.length > 0, "the chat reply is empty");
         await w.screenshot("06-playground");

@@ -1,9 +1,6 @@
 /** The OpenAI-compatible endpoint with a real HTTP client against the running server. */
 import { withServer } from "./_server.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
 
 Deno.test({
   name: "OpenAI API: models, non-stream and stream completions agree, errors in OpenAI's shape",

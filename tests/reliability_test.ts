@@ -11,10 +11,7 @@ import { TrainingService } from "../trainer/service.ts";
 import { inspectDataset } from "../engine/data/mod.ts";
 import { listCheckpoint, readHeader, readTensorF32, writeSafetensors } from "../engine/safetensors.ts";
 import { loadModel } from "../engine/model_dir.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
 
 function setup() {
   const dataDir = fs.mkdtempSync("/tmp/gt-rel-");

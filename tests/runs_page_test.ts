@@ -6,10 +6,7 @@ import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
 import { createRun, writeStatus } from "../trainer/run_dir.ts";
 import { parseRunConfig } from "../config/training.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
 
 Deno.test("runs page lists runs, overlays selected curves, and deletes only finished runs", async () => {
   const dataDir = fs.mkdtempSync("/tmp/gt-runs-");

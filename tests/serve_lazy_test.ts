@@ -5,12 +5,9 @@
  */
 import * as fs from "node:fs";
 import { TIMEOUTS, waitFor } from "./_timeouts.ts";
+import { assert } from "./_assert.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-function assert(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(msg);
-}
 
 function ortLoaded(pid: number): boolean {
   return fs.readFileSync(`/proc/${pid}/maps`, "utf8").includes("onnxruntime");

@@ -3,15 +3,12 @@ import * as fs from "node:fs";
 import { createApp } from "../routes/app.tsx";
 import { loadAppSettings, platformDataDir, resolveDataDir } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
+import { assert } from "./_assert.ts";
 
 function app(token?: string) {
   const dataDir = fs.mkdtempSync("/tmp/gt-srv-");
   const service = new TrainingService(dataDir, { intervalMs: 0 });
   return createApp({ settings: loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir, token }), service });
-}
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
 }
 
 const VIEWS = ["/", "/create", "/runs", "/inference"];

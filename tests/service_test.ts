@@ -6,16 +6,14 @@ import * as fs from "node:fs";
 import { TrainingService } from "../trainer/service.ts";
 import { parseRunConfig } from "../config/training.ts";
 import { readLock } from "../trainer/lock.ts";
-
-function assert(cond: unknown, msg: string) {
-  if (!cond) throw new Error(msg);
-}
+import { assert } from "./_assert.ts";
+import { timeout } from "./_timeouts.ts";
 
 const cfg = (name: string, steps: number) =>
   parseRunConfig({ name, model: "demo", dataset: { path: "sample" }, maxSteps: steps, batchSize: 4, learningRate: 0.005, warmupSteps: 1, evalEvery: 0, saveEvery: 5, maxLength: 64 });
 
 async function until(svc: TrainingService, id: string, pred: (s: ReturnType<TrainingService["get"]>) => boolean, what: string, ms = 180_000) {
-  const deadline = Date.now() + ms;
+  const deadline = Date.now() + timeout(ms);
   while (Date.now() < deadline) {
     svc.reconcile();
     const v = svc.get(id);

@@ -12,6 +12,7 @@ import { acquireLock, readLock, releaseLock } from "../trainer/lock.ts";
 import { runWorker } from "../trainer/worker.ts";
 import { listCheckpoints, readTrainerState } from "../trainer/checkpoint.ts";
 import { readHeader } from "../engine/safetensors.ts";
+import { timeout } from "./_timeouts.ts";
 import { parseRunConfig } from "../config/training.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -61,7 +62,7 @@ function series(runDir: string, tag: string): Map<number, number> {
 }
 
 async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
+  const end = Date.now() + timeout(ms);
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
@@ -155,7 +156,7 @@ Deno.test({
     const t0 = Date.now();
     p.kill("SIGTERM");
     const r = await finish(p);
-    ok(Date.now() - t0 < 10_000, "exits within seconds");
+    ok(Date.now() - t0 < timeout(10_000), "exits within seconds");
     eq(r.code, 0, r.stderr);
     const last = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
     const st = readStatus(runDir)!;

@@ -3,17 +3,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { findOnPath, isTrainerPid, spawnWorker, STDERR_LOG, STDOUT_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { isPidAlive } from "./lock.ts";
+import { TIMEOUTS, waitFor as waitUntil } from "../tests/_timeouts.ts";
 
 const tmp = () => fs.mkdtempSync(path.join(Deno.env.get("TMPDIR") ?? "/tmp", "gt-proc-"));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(pred: () => boolean, what: string, ms = 10_000) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const waitFor = (pred: () => boolean, what: string) => waitUntil(what, pred, TIMEOUTS.request);
 
 /** Field `n` (1-based, as in proc(5)) of /proc/<pid>/stat. */
 function statField(pid: number, n: number): number {
@@ -68,12 +61,14 @@ Deno.test({
     });
     await waitFor(() => isPidAlive(polite), "start");
     eq(await stopProcess(polite, 5000), "terminated");
-    // This one ignores SIGTERM (like a trainer stuck in a native call).
+    // This one ignores SIGTERM (like a trainer stuck in a native call); it writes a ready file once the
+    // trap is set, so the SIGTERM below cannot arrive before it.
+    const ready = path.join(dir, "trap-set");
     const stubborn = spawnWorker(dir, {
       cmd: "/bin/sh",
-      args: ["-c", "trap '' TERM; while :; do sleep 0.1; done", "sh"],
+      args: ["-c", `trap '' TERM; : > "${ready}"; while :; do sleep 0.1; done`, "sh"],
     });
-    await sleep(200);
+    await waitFor(() => fs.existsSync(ready), "the TERM trap");
     const t = Date.now();
     eq(await stopProcess(stubborn, 600), "killed");
     ok(Date.now() - t >= 600, "killed before the grace period ended");

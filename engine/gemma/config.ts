@@ -75,7 +75,7 @@ type Raw = Record<string, unknown>;
 /** Normalises a parsed config.json; `source` (the file path) is named in every error. */
 export function normalizeConfig(raw: unknown, source: string): GemmaConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new TypeError(`Cannot read "${source}": expected a JSON object`);
+    throw new SyntaxError(`Cannot read "${source}": expected a JSON object`);
   }
   const top = raw as Raw;
   refuseUnsupported(top, source);
