@@ -79,15 +79,6 @@ test("hub: a connection cut mid-file leaves only blobs/*.incomplete; the next do
     assert(sha256(path.join(r.dir, "model.safetensors")) === st.sha256, "the resumed file differs");
   }));
 
-test("hub: bytes that fail sha256 are removed and nothing is published", () =>
-  withHub(async (hub, o, cache) => {
-    hub.corrupt = "model.safetensors";
-    const e = await refusal(downloadRepo(o("google/tiny-gemma")));
-    assert(e.kind === "verify" && e.message.includes("model.safetensors") && e.message.includes("sha256"), e.message);
-    const left = tree(repoFolder(cache, "google/tiny-gemma"));
-    assert(!left.some((p) => p.startsWith("snapshots/") || p.endsWith(".incomplete")), `left behind: ${left}`);
-  }));
-
 test("hub: gated repos explain the token and the licence; unknown, non-Gemma and too-big repos write nothing", () =>
   withHub(async (_hub, o, cache) => {
     let e = await refusal(downloadRepo(o("google/gated-gemma")));
@@ -106,6 +97,15 @@ test("hub: gated repos explain the token and the licence; unknown, non-Gemma and
     // With the right token the gated repo downloads.
     const r = await downloadRepo(o("google/gated-gemma", { token: GOOD_TOKEN }));
     assert(fs.existsSync(path.join(r.dir, "config.json")), "gated download with a token failed");
+  }));
+
+test("hub: bytes that fail sha256 are removed and nothing is published", () =>
+  withHub(async (hub, o, cache) => {
+    hub.corrupt = "model.safetensors";
+    const e = await refusal(downloadRepo(o("google/tiny-gemma")));
+    assert(e.kind === "verify" && e.message.includes("model.safetensors") && e.message.includes("sha256"), e.message);
+    const left = tree(repoFolder(cache, "google/tiny-gemma"));
+    assert(!left.some((p) => p.startsWith("snapshots/") || p.endsWith(".incomplete")), `left behind: ${left}`);
   }));
 
 test("hub: cancel stops the download and removes the partial file", () =>

@@ -106,7 +106,9 @@ export async function startFakeHub(): Promise<FakeHub> {
       status = 206;
       headers["Content-Range"] = `bytes ${start}-${end}/${data.length}`;
     }
-    let body = data.subarray(start, end + 1);
+    // A copy: a body handed to Response or a stream may be detached or reused by the runtime, and the
+    // file's bytes are shared by every fake hub of the test module.
+    let body = data.slice(start, end + 1);
     headers["Content-Length"] = String(body.length);
     if (req.method === "HEAD") return new Response(null, { status, headers });
     const cut = hub.cutOnce;
