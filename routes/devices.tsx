@@ -1,8 +1,9 @@
 /**
  * The create form's device choice: which devices work on this machine, and why the others do not
- * (engine/devices.ts probes each once per server process). The page first renders a CPU-only choice;
- * `/create/devices` replaces it once probed, so the probe (which loads ONNX Runtime and, for WebGPU,
- * starts a GPU adapter) never delays the page.
+ * (engine/devices.ts probes each once per server process). The page renders a CPU-only choice and a
+ * button; `/create/devices` replaces it with the probed one. The probe is asked for, not automatic:
+ * starting a WebGPU adapter loads ONNX Runtime and, on a software adapter, can hold the server's
+ * event loop for many seconds.
  */
 import { Hono } from "hono";
 import { fragment } from "./_layout.tsx";
@@ -20,7 +21,7 @@ const LABEL: Record<Device, string> = { cpu: "CPU", webgpu: "WebGPU (GPU via Vul
 export function DeviceSelect(props: { choices: DeviceChoice[]; selected: Device; probed: boolean }) {
   const off = props.choices.filter((c) => !c.available);
   return (
-    <div id="device-choice" hx-get={props.probed ? undefined : `/create/devices?selected=${props.selected}`} hx-trigger={props.probed ? undefined : "load"} hx-swap="outerHTML">
+    <div id="device-choice">
       <label for="f-device">Device</label>
       <select id="f-device" name="device" aria-describedby="device-notes err-device">
         {props.choices.map((c) => (
@@ -30,8 +31,13 @@ export function DeviceSelect(props: { choices: DeviceChoice[]; selected: Device;
         ))}
       </select>
       <ul id="device-notes" class="muted small">
-        {props.probed ? off.map((c) => <li data-device={c.device}>{LABEL[c.device]}: {c.reason}</li>) : <li>Checking which devices work here…</li>}
+        {props.probed ? off.map((c) => <li data-device={c.device}>{LABEL[c.device]}: {c.reason}</li>) : null}
       </ul>
+      {props.probed ? null : (
+        <button type="button" hx-get={`/create/devices?selected=${props.selected}`} hx-target="#device-choice" hx-swap="outerHTML">
+          Check which devices work here
+        </button>
+      )}
     </div>
   );
 }
