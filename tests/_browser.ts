@@ -83,12 +83,10 @@ export function browserTest(
   name: string,
   shotPrefix: string,
   body: (w: WatchedPage, base: string, dataDir: string) => Promise<void>,
-  opts: { settings?: Partial<AppSettings>; /** Skips the test, printing why (a known failure with an open issue). */ skip?: string } = {},
+  opts: { settings?: Partial<AppSettings> } = {},
 ): void {
-  if (opts.skip) console.log(`${name}: skipped: ${opts.skip}`);
   Deno.test({
     name,
-    ignore: !!opts.skip,
     sanitizeOps: false,
     sanitizeResources: false,
     fn: () =>

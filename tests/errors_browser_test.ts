@@ -61,12 +61,7 @@ browserTest("browser: upload and start errors show beside their field, announced
   r = await shown(page, "#start-result", /Not started: .*does not exist/);
   assert(page.url().endsWith("/create"), `the page moved on: ${page.url()}`);
   await w.screenshot("start-missing-dataset");
-}, {
-  settings: { maxUploadBytes: 8 * 1024 },
-  // Issue 17: after the hardening and first-run merges the Start refusal no longer reaches #err-dataset_path
-  // in this test (a 60 s wait times out); the upload cases before it pass. Re-enable once that is found.
-  skip: "Start-refusal step times out since the session-3 merges (issue 17, see the closing note)",
-});
+}, { settings: { maxUploadBytes: 8 * 1024 } });
 
 browserTest("browser: a refused button action (JSON error from the API) shows beside the button", "errors-api", async (w, base, dataDir) => {
   const dir = createRun(parseRunConfig({ name: "gone", dataset: { path: "sample" }, maxSteps: 3 }), dataDir);
