@@ -35,6 +35,8 @@ Deno.test({
         await w.page.$eval("#f-maxSteps", (e) => ((e as HTMLInputElement).value = "600"));
         await w.page.$eval("#f-saveEvery", (e) => ((e as HTMLInputElement).value = "10"));
         await w.page.$eval("#f-evalEvery", (e) => ((e as HTMLInputElement).value = "20"));
+        // The Quick demo preset trains on the whole sample (validation 0); evaluation needs a split.
+        await w.page.$eval("#f-validation", (e) => ((e as HTMLInputElement).value = "0.1"));
         await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
         await w.screenshot("02-create");
         await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), w.page.click("#start")]);
