@@ -3,7 +3,7 @@
  * shown to change the output, gradients against finite differences, and LoRA with B≠0 = merged.
  */
 import { reference4Forward } from "./reference4.ts";
-import { type Gemma4Variant, randomWeights, runSequence, tinyConfig4 } from "./testing.ts";
+import { finiteDifferenceCheck, type Gemma4Variant, randomWeights, runSequence, tinyConfig4 } from "./testing.ts";
 import type { GemmaConfig } from "./config.ts";
 import { initLora, mergeLora, rng } from "../lora.ts";
 import { loraScaling } from "./model.ts";
@@ -77,25 +77,7 @@ for (const v of VARIANTS) {
     const c = tinyConfig4(v);
     const w = new Map([...randomWeights(c, 51, 0.2)].map(([k, t]) => [k, Float64Array.from(t)]));
     const ids = IDS.slice(0, 7);
-    const full = await runSequence(c, w, ids, { float: "float64", method: "full" });
-    const r = rng(98);
-    const h = 1e-5;
-    let worst = 0, where = "";
-    for (const name of full.grads.keys()) {
-      const data = w.get(name)!;
-      for (let s = 0; s < 2; s++) {
-        const i = Math.floor(r() * data.length);
-        const orig = data[i];
-        data[i] = orig + h;
-        const lp = (await runSequence(c, w, ids, { float: "float64" })).loss;
-        data[i] = orig - h;
-        const lm = (await runSequence(c, w, ids, { float: "float64" })).loss;
-        data[i] = orig;
-        const numeric = (lp - lm) / (2 * h), analytic = full.grads.get(name)![i];
-        const err = Math.abs(numeric - analytic) / Math.max(1e-4, Math.abs(numeric));
-        if (err > worst) [worst, where] = [err, `${name}[${i}] analytic ${analytic} numeric ${numeric}`];
-      }
-    }
+    const { worst, where, full } = await finiteDifferenceCheck(c, w, ids, 98);
     if (worst > 1e-4) throw new Error(`gradient mismatch ${worst} at ${where}`);
     if ([...full.grads.keys()].some((k) => k.endsWith("layer_scalar") || k.includes("experts."))) throw new Error("buffers or experts were made trainable");
   });

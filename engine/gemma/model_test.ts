@@ -1,6 +1,6 @@
 /** The ONNX Gemma graph against the float64 reference, finite differences, and LoRA merging. */
 import { referenceForward, referenceTokenNll } from "./reference.ts";
-import { randomWeights, runSequence, tinyConfig } from "./testing.ts";
+import { finiteDifferenceCheck, randomWeights, runSequence, tinyConfig } from "./testing.ts";
 import { initLora, mergeLora, rng } from "../lora.ts";
 import { loraScaling } from "./model.ts";
 
@@ -60,26 +60,7 @@ for (const gen of [1, 2, 3] as const) {
     const w32 = randomWeights(c, 21 + gen, 0.2);
     const w = new Map([...w32].map(([k, v]) => [k, Float64Array.from(v)]));
     const ids = IDS.slice(0, 7);
-    const full = await runSequence(c, w, ids, { float: "float64", method: "full" });
-    const r = rng(99);
-    const h = 1e-5;
-    let worst = 0, where = "";
-    for (const name of [...w.keys()]) {
-      const data = w.get(name)!;
-      for (let s = 0; s < 2; s++) {
-        const i = Math.floor(r() * data.length);
-        const orig = data[i];
-        data[i] = orig + h;
-        const lp = (await runSequence(c, w, ids, { float: "float64" })).loss;
-        data[i] = orig - h;
-        const lm = (await runSequence(c, w, ids, { float: "float64" })).loss;
-        data[i] = orig;
-        const numeric = (lp - lm) / (2 * h);
-        const analytic = full.grads.get(name)![i];
-        const err = Math.abs(numeric - analytic) / Math.max(1e-4, Math.abs(numeric));
-        if (err > worst) [worst, where] = [err, `${name}[${i}] analytic ${analytic} numeric ${numeric}`];
-      }
-    }
+    const { worst, where } = await finiteDifferenceCheck(c, w, ids, 99, [...w.keys()]);
     if (worst > 1e-4) throw new Error(`gradient mismatch ${worst} at ${where}`);
   });
 }

@@ -158,3 +158,37 @@ export async function runSequence(
     grads,
   };
 }
+
+/**
+ * Whole-model gradients of the float64 graph against central finite differences: two random elements
+ * of each named tensor (`names`, default every tensor with a gradient). Returns the worst relative error,
+ * where it was, and the analytic run (for further checks on its gradient names).
+ */
+export async function finiteDifferenceCheck(
+  c: GemmaConfig,
+  w: Map<string, Float64Array>,
+  ids: number[],
+  seed: number,
+  names?: string[],
+): Promise<{ worst: number; where: string; full: RunResult }> {
+  const full = await runSequence(c, w, ids, { float: "float64", method: "full" });
+  const r = rng(seed);
+  const h = 1e-5;
+  let worst = 0, where = "";
+  for (const name of names ?? [...full.grads.keys()]) {
+    const data = w.get(name)!;
+    for (let s = 0; s < 2; s++) {
+      const i = Math.floor(r() * data.length);
+      const orig = data[i];
+      data[i] = orig + h;
+      const lp = (await runSequence(c, w, ids, { float: "float64" })).loss;
+      data[i] = orig - h;
+      const lm = (await runSequence(c, w, ids, { float: "float64" })).loss;
+      data[i] = orig;
+      const numeric = (lp - lm) / (2 * h), analytic = full.grads.get(name)![i];
+      const err = Math.abs(numeric - analytic) / Math.max(1e-4, Math.abs(numeric));
+      if (err > worst) [worst, where] = [err, `${name}[${i}] analytic ${analytic} numeric ${numeric}`];
+    }
+  }
+  return { worst, where, full };
+}
