@@ -47,15 +47,17 @@ function ModelsTable(props: { models: ModelCache }) {
             return (
               <tr data-model={m.id}>
                 <td>{m.label}<br /><small class="muted model-id">{m.id}</small></td>
-                <td>{m.kind === "base" ? "base" : m.method === "full" ? `${m.kind}, full fine-tune` : `${m.kind}, LoRA adapter`}</td>
-                <td data-loaded={loaded ? "yes" : "no"}>{loaded ? "yes" : "no"}</td>
-                <td class="actions">
-                  {loaded && <button type="button" hx-post={`/api/models/unload?id=${encodeURIComponent(m.id)}`} hx-swap="none">Unload</button>}
-                  {m.runId && m.method !== "full" && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=adapter`}>Adapter (zip)</a>}
-                  {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=merged`}>{m.method === "full" ? "Model (zip)" : "Merged model (zip)"}</a>}
-                  {m.kind === "checkpoint" && (
-                    <DeleteButton url={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} confirm={`Delete checkpoint at step ${m.step}?`} />
-                  )}
+                <td data-label="Kind">{m.kind === "base" ? "base" : m.method === "full" ? `${m.kind}, full fine-tune` : `${m.kind}, LoRA adapter`}</td>
+                <td data-label="Loaded" data-loaded={loaded ? "yes" : "no"}>{loaded ? "yes" : "no"}</td>
+                <td class="model-actions">
+                  <div class="cell-actions">
+                    {loaded && <button type="button" hx-post={`/api/models/unload?id=${encodeURIComponent(m.id)}`} hx-swap="none">Unload</button>}
+                    {m.runId && m.method !== "full" && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=adapter`}>Adapter (zip)</a>}
+                    {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=merged`}>{m.method === "full" ? "Model (zip)" : "Merged model (zip)"}</a>}
+                    {m.kind === "checkpoint" && (
+                      <DeleteButton url={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} confirm={`Delete checkpoint at step ${m.step}?`} />
+                    )}
+                  </div>
                 </td>
               </tr>
             );
