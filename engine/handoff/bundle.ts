@@ -14,8 +14,8 @@ import { deepspeedConfig, type FieldMapping, type HandoffConfig, type Launcher, 
 import { toYaml, type YamlValue } from "./yaml.ts";
 import { TRAIN_TRL_PY } from "./train_trl.ts";
 
-export const HANDOFF_FORMAT = "gemma-tuner-handoff";
-export const HANDOFF_VERSION = 1;
+import { HANDOFF_FORMAT, HANDOFF_VERSION } from "./mapping.ts";
+export { HANDOFF_FORMAT, HANDOFF_VERSION };
 
 export interface BundleOptions {
   target: Target;

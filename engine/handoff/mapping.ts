@@ -10,6 +10,10 @@
 import { parseRunConfig, type RunConfig } from "../../config/training.ts";
 import type { YamlValue } from "./yaml.ts";
 
+/** handoff.json's format marker and version (a wrong one is not read back by import). */
+export const HANDOFF_FORMAT = "gemma-tuner-handoff";
+export const HANDOFF_VERSION = 1;
+
 export const TARGETS = ["axolotl", "trl"] as const;
 export type Target = typeof TARGETS[number];
 export const LAUNCHERS = ["slurm", "skypilot", "local"] as const;
