@@ -28,11 +28,14 @@ const CHATS = [
   [{ role: "user", content: "Largest planet?" }, { role: "assistant", content: "Jupiter." }],
 ];
 
+// One data dir (one demo model) for the file's tests.
+const DATA_DIR = fs.mkdtempSync("/tmp/gt-bundle-data-");
+
 function setup() {
   const dir = fs.mkdtempSync("/tmp/gt-bundle-");
   const data = path.join(dir, "chats.jsonl");
   fs.writeFileSync(data, CHATS.map((messages) => JSON.stringify({ messages })).join("\n") + "\n");
-  return { dir, data, dataDir: path.join(dir, "data") };
+  return { dir, data, dataDir: DATA_DIR };
 }
 
 function file(b: Bundle, name: string): string {
