@@ -111,7 +111,7 @@ Deno.test("import: a PEFT adapter from a bundle's output becomes a completed run
     form.append("file", new File([await zipFiles(entries) as Uint8Array<ArrayBuffer>], "chat.zip", { type: "application/zip" }));
     form.append("name", "from zip");
     form.append("base", "demo");
-    const page = await app.request("/import", { method: "POST", body: form, headers: { "HX-Request": "true" } });
+    const page = await app.request("/import", { method: "POST", body: form, headers: { "HX-Request": "true", "HX-CSRF": "1" } });
     const text = await page.text();
     assertEquals(page.status, 200, text);
     const id = /run <a href="\/runs\/([^"]+)"/.exec(text)?.[1];
@@ -136,7 +136,7 @@ Deno.test("import refuses, naming what is wrong, and leaves nothing behind", asy
     await importModel({ source: bad, dataDir }).catch((e) => (err = e.message));
     assert(/layers\.0\.self_attn\.q_proj\.lora_A\.weight has shape \[4,\d+\] but the base's model\.layers\.0\.self_attn\.q_proj is \[\d+,\d+\]/.test(err), err);
     const unknown = await peftOutput(path.join(root, "unknown"), dataDir, { base: "google/not-downloaded" });
-    const res = await app.request("/import", { method: "POST", body: new URLSearchParams({ folder: unknown }), headers: { "HX-Request": "true" } });
+    const res = await app.request("/import", { method: "POST", body: new URLSearchParams({ folder: unknown }), headers: { "HX-Request": "true", "HX-CSRF": "1" } });
     const msg = await res.text();
     assert(res.status === 400 && msg.includes("google/not-downloaded") && msg.includes("is not on this machine"), `${res.status} ${msg}`);
     fs.rmSync(path.join(unknown, "adapter_model.safetensors"));

@@ -94,10 +94,12 @@ interface HandoffRecord {
   target?: string;
 }
 
-/** handoff.json of the bundle this output came from: in the model folder or up to three folders above it (within `stop`'s parent). */
-function findHandoff(modelDir: string, stop: string): HandoffRecord | null {
+/**
+ * handoff.json of the bundle this output came from: in the model folder or up to three folders above
+ * it (a bundle's outputs/<name>/ is two below it); inside `within` only, when given (an unpacked zip).
+ */
+function findHandoff(modelDir: string, within?: string): HandoffRecord | null {
   let d = modelDir;
-  const limit = path.dirname(path.resolve(stop));
   for (let i = 0; i < 4; i++) {
     const f = path.join(d, "handoff.json");
     if (fs.existsSync(f)) {
@@ -109,7 +111,7 @@ function findHandoff(modelDir: string, stop: string): HandoffRecord | null {
       }
     }
     const up = path.dirname(d);
-    if (up === d || path.relative(limit, up).startsWith("..")) break;
+    if (up === d || (within && path.relative(within, up).startsWith(".."))) break;
     d = up;
   }
   return null;
@@ -229,7 +231,7 @@ export async function importModel(o: ImportOptions): Promise<ImportResult> {
       await unzip(source, root);
     }
     const found = findModelFolder(root);
-    const handoff = findHandoff(found.dir, root);
+    const handoff = findHandoff(found.dir, root === source ? undefined : root);
     const events = findEvents(root);
     const step = trainerStep(found.dir);
     const name = o.name?.trim() || String(handoff?.config.name ?? "") || path.basename(found.dir === root && root !== source ? source.replace(/\.zip$/i, "") : found.dir);
