@@ -37,6 +37,8 @@ export function yamlNumber(n: number): string {
  */
 function block(s: string, indent: string): string {
   const body = s.endsWith("\n") ? s.slice(0, -1) : s;
+  // Control characters (other than \t and \n) have no literal form in a block scalar.
+  // deno-lint-ignore no-control-regex
   if (/^[ \t]|\r|\n$|[ \t]\n|[ \t]$/.test(body) || /[\u0000-\u0008\u000b-\u001f\u007f]/.test(body)) return JSON.stringify(s);
   const pad = indent + "  ";
   return (s.endsWith("\n") ? "|" : "|-") + body.split("\n").map((l) => (l ? `\n${pad}${l}` : "\n")).join("");
