@@ -1,5 +1,5 @@
 /**
- * Every page of the first run at a phone width (390 px) and a laptop width (1280 px): nothing scrolls
+ * Every page of the app at a phone width (390 px) and a laptop width (1280 px): nothing scrolls
  * sideways and no button is cut off (outside the window, clipped by a box around it, or its label
  * overflowing it). Two real runs (a full fine-tune and a LoRA one) give the pages their content; the
  * same server then checks the runs comparison (legends by name, settings diff, eval loss) and the
@@ -94,6 +94,7 @@ Deno.test({
           ["dashboard", `/runs/${full}`],
           ["runs", `/runs?compare=${full}&compare=${lora}`],
           ["playground", "/inference"],
+          ["import", "/import"],
         ];
         const found: string[] = [];
         for (const width of WIDTHS) {
