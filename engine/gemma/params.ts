@@ -164,3 +164,14 @@ export function estimateMemory(
     totalBytes: weightsBytes + trainableBytes + optimizerBytes + activationBytes,
   };
 }
+
+/**
+ * The memory estimate of a run's settings: the one call the create page (before the run) and the
+ * worker (run.json `modelInfo.memoryEstimateMb`, the dashboard's KPI) both make, so they agree.
+ */
+export function estimateRunMemory(
+  c: GemmaConfig,
+  cfg: { method: "lora" | "full"; batchSize: number; maxLength: number; lora: { r: number; targets: readonly string[] } },
+): MemoryEstimate {
+  return estimateMemory(c, { method: cfg.method, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets });
+}
