@@ -1,5 +1,5 @@
 /**
- * Every tensor of a Gemma checkpoint's text decoder for a config (spec/GEMMA.md §2.5, docs/GEMMA4.md
+ * Every tensor of a Gemma checkpoint's text decoder for a config (docs/GEMMA.md §Parameters, docs/GEMMA4.md
  * §Tensors), by internal name ("model.…", the CausalLM layout; checkpointName maps it to the
  * checkpoint's own prefix), with shapes, parameter counts and memory estimates.
  */
