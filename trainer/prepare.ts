@@ -9,7 +9,7 @@
  * only, on first use, so `serve` starts without it.
  */
 import type { RunConfig } from "../config/training.ts";
-import { type Batch, BatchPlan, type PreparedDataset, prepareDataset } from "../engine/data/mod.ts";
+import { type Batch, BatchPlan, prepareDataset, type PreparedDataset } from "../engine/data/mod.ts";
 import { type LoadedModel, loadModel, resolveModelPath } from "../engine/model_dir.ts";
 import { AdamW, clipFactor, globalNorm, lrAt, type Schedule } from "../engine/optim.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
