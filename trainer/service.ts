@@ -225,20 +225,20 @@ export class TrainingService {
     transition(dir, ["queued"], { state: "initializing", message: "Starting the trainer process", pid, error: undefined });
   }
 
-  get(id: string): RunView {
+  /** One run as the pages show it; `queue` lets `list` read the queue once for all runs. */
+  get(id: string, queue: string[] = this.queue()): RunView {
     const dir = this.runDir(id);
     const run = readRunJson(dir);
     const status = readStatus(dir) ?? { state: "queued", message: "", step: 0, totalSteps: 0, epoch: 0, updatedAt: "", pid: 0 } as RunStatus;
     const lock = readLock(this.dataDir);
     const orphan = !!lock && lock.runId === id && lockHeld(lock) && !this.started.has(id) && !isFinalState(status.state);
-    const q = this.queue();
     return {
       id,
       dir,
       run,
       status,
       orphan,
-      queuePosition: status.state === "queued" ? q.indexOf(id) + 1 : undefined,
+      queuePosition: status.state === "queued" ? queue.indexOf(id) + 1 : undefined,
       checkpoints: listCheckpoints(dir),
       hasFinal: fs.existsSync(path.join(dir, "final")),
       trainLoss: this.metrics.last(dir, "train/loss")?.[1],
@@ -247,9 +247,10 @@ export class TrainingService {
   }
 
   list(): RunView[] {
+    const queue = this.queue();
     return this.ids().map((id) => {
       try {
-        return this.get(id);
+        return this.get(id, queue);
       } catch {
         return null;
       }
