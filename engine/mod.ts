@@ -39,3 +39,8 @@ export async function exportMerged(src: RunSource, out: string): Promise<void> {
 export async function zipFiles(files: { name: string; data: Uint8Array }[]): Promise<Uint8Array> {
   return (await import("./export.ts")).zipFiles(files);
 }
+
+// Job bundles for a cluster (engine/handoff/): pure TypeScript, no ONNX Runtime.
+export { buildBundle, type BundleOptions } from "./handoff/bundle.ts";
+export { type HandoffConfig, LAUNCHERS, mapAxolotl, mapTrl, parseHandoffConfig, slug, STRATEGIES, TARGETS } from "./handoff/mapping.ts";
+export { readConfig } from "./model_dir.ts";

@@ -12,6 +12,7 @@ import { formatBytes, formatCount, formatDuration, fragment, page } from "./_lay
 import type { AppDeps } from "./deps.ts";
 import { DeviceSelect } from "./devices.tsx";
 import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
+import { ClusterForm } from "./handoff.tsx";
 import { type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { describeModel, estimateRunMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
@@ -222,6 +223,7 @@ export function createRoutes(deps: AppDeps) {
         <p class="muted">Pick a base model and your data, choose how to train, check what it will cost, then start.</p>
         <form id="upload-form" hx-post="/create/upload" hx-encoding="multipart/form-data" hx-target="#upload-result"></form>
         <Form cfg={cfg} cached={scanHuggingFaceCache()} preset={preset} />
+        <ClusterForm />
       </>,
     );
   });

@@ -11,6 +11,7 @@ import type { RunView, TrainingService } from "../trainer/service.ts";
 import { isFinalState } from "../trainer/run_dir.ts";
 import { countErrorLines, readLogChunk } from "../trainer/logs.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
+import { ClusterForm } from "./handoff.tsx";
 
 const STOP_POLLING = 286;
 
@@ -253,6 +254,7 @@ export function dashboardRoutes(service: TrainingService) {
             <button type="button" hx-post={`/runs/${id}/tensorboard`} hx-target="#tensorboard">Open in TensorBoard</button>
           </div>
         </section>
+        <ClusterForm run={v.id} />
       </>,
     );
   });

@@ -21,6 +21,7 @@ export function runsRoutes(deps: AppDeps) {
       "Runs",
       <>
         <h1>Runs</h1>
+        <p><a class="button" href="/import">Import a model trained elsewhere</a></p>
         {runs.length === 0 ? <p class="muted">No runs yet. <a href="/create">Fine-tune a model</a> to start one.</p> : (
           <form method="get" action="/runs">
             <div class="runs">
