@@ -63,7 +63,7 @@ export function runsRoutes(deps: AppDeps) {
         {compare.length > 0 && (
           <section aria-labelledby="cmp">
             <h2 id="cmp">Loss curves</h2>
-            <Island name="LossChart" props={{ runIds: compare, tags: ["train/loss"], title: "train/loss", smoothing: 0.6, height: 360 }} />
+            <Island name="MetricsChart" props={{ runIds: compare, tags: ["train/loss"], title: "train/loss", smoothing: 0.6, height: 360 }} />
           </section>
         )}
       </>,
