@@ -2,7 +2,7 @@
  * Builds the Hono app: middleware (token, cross-site guard, headers), static assets, and one sub-app
  * per view. Adding a view is one `app.route` line.
  */
-import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
+import { devicesRoutes } from "./devices.tsx";
 import { probeDevices } from "../engine/mod.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";

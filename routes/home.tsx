@@ -66,7 +66,7 @@ export function homeRoutes(deps: AppDeps) {
                 Step {live.status.step}{live.status.totalSteps ? ` of ${live.status.totalSteps}` : ""}. <a href={`/runs/${encodeURIComponent(live.id)}`}>Open its dashboard</a> to follow it live.
               </p>
             )}
-            <Island name="LossChart" props={{ runId: shown.id, title: "Training loss", tags: ["train/loss", "eval/loss"] }} />
+            <Island name="MetricsChart" props={{ runId: shown.id, title: "Training loss", tags: ["train/loss", "eval/loss"] }} />
           </section>
         )}
       </>,

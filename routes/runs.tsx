@@ -79,7 +79,7 @@ function Comparison(props: { runs: RunView[] }) {
     <section aria-labelledby="cmp" data-compare>
       <h2 id="cmp">Comparison</h2>
       <Island
-        name="LossChart"
+        name="MetricsChart"
         props={{ runIds: props.runs.map((r) => r.id), labels: names, tags: ["train/loss", "eval/loss"], title: "Training and evaluation loss", smoothing: 0.6, height: 360 }}
       />
       <div class="scroll-x">

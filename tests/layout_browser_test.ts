@@ -122,7 +122,7 @@ Deno.test({
         assert(cmp.heads.includes("alpha-full") && cmp.heads.includes("beta-lora"), `comparison headings ${cmp.heads}`);
         assert(cmp.diff.includes("method") && cmp.diff.includes("learningRate") && !cmp.diff.includes("maxSteps"), `settings diff ${cmp.diff}`);
         assert(cmp.evals.length === 2 && cmp.evals.every((x) => Number.isFinite(x) && x > 0), `eval losses ${cmp.evals}`);
-        const island = await w.page.$eval('[data-island="LossChart"]', (e) => JSON.parse(e.getAttribute("data-props")!));
+        const island = await w.page.$eval('[data-island="MetricsChart"]', (e) => JSON.parse(e.getAttribute("data-props")!));
         assert(island.labels[full] === "alpha-full" && island.tags.includes("eval/loss"), `chart props ${JSON.stringify(island)}`);
 
         // The playground's models table.
