@@ -22,6 +22,7 @@ import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
 import { openaiRoutes } from "./openai.ts";
 import { handoffRoutes } from "./handoff.tsx";
+import { hubRoutes } from "./hub.tsx";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
 
 const STATIC_TYPES: Record<string, string> = {
@@ -70,6 +71,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", metricsRoutes(deps.service));
   app.route("/", openaiRoutes(deps.models));
   app.route("/", handoffRoutes(deps));
+  app.route("/", hubRoutes(deps));
 
   app.notFound((c) => {
     if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);
