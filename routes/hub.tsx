@@ -71,6 +71,9 @@ function HubForm() {
   );
 }
 
+/** Sent with every good answer to the form: clears an earlier refusal shown beside it (out of band). */
+const CLEAR_ERROR = <div id="hub-error" role="alert" hx-swap-oob="true"></div>;
+
 function PlanView(props: { plan: RepoPlan; free: number; cacheDir: string }) {
   const p = props.plan;
   const have = (etag: string) => fs.existsSync(path.join(p.repoDir, "blobs", etag));
@@ -167,7 +170,7 @@ export function hubRoutes(deps: AppDeps) {
     const o = await options(c);
     try {
       const plan = await planDownload(o);
-      return fragment(c, <PlanView plan={plan} free={(o.freeBytes ?? freeBytesAt)(o.cacheDir)} cacheDir={o.cacheDir} />);
+      return fragment(c, <><PlanView plan={plan} free={(o.freeBytes ?? freeBytesAt)(o.cacheDir)} cacheDir={o.cacheDir} />{CLEAR_ERROR}</>);
     } catch (e) {
       throw refusal(e);
     }
@@ -176,7 +179,7 @@ export function hubRoutes(deps: AppDeps) {
   app.post("/hub/download", async (c) => {
     const o = await options(c);
     const busy = [...jobs.values()].find((j) => j.repo === o.repo && j.state === "running");
-    if (busy) return fragment(c, <JobView job={busy} />);
+    if (busy) return fragment(c, <><JobView job={busy} />{CLEAR_ERROR}</>);
     let plan: RepoPlan;
     try {
       plan = await planDownload(o);
@@ -195,7 +198,7 @@ export function hubRoutes(deps: AppDeps) {
         Object.assign(job, { state: cancelled ? "cancelled" : "failed", error: cancelled ? undefined : e instanceof HubError ? e.message : `Download failed: ${(e as Error).message}` });
         if (!(e instanceof HubError)) console.error(`hub download ${o.repo}:`, e);
       });
-    return fragment(c, <JobView job={job} />);
+    return fragment(c, <><JobView job={job} />{CLEAR_ERROR}</>);
   });
 
   const jobOf = (id: string) => {
