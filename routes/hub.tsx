@@ -84,7 +84,7 @@ function PlanView(props: { plan: RepoPlan; free: number; cacheDir: string }) {
         A <code>{p.modelType}</code> model{p.gated ? " (gated: your token has access)" : ""}: {p.files.length} files, {mb(p.totalBytes)}; {mb(p.neededBytes)} still to fetch.
         {" "}Free space in <code>{props.cacheDir}</code>: <span id="hub-free">{mb(props.free)}</span>.
       </p>
-      <div class="table-wrap">
+      <div class="scroll-x">
         <table class="hub-files">
           <thead>
             <tr><th scope="col">File</th><th scope="col">Size</th><th scope="col">In the cache</th></tr>
@@ -158,7 +158,7 @@ export function hubRoutes(deps: AppDeps) {
       "Download from the Hub",
       <>
         <h1>Download a model from the Hugging Face Hub</h1>
-        <p class="muted">
+        <p class="muted hub-intro">
           Into the standard Hugging Face cache (<code>{hubSettings().cacheDir}</code>), so transformers and other tools reuse it. Only the safetensors weights,
           config and tokenizer are fetched; an interrupted download resumes.
         </p>
