@@ -9,9 +9,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { RunConfig } from "../config/training.ts";
-import { hostname } from "node:os";
-import { isPidAlive, type LockInfo, lockPath, readLock } from "./lock.ts";
-import { createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunStatus, writeStatus } from "./run_dir.ts";
+import { describeHolder, isPidAlive, type LockInfo, lockPath, lockStaleness, readLock, removeStaleLock } from "./lock.ts";
+import { appendStatusLog, createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunStatus, writeStatus } from "./run_dir.ts";
 import { type CheckpointInfo, listCheckpoints } from "./checkpoint.ts";
 import { isTrainerPid, spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { MetricsReader, RunMetrics } from "./metrics.ts";
@@ -49,13 +48,9 @@ export interface ServiceOptions {
   workerCommand?: (runDir: string) => { cmd: string; args: string[] };
 }
 
-/**
- * A lock is held while its process is a live trainer. A lock from another host is taken as held; a
- * live pid that is not a trainer (the pid was reused after a crash) is not.
- */
+/** A lock is held while lock.ts does not find it stale (dead owner on this host, or an old heartbeat). */
 function lockHeld(lock: LockInfo): boolean {
-  if (lock.hostname && lock.hostname !== hostname()) return true;
-  return isTrainerPid(lock.pid);
+  return lockStaleness(lock) === null;
 }
 
 export class TrainingService {
@@ -147,13 +142,16 @@ export class TrainingService {
     this.reconciling = true;
     try {
       const lock = readLock(this.dataDir);
-      if (lock && !lockHeld(lock)) {
+      const why = lock && lockStaleness(lock);
+      if (lock && why) {
         const dir = path.join(this.dataDir, "runs", lock.runId);
         const st = RUN_ID.test(lock.runId) ? readStatus(dir) : null;
         if (st && !isFinalState(st.state)) this.finishDead(lock.runId, dir, st);
         try {
-          fs.unlinkSync(lockPath(this.dataDir));
-        } catch { /* someone else cleared it */ }
+          if (removeStaleLock(this.dataDir, lock) && st) appendStatusLog(dir, `The server cleared a stale training lock (${describeHolder(lock)}): ${why}`);
+        } catch (e) {
+          console.error(`Cannot clear the stale lock ${lockPath(this.dataDir)}: ${(e as Error).message}`);
+        }
       }
       for (const id of this.ids()) {
         const dir = path.join(this.dataDir, "runs", id);
