@@ -11,7 +11,7 @@ import * as path from "node:path";
 import type { RunConfig } from "../config/training.ts";
 import { describeHolder, isPidAlive, type LockInfo, lockPath, lockStaleness, readLock, removeStaleLock } from "./lock.ts";
 import { appendStatusLog, createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunStatus, writeStatus } from "./run_dir.ts";
-import { type CheckpointInfo, listCheckpoints } from "./checkpoint.ts";
+import { type CheckpointInfo, damagedCheckpoints, type DamagedCheckpoint, listCheckpoints } from "./checkpoint.ts";
 import { isTrainerPid, spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { MetricsReader, RunMetrics } from "./metrics.ts";
 import { RunStore } from "./runs.ts";
@@ -33,7 +33,10 @@ export interface RunView {
   /** Held by a live trainer that this server did not start. */
   orphan: boolean;
   queuePosition?: number;
+  /** Intact checkpoints, oldest first: the ones offered for resume and chat. */
   checkpoints: CheckpointInfo[];
+  /** Checkpoints found damaged (truncated files, or a failed checksum at resume), with what is wrong. */
+  damagedCheckpoints: DamagedCheckpoint[];
   hasFinal: boolean;
   trainLoss?: number;
   evalLoss?: number;
@@ -228,6 +231,7 @@ export class TrainingService {
       orphan,
       queuePosition: status.state === "queued" ? q.indexOf(id) + 1 : undefined,
       checkpoints: listCheckpoints(dir),
+      damagedCheckpoints: damagedCheckpoints(dir),
       hasFinal: fs.existsSync(path.join(dir, "final")),
       trainLoss: this.metrics.last(dir, "train/loss")?.[1],
       evalLoss: this.metrics.last(dir, "eval/loss")?.[1],
@@ -298,7 +302,11 @@ export class TrainingService {
     if (!st || (st.state !== "aborted" && st.state !== "failed")) {
       throw new ServiceError(409, `Only aborted or failed runs can be resumed; "${id}" is ${st?.state ?? "unknown"}`);
     }
-    if (listCheckpoints(dir).length === 0) throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
+    if (listCheckpoints(dir).length === 0) {
+      const damaged = damagedCheckpoints(dir).map((d) => `${path.basename(d.dir)}: ${d.damaged}`);
+      if (damaged.length) throw new ServiceError(409, `Run "${id}" has no intact checkpoint to resume from (${damaged.join("; ")}); start it again from the beginning`);
+      throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
+    }
     const out = writeStatus(dir, { ...st, state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
     this.reconcile(0);
     return readStatus(dir) ?? out;

@@ -18,7 +18,7 @@ import { loadTokenizer } from "../engine/tokenizer.ts";
 import { TrainEngine } from "../engine/train_engine.ts";
 import type { Device } from "../engine/device.ts";
 import { gpuMemoryMb } from "../engine/gpu_memory.ts";
-import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
+import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, newestIntactCheckpoint, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
 import { acquireLock, describeHolder, heartbeatAgeSeconds, LOCK_STALE_MS, lockPath, releaseLock, startHeartbeat } from "./lock.ts";
 import { modelCard } from "./model_card.ts";
 import { appendStatusLog, createRun, readRunJson, type RunJson, type RunState, updateRunJson, writeStatus } from "./run_dir.ts";
@@ -137,7 +137,7 @@ async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): P
     totalSteps = cfg.maxSteps ?? Math.max(1, Math.ceil((cfg.epochs ?? 1) * plan.perEpoch / cfg.gradAccum));
     const schedule: Schedule = { kind: cfg.schedule, peakLr: cfg.learningRate, warmupSteps: cfg.warmupSteps, totalSteps };
 
-    const resumeFrom = latestCheckpoint(runDir);
+    const resumeFrom = newestIntactCheckpoint(runDir, (note) => appendStatusLog(runDir, note));
     let resumed: ReturnType<typeof readCheckpoint> | null = null;
     if (resumeFrom) {
       status("initializing", `Resuming from ${resumeFrom.dir.split(/[\\/]/).at(-1)}`);
