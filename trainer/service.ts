@@ -20,7 +20,7 @@ import { tailLines } from "./logs.ts";
 export const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export class ServiceError extends Error {
-  constructor(readonly status: 400 | 404 | 409, message: string) {
+  constructor(readonly status: 400 | 404 | 409 | 413, message: string) {
     super(message);
   }
 }
