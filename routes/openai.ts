@@ -13,6 +13,8 @@ const Message = z.object({
   content: z.union([z.string().max(200_000), z.array(z.object({ type: z.literal("text"), text: z.string().max(200_000) })).max(100)]),
 });
 
+const STOP_LIMITS = { error: "must be a string of at most 200 characters, or a list of at most 8 such strings" };
+
 export const ChatRequest = z.object({
   model: z.string().min(1).max(300),
   messages: z.array(Message).min(1).max(500),
@@ -25,9 +27,7 @@ export const ChatRequest = z.object({
   max_tokens: z.number().int().min(1).max(8192).optional(),
   max_completion_tokens: z.number().int().min(1).max(8192).optional(),
   seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
-  stop: z.union([z.string().max(200), z.array(z.string().max(200)).max(8)], {
-    error: "must be a string of at most 200 characters, or a list of at most 8 such strings",
-  }).optional(),
+  stop: z.union([z.string().max(200, STOP_LIMITS), z.array(z.string().max(200, STOP_LIMITS)).max(8, STOP_LIMITS)], STOP_LIMITS).optional(),
   n: z.literal(1).default(1),
   user: z.string().max(200).optional(),
 }).passthrough();

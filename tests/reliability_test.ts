@@ -180,3 +180,49 @@ Deno.test("a data dir that cannot be written gives a clear error naming it and t
   assert(msg.includes(dir) && msg.includes("--data"), msg);
   if (Deno.uid() !== 0) assert(fs.readdirSync(dir).length === 0, "something was written");
 });
+
+Deno.test("oversized bodies get 413 with a JSON error naming the limit: the API, /v1 (OpenAI's shape) and form posts; nothing created", async () => {
+  const { app, service } = setup();
+  const big = JSON.stringify({ ...good, name: "x".repeat(2 * 1024 * 1024) });
+  // With Content-Length (refused before reading) and streamed without it (cut while reading).
+  const streamed = (s: string) => new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode(s)); c.close(); } });
+  for (const body of [big, streamed(big)]) {
+    const r = await app.request("/api/runs", { method: "POST", body, headers: { "Content-Type": "application/json" }, duplex: "half" } as RequestInit);
+    const j = await r.json();
+    assert(r.status === 413 && j.error === "Request body is over the limit of 1048576 bytes (1 MiB)", `API: ${r.status} ${JSON.stringify(j)}`);
+  }
+  assert(service.list().length === 0, "a run was created");
+  const chat = JSON.stringify({ model: "demo", messages: Array.from({ length: 30 }, () => ({ role: "user", content: "y".repeat(199_000) })) });
+  const v1 = await app.request("/v1/chat/completions", json(chat));
+  const e = await v1.json();
+  assert(v1.status === 413 && e.error?.type === "invalid_request_error" && e.error.message.includes("4194304 bytes (4 MiB)"), `/v1: ${v1.status} ${JSON.stringify(e)}`);
+  const form = await app.request("/create/fragments/check", {
+    method: "POST", body: "name=" + "z".repeat(2 * 1024 * 1024), headers: { "Content-Type": "application/x-www-form-urlencoded", "HX-CSRF": "1", "HX-Request": "true" },
+  });
+  assert(form.status === 413 && (await form.json()).error.includes("1 MiB"), `form: ${form.status}`);
+});
+
+Deno.test("messages: a model path that is a file says so; a too-long stop names the limits", async () => {
+  const { app, dataDir } = setup();
+  const file = path.join(dataDir, "model.safetensors");
+  fs.writeFileSync(file, "not a folder");
+  let msg = "";
+  try {
+    await loadModel(file);
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(msg === `"${file}" is a file, not a model directory: give the folder that holds config.json and the *.safetensors files`, msg);
+  const missing = path.join(dataDir, "nope");
+  try {
+    await loadModel(missing);
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(msg === `Model directory "${missing}" does not exist`, msg);
+  for (const stop of ["s".repeat(201), Array(9).fill("x"), 7]) {
+    const r = await app.request("/v1/chat/completions", json(JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }], stop })));
+    const j = await r.json();
+    assert(r.status === 400 && j.error.param === "stop" && j.error.message === "stop: must be a string of at most 200 characters, or a list of at most 8 such strings", `${JSON.stringify(stop).slice(0, 20)}: ${JSON.stringify(j)}`);
+  }
+});
