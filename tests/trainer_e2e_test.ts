@@ -211,7 +211,7 @@ Deno.test({
     Deno.writeTextFileSync(lockFile, foreign(3));
     const refused = await runWorker(runDir, DATA, { log: quiet });
     eq([refused.state, refused.lock?.hostname, refused.lock?.pid], ["not_started", "container-before-restart", 31337]);
-    ok(refused.error!.includes('pid 31337 on host "container-before-restart", heartbeat '), refused.error);
+    ok(refused.error!.includes('pid 31337 on host "container-before-restart", heartbeat '), refused.error ?? "");
     eq(readLock(DATA)?.hostname, "container-before-restart");
 
     Deno.writeTextFileSync(lockFile, foreign(LOCK_STALE_MS / 1000 + 480));
