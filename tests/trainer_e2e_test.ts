@@ -14,6 +14,8 @@ import { LOCK_STALE_MS, readLock } from "../trainer/lock.ts";
 import { runWorker } from "../trainer/worker.ts";
 import { checkpointProblem, listCheckpoints, readTrainerState } from "../trainer/checkpoint.ts";
 import { readHeader } from "../engine/safetensors.ts";
+import { estimateRunMemory } from "../engine/mod.ts";
+import { readConfig } from "../engine/model_dir.ts";
 import { timeout } from "./_timeouts.ts";
 import { parseRunConfig } from "../config/training.ts";
 
@@ -99,6 +101,9 @@ Deno.test({
     const run = JSON.parse(Deno.readTextFileSync(join(runDir, "run.json")));
     eq(run.modelInfo.layers, 2);
     ok(run.modelInfo.parameters > run.modelInfo.trainableParameters && run.modelInfo.trainableParameters > 0);
+    // The KPI's memory estimate is the create page's: one formula.
+    const estimate = estimateRunMemory(readConfig(run.modelDir), parseRunConfig(run.config));
+    eq(run.modelInfo.memoryEstimateMb, Math.round(estimate.totalBytes / 2 ** 20));
     // PEFT adapter
     const final = join(runDir, "final");
     const ac = JSON.parse(Deno.readTextFileSync(join(final, "adapter_config.json")));

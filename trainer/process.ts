@@ -9,10 +9,7 @@ import * as path from "node:path";
 import { findOnPath, selfCommand } from "../config/app.ts";
 
 export { findOnPath };
-import { isPidAlive, isTrainerPid } from "./lock.ts";
-
-// Re-exported: the lock owns the "is this pid a trainer" rule, the process manager uses it.
-export { isTrainerPid };
+import { isPidAlive } from "./lock.ts";
 import { RUN_FILES } from "./run_dir.ts";
 
 export const STDOUT_LOG = RUN_FILES.stdout;

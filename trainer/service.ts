@@ -9,10 +9,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { RunConfig } from "../config/training.ts";
-import { describeHolder, isPidAlive, type LockInfo, lockPath, lockStaleness, readLock, removeStaleLock } from "./lock.ts";
-import { appendStatusLog, createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunStatus, writeStatus } from "./run_dir.ts";
+import { describeHolder, isPidAlive, isTrainerPid, type LockInfo, lockPath, lockStaleness, readLock, removeStaleLock } from "./lock.ts";
+import { appendStatusLog, createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunState, type RunStatus, type StatusPatch, updateStatus } from "./run_dir.ts";
 import { type CheckpointInfo, damagedCheckpoints, type DamagedCheckpoint, listCheckpoints } from "./checkpoint.ts";
-import { isTrainerPid, spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
+import { spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { MetricsReader, RunMetrics } from "./metrics.ts";
 import { RunStore } from "./runs.ts";
 import { tailLines } from "./logs.ts";
@@ -54,6 +54,16 @@ export interface ServiceOptions {
 /** A lock is held while lock.ts does not find it stale (dead owner on this host, or an old heartbeat). */
 function lockHeld(lock: LockInfo): boolean {
   return lockStaleness(lock) === null;
+}
+
+/**
+ * Every status change the server makes (the queue side of status.json): `patch` is applied only while
+ * the run is still in one of `from` (and, given `pid`, still names that process), checked under
+ * status.json's lock, so a state the worker wrote meanwhile is never overwritten. Returns the new
+ * status, or null when the run had moved on.
+ */
+function transition(dir: string, from: RunState[], patch: StatusPatch, pid?: number): RunStatus | null {
+  return updateStatus(dir, (prev) => prev && from.includes(prev.state) && (pid === undefined || prev.pid === pid) ? patch : null);
 }
 
 export class TrainingService {
@@ -131,7 +141,7 @@ export class TrainingService {
 
   private fail(dir: string, status: RunStatus, message: string) {
     const tail = tailLines(path.join(dir, STDERR_LOG), 8).join("\n");
-    writeStatus(dir, { ...status, state: "failed", message, error: tail || status.error || message, pid: status.pid });
+    transition(dir, [status.state], { state: "failed", message, error: tail || status.error || message }, status.pid);
   }
 
   /**
@@ -182,17 +192,17 @@ export class TrainingService {
     if (!this.aborting.has(id) && lock && lockHeld(lock)) {
       if (lock.runId === id) {
         // The run trains in another process (started from the command line while we spawned ours).
-        writeStatus(dir, { ...st, pid: lock.pid });
+        transition(dir, [st.state], { pid: lock.pid }, st.pid);
         return;
       }
       if (st.state === "initializing") {
         // Another trainer took the lock before ours could: wait for it.
-        writeStatus(dir, { ...st, state: "queued", message: `Waiting: run ${lock.runId} holds the training lock` });
+        transition(dir, ["initializing"], { state: "queued", message: `Waiting: run ${lock.runId} holds the training lock` }, st.pid);
         return;
       }
     }
     if (this.aborting.has(id)) {
-      writeStatus(dir, { ...st, state: "aborted", message: "Aborted (the trainer was stopped before it could save)" });
+      transition(dir, [st.state], { state: "aborted", message: "Aborted (the trainer was stopped before it could save)" }, st.pid);
       this.aborting.delete(id);
     } else {
       this.fail(dir, st, "Trainer process ended unexpectedly");
@@ -210,26 +220,26 @@ export class TrainingService {
 
   private launch(id: string) {
     const dir = path.join(this.dataDir, "runs", id);
-    const st = readStatus(dir)!;
     const pid = spawnWorker(dir, this.opts.workerCommand?.(dir));
     this.started.set(id, pid);
-    writeStatus(dir, { ...st, state: "initializing", message: "Starting the trainer process", pid, error: undefined });
+    // The worker may already have written its own "initializing" line: that one stands.
+    transition(dir, ["queued"], { state: "initializing", message: "Starting the trainer process", pid, error: undefined });
   }
 
-  get(id: string): RunView {
+  /** One run as the pages show it; `queue` lets `list` read the queue once for all runs. */
+  get(id: string, queue: string[] = this.queue()): RunView {
     const dir = this.runDir(id);
     const run = readRunJson(dir);
     const status = readStatus(dir) ?? { state: "queued", message: "", step: 0, totalSteps: 0, epoch: 0, updatedAt: "", pid: 0 } as RunStatus;
     const lock = readLock(this.dataDir);
     const orphan = !!lock && lock.runId === id && lockHeld(lock) && !this.started.has(id) && !isFinalState(status.state);
-    const q = this.queue();
     return {
       id,
       dir,
       run,
       status,
       orphan,
-      queuePosition: status.state === "queued" ? q.indexOf(id) + 1 : undefined,
+      queuePosition: status.state === "queued" ? queue.indexOf(id) + 1 : undefined,
       checkpoints: listCheckpoints(dir),
       damagedCheckpoints: damagedCheckpoints(dir),
       hasFinal: fs.existsSync(path.join(dir, "final")),
@@ -239,9 +249,10 @@ export class TrainingService {
   }
 
   list(): RunView[] {
+    const queue = this.queue();
     return this.ids().map((id) => {
       try {
-        return this.get(id);
+        return this.get(id, queue);
       } catch {
         return null;
       }
@@ -290,9 +301,9 @@ export class TrainingService {
 
   cancel(id: string): RunStatus {
     const dir = this.runDir(id);
-    const st = readStatus(dir);
-    if (st?.state !== "queued") throw new ServiceError(409, `Only queued runs can be cancelled; "${id}" is ${st?.state ?? "unknown"}`);
-    return writeStatus(dir, { ...st, state: "aborted", message: "Cancelled before it started" });
+    const out = transition(dir, ["queued"], { state: "aborted", message: "Cancelled before it started" });
+    if (!out) throw new ServiceError(409, `Only queued runs can be cancelled; "${id}" is ${readStatus(dir)?.state ?? "unknown"}`);
+    return out;
   }
 
   /** Puts an aborted or failed run with a checkpoint back in the queue; the worker resumes from it. */
@@ -307,7 +318,8 @@ export class TrainingService {
       if (damaged.length) throw new ServiceError(409, `Run "${id}" has no intact checkpoint to resume from (${damaged.join("; ")}); start it again from the beginning`);
       throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
     }
-    const out = writeStatus(dir, { ...st, state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
+    const out = transition(dir, [st.state], { state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
+    if (!out) throw new ServiceError(409, `Run "${id}" changed state while being resumed; it is ${readStatus(dir)?.state ?? "unknown"}`);
     this.reconcile(0);
     return readStatus(dir) ?? out;
   }
@@ -323,7 +335,8 @@ export class TrainingService {
       throw new ServiceError(409, `Only aborted or failed runs can be restarted; "${id}" is ${st?.state ?? "unknown"}`);
     }
     if (listCheckpoints(dir).length > 0) throw new ServiceError(409, `Run "${id}" has a checkpoint; resume it instead of restarting`);
-    const out = writeStatus(dir, { ...st, state: "queued", step: 0, message: "Queued to start again from the beginning", error: undefined });
+    const out = transition(dir, [st.state], { state: "queued", step: 0, message: "Queued to start again from the beginning", error: undefined });
+    if (!out) throw new ServiceError(409, `Run "${id}" changed state while being restarted; it is ${readStatus(dir)?.state ?? "unknown"}`);
     this.reconcile(0);
     return readStatus(dir) ?? out;
   }
