@@ -20,7 +20,7 @@ import { fragment, page } from "./_layout.tsx";
 import { apiRoutes } from "./api.ts";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
-import { openaiRoutes } from "./openai.ts";
+import { openaiErrorShape, openaiRoutes } from "./openai.ts";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
 
 const STATIC_TYPES: Record<string, string> = {
@@ -50,6 +50,8 @@ async function serveStatic(name: string): Promise<Response | null> {
 export function createApp(deps: AppDeps): Hono {
   deps.models ??= modelCacheFor(deps);
   const app = new Hono();
+  // First, so it reshapes every /v1 error below it (guards, unknown routes, onError) for OpenAI clients.
+  app.use("/v1/*", openaiErrorShape());
   app.use("*", securityHeaders());
   app.use("*", hostGuard(deps.settings.token));
   app.use("*", requireToken(deps.settings.token));
