@@ -40,7 +40,7 @@ async function withChatServer(fn: (s: ChatServer) => Promise<void>) {
   await waitFor("the server to listen", () => port);
   const base = `http://127.0.0.1:${port}`;
   try {
-    await fn({ base, models, client: new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused", maxRetries: 0, timeout: TIMEOUTS.process }) });
+    await fn({ base, models, client: new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused", maxRetries: 0, timeout: TIMEOUTS.training }) });
   } finally {
     await server.shutdown();
     models.close();
@@ -80,8 +80,8 @@ Deno.test({
     await withChatServer(async ({ base, client, models }) => {
       await t.step("/healthz answers throughout a cold 64-token chat (model load, graphs, generation)", async () => {
         let done = false;
-        const chat = client.chat.completions.create({ model: "demo", messages: [{ role: "user", content: "Tell me a story" }], temperature: 0, max_tokens: 64 })
-          .finally(() => (done = true));
+        const chat = client.chat.completions.create({ model: "demo", messages: [{ role: "user", content: "Tell me a story" }], temperature: 0, max_tokens: 64 });
+        chat.then(() => (done = true), () => (done = true));
         const ms: number[] = [];
         while (!done) {
           const t0 = performance.now();
