@@ -11,7 +11,7 @@ import type { ChatJob, FromWorker, ToWorker, WorkerError } from "./model_cache.t
 import { Generator, generateIds, loadForGeneration } from "./generate.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { chatPromptIds } from "./chat_format.ts";
-import { readConfig } from "./model_dir.ts";
+import { readConfig, resolveModelPath } from "./model_dir.ts";
 import { ContextLengthError } from "./model_cache.ts";
 
 interface Loaded {
@@ -33,12 +33,12 @@ function announce() {
     .then((ids) => post({ type: "loaded", ids: ids.filter((x): x is string => x !== null) }));
 }
 
-function load(job: ChatJob): Promise<Loaded> {
+function load(job: ChatJob, modelDir: string): Promise<Loaded> {
   let p = loaded.get(job.model);
   if (!p) {
     p = (async () => {
-      const model = await loadForGeneration(job.where.modelDir, job.where.adapterDir);
-      const tok = await loadTokenizer(job.where.modelDir);
+      const model = await loadForGeneration(modelDir, job.where.adapterDir);
+      const tok = await loadTokenizer(modelDir);
       let bytes = 0;
       for (const w of model.weights.values()) bytes += w.byteLength;
       return { gen: new Generator(model, { threads: 1 }), tok, bytes, usedAt: Date.now() };
@@ -113,8 +113,9 @@ async function chat(id: number, job: ChatJob) {
   running.set(id, ac);
   try {
     // The check, before any model work: the tokenizer and config.json are all it needs.
-    const tok = await loadTokenizer(job.where.modelDir);
-    const context = readConfig(job.where.modelDir).maxPositionEmbeddings;
+    const modelDir = await resolveModelPath(job.where.model, job.where.dataDir);
+    const tok = await loadTokenizer(modelDir);
+    const context = readConfig(modelDir).maxPositionEmbeddings;
     let prompt: number[];
     try {
       prompt = chatPromptIds(tok, job.messages);
@@ -127,7 +128,7 @@ async function chat(id: number, job: ChatJob) {
 
     const run = queue.then(async () => {
       if (ac.signal.aborted) return { finish: "aborted" as const, promptTokens: prompt.length, completionTokens: 0, tokensPerSecond: 0 };
-      const l = await load(job);
+      const l = await load(job, modelDir);
       l.usedAt = Date.now();
       await evict(job.model);
       const ts = new TextStream(l.tok, job.stops);

@@ -11,7 +11,6 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ChatMessage } from "./chat_format.ts";
 import type { SamplingOptions } from "./sampling.ts";
-import { resolveModelPath } from "./model_dir.ts";
 
 export interface ModelEntry {
   /** "demo", or "<runId>/final", or "<runId>/checkpoint-<step>". */
@@ -49,7 +48,8 @@ export class ContextLengthError extends RangeError {
 /** One chat as the worker gets it. */
 export interface ChatJob {
   model: string;
-  where: { modelDir: string; adapterDir?: string };
+  /** `model` as `resolveModelPath` takes it ("demo" or a directory), resolved in the worker. */
+  where: { model: string; dataDir: string; adapterDir?: string };
   messages: ChatMessage[];
   sampling: SamplingOptions;
   maxTokens: number;
@@ -146,17 +146,21 @@ export class ModelCache {
     return this.loadedIds.has(id);
   }
 
-  /** Where a model id lives: the model dir, and the adapter dir for LoRA runs. */
-  async locate(id: string): Promise<{ modelDir: string; adapterDir?: string }> {
+  /**
+   * Where a model id lives: the model as `resolveModelPath` takes it ("demo" or a model directory) and
+   * the adapter dir for LoRA runs. Not resolved here: "demo" is created on first use (seconds of work),
+   * which the worker does, off this thread.
+   */
+  locate(id: string): ChatJob["where"] {
     if (!ID.test(id)) throw new RangeError(`Unknown model "${id}"`);
-    if (id === "demo") return { modelDir: await resolveModelPath("demo", this.dataDir) };
+    if (id === "demo") return { model: "demo", dataDir: this.dataDir };
     const [runId, which] = id.split("/");
     const run = this.runs().find((r) => r.id === runId);
     if (!run) throw new RangeError(`Unknown model "${id}": no run ${runId}`);
     const dir = which === "final" ? path.join(run.dir, "final") : path.join(run.dir, "checkpoints", which);
     if (!fs.existsSync(dir)) throw new RangeError(`Unknown model "${id}": ${which} does not exist`);
-    if (run.method === "lora") return { modelDir: await resolveModelPath(run.baseModel, this.dataDir), adapterDir: dir };
-    return { modelDir: dir };
+    if (run.method === "lora") return { model: run.baseModel, dataDir: this.dataDir, adapterDir: dir };
+    return { model: dir, dataDir: this.dataDir };
   }
 
   /**
@@ -182,11 +186,13 @@ export class ModelCache {
     const cancel = () => this.worker?.postMessage({ type: "cancel", id: rid } satisfies ToWorker);
     o.signal?.addEventListener("abort", cancel, { once: true });
     handle.done.finally(() => o.signal?.removeEventListener("abort", cancel)).catch(() => {});
-    this.locate(id).then((where) => {
-      if (!this.pending.has(rid)) return;
+    try {
+      const where = this.locate(id);
       this.ensureWorker().postMessage({ type: "chat", id: rid, job: { ...req, model: id, where } } satisfies ToWorker);
       if (o.signal?.aborted) cancel();
-    }, fail);
+    } catch (e) {
+      fail(e as Error);
+    }
     return handle;
   }
 

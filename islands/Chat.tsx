@@ -113,9 +113,16 @@ export default function Chat(props: ChatProps) {
         update(i, (c) => ({ ...c, busy: false, stats }));
       } catch (err) {
         const stopped = (err as Error).name === "AbortError";
-        update(i, (c) => ({ ...c, busy: false, stats: stopped ? "stopped" : "" }));
-        if (!stopped) setError((err as Error).message);
-        if (stopped) break;
+        if (stopped) {
+          update(i, (c) => ({ ...c, busy: false, stats: "stopped" }));
+          break;
+        }
+        // A refused turn (too long for the context, say) leaves the conversation as it was and the text
+        // back in the box, so the next send does not carry it again and nothing typed is lost.
+        update(i, (c) => ({ ...c, busy: false, stats: "", messages: c.messages.slice(0, -2) }));
+        setInput(text);
+        setError((err as Error).message);
+        break;
       }
     }
   };

@@ -6,8 +6,9 @@
  *   deno run -A scripts/bench_load.ts [--steps 150] [--tabs 20]
  *
  * With --chat: the server's responsiveness during generation instead. 30 clients poll /healthz (each
- * every --every ms) while one 64-token chat with the demo model runs, first cold (model load, graph
- * building, generation) then warm; one JSON line per phase with /healthz p50/p95/max.
+ * every --every ms) while one 64-token chat with the demo model runs, first cold (the demo model created,
+ * model load, graph building, generation) then warm, after 5 s of the same polling with no chat as the
+ * baseline; one JSON line per phase with /healthz p50/p95/max.
  *
  *   deno run -A scripts/bench_load.ts --chat [--clients 30] [--tokens 64] [--every 100]
  */
@@ -24,7 +25,7 @@ const base = `http://127.0.0.1:${server.port}`;
 if (Deno.args.includes("--chat")) {
   const CLIENTS = Number(args.clients ?? 30), TOKENS = Number(args.tokens ?? 64), EVERY = Number(args.every ?? 100);
   const q = (s: number[], f: number) => +s[Math.min(s.length - 1, Math.floor(f * s.length))].toFixed(1);
-  for (const phase of ["cold", "warm"]) {
+  for (const phase of ["idle", "cold", "warm"]) {
     let done = false;
     const ms: number[] = [];
     const client = async () => {
@@ -37,6 +38,15 @@ if (Deno.args.includes("--chat")) {
     };
     const t0 = performance.now();
     const clients = Array.from({ length: CLIENTS }, client);
+    if (phase === "idle") {
+      // The baseline: the same polling for 5 s with no chat.
+      await new Promise((r) => setTimeout(r, 5000));
+      done = true;
+      await Promise.all(clients);
+      const sorted = ms.sort((a, b) => a - b);
+      console.log(JSON.stringify({ phase, clients: CLIENTS, every_ms: EVERY, healthz_polls: sorted.length, healthz_p50_ms: q(sorted, 0.5), healthz_p95_ms: q(sorted, 0.95), healthz_max_ms: +sorted.at(-1)!.toFixed(1) }));
+      continue;
+    }
     const r = await fetch(`${base}/v1/chat/completions`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
