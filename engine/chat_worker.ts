@@ -8,7 +8,7 @@
  */
 /// <reference lib="deno.worker" />
 import type { ChatJob, FromWorker, ToWorker, WorkerError } from "./model_cache.ts";
-import { Generator, generateIds, loadForGeneration } from "./generate.ts";
+import { generateIds, Generator, loadForGeneration } from "./generate.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { chatPromptIds } from "./chat_format.ts";
 import { readConfig, resolveModelPath } from "./model_dir.ts";

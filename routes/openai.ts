@@ -63,7 +63,7 @@ const UNSUPPORTED: { field: string; asks: (v: unknown) => boolean; why: string }
   {
     field: "response_format",
     asks: (v) => !none(v) && (v as { type?: unknown }).type !== "text",
-    why: "structured output (JSON mode, JSON schema) is not implemented; only {\"type\": \"text\"}",
+    why: 'structured output (JSON mode, JSON schema) is not implemented; only {"type": "text"}',
   },
   { field: "logprobs", asks: (v) => v === true, why: "log probabilities are not returned" },
   { field: "top_logprobs", asks: (v) => !none(v) && v !== 0, why: "log probabilities are not returned" },
@@ -203,7 +203,10 @@ export function openaiRoutes(models: ModelCache) {
       onText = (t) => (text += t);
       const r = await chat.done.finally(() => c.req.raw.signal.removeEventListener("abort", clientGone));
       return c.json({
-        id, object: "chat.completion", created, model: req.model,
+        id,
+        object: "chat.completion",
+        created,
+        model: req.model,
         choices: [{ index: 0, message: { role: "assistant", content: text, refusal: null }, logprobs: null, finish_reason: r.finish === "stop" ? "stop" : "length" }],
         usage: usage(r),
         tokens_per_second: r.tokensPerSecond,
@@ -217,7 +220,9 @@ export function openaiRoutes(models: ModelCache) {
       // OpenAI sends `usage: null` on every chunk when usage was asked for, and the numbers in a last chunk.
       const extra = includeUsage ? { usage: null } : {};
       const chunk = (delta: Record<string, unknown>, finish: string | null) =>
-        stream.writeSSE({ data: JSON.stringify({ id, object: "chat.completion.chunk", created, model: req.model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra }) });
+        stream.writeSSE({
+          data: JSON.stringify({ id, object: "chat.completion.chunk", created, model: req.model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra }),
+        });
       let writes = chunk({ role: "assistant", content: "" }, null);
       onText = (t) => void (writes = writes.then(() => chunk({ content: t }, null)));
       try {
@@ -226,7 +231,9 @@ export function openaiRoutes(models: ModelCache) {
         if (r.finish === "aborted") return;
         await chunk({}, r.finish);
         if (includeUsage) {
-          await stream.writeSSE({ data: JSON.stringify({ id, object: "chat.completion.chunk", created, model: req.model, choices: [], usage: usage(r), tokens_per_second: r.tokensPerSecond }) });
+          await stream.writeSSE({
+            data: JSON.stringify({ id, object: "chat.completion.chunk", created, model: req.model, choices: [], usage: usage(r), tokens_per_second: r.tokensPerSecond }),
+          });
         }
       } catch (e) {
         console.error(`POST /v1/chat/completions (stream):`, e);

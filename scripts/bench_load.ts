@@ -44,7 +44,17 @@ if (Deno.args.includes("--chat")) {
       done = true;
       await Promise.all(clients);
       const sorted = ms.sort((a, b) => a - b);
-      console.log(JSON.stringify({ phase, clients: CLIENTS, every_ms: EVERY, healthz_polls: sorted.length, healthz_p50_ms: q(sorted, 0.5), healthz_p95_ms: q(sorted, 0.95), healthz_max_ms: +sorted.at(-1)!.toFixed(1) }));
+      console.log(
+        JSON.stringify({
+          phase,
+          clients: CLIENTS,
+          every_ms: EVERY,
+          healthz_polls: sorted.length,
+          healthz_p50_ms: q(sorted, 0.5),
+          healthz_p95_ms: q(sorted, 0.95),
+          healthz_max_ms: +sorted.at(-1)!.toFixed(1),
+        }),
+      );
       continue;
     }
     const r = await fetch(`${base}/v1/chat/completions`, {
@@ -59,9 +69,16 @@ if (Deno.args.includes("--chat")) {
     if (!r.ok) throw new Error(`the chat failed: ${JSON.stringify(j)}`);
     const sorted = ms.sort((a, b) => a - b);
     console.log(JSON.stringify({
-      phase, clients: CLIENTS, every_ms: EVERY, chat_ms: Math.round(chatMs), completion_tokens: j.usage.completion_tokens,
-      tokens_per_second: +j.tokens_per_second.toFixed(1), healthz_polls: sorted.length,
-      healthz_p50_ms: q(sorted, 0.5), healthz_p95_ms: q(sorted, 0.95), healthz_max_ms: +sorted.at(-1)!.toFixed(1),
+      phase,
+      clients: CLIENTS,
+      every_ms: EVERY,
+      chat_ms: Math.round(chatMs),
+      completion_tokens: j.usage.completion_tokens,
+      tokens_per_second: +j.tokens_per_second.toFixed(1),
+      healthz_polls: sorted.length,
+      healthz_p50_ms: q(sorted, 0.5),
+      healthz_p95_ms: q(sorted, 0.95),
+      healthz_max_ms: +sorted.at(-1)!.toFixed(1),
     }));
   }
   await server.shutdown();

@@ -167,7 +167,14 @@ Deno.test({
         assert(order instanceof OpenAI.BadRequestError && /alternate/.test(order.message), order.message);
         const model = await apiError(client.chat.completions.create(hello({ model: "nope/final" })));
         assert(model instanceof OpenAI.NotFoundError && model.code === "model_not_found", `${model.status} ${model.code}`);
-        for (const [method, url, body, status] of [["POST", "/v1/chat/completions", "{", 400], ["POST", "/v1/nope", "{}", 404], ["GET", "/v1/chat/completions", undefined, 404], ["DELETE", "/v1/models/demo", undefined, 404]] as const) {
+        for (
+          const [method, url, body, status] of [["POST", "/v1/chat/completions", "{", 400], ["POST", "/v1/nope", "{}", 404], ["GET", "/v1/chat/completions", undefined, 404], [
+            "DELETE",
+            "/v1/models/demo",
+            undefined,
+            404,
+          ]] as const
+        ) {
           const r = await fetch(base + url, { method, body, headers: { "Content-Type": "application/json" } });
           const j = await r.json();
           assert(r.status === status && shape(j), `${method} ${url}: ${r.status} ${JSON.stringify(j)}`);
@@ -177,10 +184,20 @@ Deno.test({
         const service = new TrainingService(dataDir);
         try {
           const app = createApp({ settings: loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir, token: "s3cret-token-for-tests" }), service });
-          const viaApp = new OpenAI({ baseURL: "http://127.0.0.1/v1", apiKey: "wrong", maxRetries: 0, fetch: (u: string | URL | Request, init?: RequestInit) => Promise.resolve(app.request(u as string, init)) });
+          const viaApp = new OpenAI({
+            baseURL: "http://127.0.0.1/v1",
+            apiKey: "wrong",
+            maxRetries: 0,
+            fetch: (u: string | URL | Request, init?: RequestInit) => Promise.resolve(app.request(u as string, init)),
+          });
           const auth = await apiError(viaApp.models.list());
           assert(auth instanceof OpenAI.AuthenticationError && /token/.test(auth.message), `${auth.status} ${auth.message}`);
-          const right = new OpenAI({ baseURL: "http://127.0.0.1/v1", apiKey: "s3cret-token-for-tests", maxRetries: 0, fetch: (u: string | URL | Request, init?: RequestInit) => Promise.resolve(app.request(u as string, init)) });
+          const right = new OpenAI({
+            baseURL: "http://127.0.0.1/v1",
+            apiKey: "s3cret-token-for-tests",
+            maxRetries: 0,
+            fetch: (u: string | URL | Request, init?: RequestInit) => Promise.resolve(app.request(u as string, init)),
+          });
           assertEquals((await right.models.list()).data[0].id, "demo");
         } finally {
           await service.stop();
