@@ -62,9 +62,10 @@ export interface TrainEngineOptions {
   /**
    * How the body's backward gets its activations (engine/gemma/staged.ts). Default: "recompute" for
    * full fine-tuning, whose optimizer state already fills memory (−140 MB at the bench shape for one
-   * more body forward), "save" for LoRA (5 % faster there, and far under its memory target).
+   * more body forward), "layer" for LoRA (per-layer checkpointing: one layer's activations alive at a
+   * time, docs/QUANT.md "Memory"; models whose layers share keys fall back to "save").
    */
-  activations?: "save" | "recompute";
+  activations?: "save" | "recompute" | "layer";
 }
 
 interface Body {
@@ -191,7 +192,7 @@ export class TrainEngine {
         method: train ? o.method : "forward",
         lora: o.method === "lora" ? o.lora : undefined,
         dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
-        activations: o.activations ?? (o.method === "full" ? "recompute" : "save"),
+        activations: o.activations ?? defaultActivations(o.method),
         basePrecision: o.model.base?.precision,
       });
       s = (async () => ({
@@ -300,14 +301,17 @@ export class TrainEngine {
   /** Gemma 4 PLE: rows [N, L·Dp] of the per-layer table for the batch's ids (gathered like E, never fed whole). */
   private pleEmbeds(b: Batch): Float32Array {
     const c = this.config, W = c.numLayers * c.ple!.dim;
-    const table = this.trainable.get(PLE_TABLE)?.data ?? this.opts.model.weights.get(PLE_TABLE);
-    if (!table) throw new RangeError(`Model has no tensor "${PLE_TABLE}"`);
+    // A low-precision base keeps the table in bf16 (its stored dtype; 4.7 GB for E2B, 9.4 GB in fp32).
+    const stored = this.opts.model.base?.ple;
+    const table = stored ? null : this.trainable.get(PLE_TABLE)?.data ?? this.opts.model.weights.get(PLE_TABLE);
+    if (!stored && !table) throw new RangeError(`Model has no tensor "${PLE_TABLE}"`);
     const out = new Float32Array(b.inputIds.length * W);
     for (let i = 0; i < b.inputIds.length; i++) {
       const v = b.inputIds[i];
       // transformers maps ids beyond the per-layer vocabulary (multimodal placeholders) to row 0.
       const row = v < c.ple!.vocab ? v : 0;
-      out.set(table.subarray(row * W, (row + 1) * W), i * W);
+      if (stored) stored.row(row, out, i * W);
+      else out.set(table!.subarray(row * W, (row + 1) * W), i * W);
     }
     return out;
   }
@@ -494,6 +498,11 @@ export class TrainEngine {
     this.bodies.clear();
     this.heads.clear();
   }
+}
+
+/** How the body's backward gets its activations when the caller does not say (TrainEngineOptions.activations). */
+export function defaultActivations(method: "lora" | "full"): "save" | "recompute" | "layer" {
+  return method === "full" ? "recompute" : "layer";
 }
 
 /** dst = src (the first micro-batch of an accumulation) or dst += src. */

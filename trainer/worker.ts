@@ -12,7 +12,9 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import type { RunConfig } from "../config/training.ts";
 import { BatchPlan, collate, type PreparedDataset, prepareDataset, type TokenizedExample } from "../engine/data/mod.ts";
-import { type LoadedModel, loadModel, resolveModelPath } from "../engine/model_dir.ts";
+import { type LoadedModel, resolveModelPath } from "../engine/model_dir.ts";
+import { loadForTraining } from "../engine/quant/base.ts";
+import { countParams as countModelParams } from "../engine/gemma/params.ts";
 import { AdamW, clipFactor, globalNorm, lrAt, type Schedule } from "../engine/optim.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import { TrainEngine } from "../engine/train_engine.ts";
@@ -115,7 +117,9 @@ async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): P
     cleanPartialCheckpoints(runDir);
     status("initializing", "Loading model");
     const modelDir = await resolveModelPath(cfg.model, dataDir);
-    const model = await loadModel(modelDir);
+    // LoRA keeps the frozen base in its precision (engine/quant: configured, else the size policy).
+    const model = await loadForTraining(modelDir, cfg);
+    if (cfg.method === "lora") ctx.log(`Base weights: ${model.precision.reason}`);
     const tokenizer = await loadTokenizer(modelDir);
     status("initializing", "Reading dataset");
     const data = await prepareDataset(cfg.dataset, tokenizer, { maxLength: cfg.maxLength, seed: cfg.seed, chat: tokenizer.chat });
@@ -322,9 +326,8 @@ function reportDataset(d: PreparedDataset, log: (l: string) => void): void {
 }
 
 function countParams(m: LoadedModel): number {
-  let n = 0;
-  for (const w of m.weights.values()) n += w.length;
-  return n;
+  // From the config: a low-precision base holds only the norms in `weights` (engine/quant/base.ts).
+  return countModelParams(m.config);
 }
 
 function countTrainable(e: TrainEngine): number {
