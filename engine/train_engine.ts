@@ -366,7 +366,10 @@ export class TrainEngine {
     // Target feeds once per step (full fine-tuning's two passes share them); E's rows just in time,
     // since a low-precision table converts each chunk into a reused buffer.
     const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, ...this.targetFeeds(s, ch.start, ch.rows) } }));
-    for (const ch of chunks) {
+    for (const [k, ch] of chunks.entries()) {
+      // Each run returns fresh buffers (acc is [P,H]: 4.7 MB at 1b × 4×256, 255 chunks a step) that V8
+      // frees late; a collection every 32 chunks keeps them from piling up (docs/QUANT.md "Memory").
+      if (k % 32 === 31) collectGarbage();
       const session = await this.head(mode === "online" ? "online" : "stats");
       const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows) });
       const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
@@ -390,6 +393,7 @@ export class TrainEngine {
       nll[i] = lse[i] - TL[i];
       if (s.tw[i] !== 0) lossSum += nll[i];
     }
+    collectGarbage();
     if (mode === "eval") return { lossSum, nll };
     const E = this.embedding;
     const dHs = new Float32Array(P * H);
