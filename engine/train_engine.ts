@@ -21,6 +21,7 @@ import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
 import type { FrozenBase } from "./quant/base.ts";
 import { frozenFeeds } from "./quant/graph.ts";
 import { EmbeddingTable } from "./quant/table.ts";
+import { checkBasePrecision } from "./quant/policy.ts";
 
 export interface EngineModel {
   config: GemmaConfig;
@@ -145,6 +146,8 @@ export class TrainEngine {
       }
     }
     for (const [name, t] of e.trainable) e.grads.set(name, new Float32Array(t.data.length));
+    // A base precision the device has no kernels for is refused here, naming what works there.
+    if (base && opts.device && opts.device !== "cpu") await checkBasePrecision(opts.device, base.precision);
     // Warm the first device check early so a missing device fails before any work.
     if (opts.device && opts.device !== "cpu") await createSession(buildModelGraph(c, { batch: 1, seq: 2, positions: 16, method: "forward" }).bytes, { device: opts.device });
     return e;
