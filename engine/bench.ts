@@ -8,6 +8,7 @@ import { type GemmaConfig, normalizeConfig } from "./gemma/config.ts";
 import { countParams, paramSpecs } from "./gemma/params.ts";
 import { rng } from "./lora.ts";
 import { defaultActivations, TrainEngine } from "./train_engine.ts";
+import { collectGarbage } from "./session.ts";
 import { LORA_TARGETS } from "../config/training.ts";
 import { Generator, generateIds } from "./generate.ts";
 import { AdamW } from "./optim.ts";
@@ -128,7 +129,11 @@ export function benchModel(config: GemmaConfig, precision: BasePrecision, seed =
       const t = randomBf16Table(s.shape[0], s.shape[1], next);
       if (s.name === "model.embed_tokens.weight") embedding = t;
       else ple = t;
-    } else linears.set(s.name, quantize(fillRandom(new Float32Array(n), next), s.shape, precision));
+    } else {
+      linears.set(s.name, quantize(fillRandom(new Float32Array(n), next), s.shape, precision));
+      // The float32 projection is garbage now; V8 would otherwise keep many of them (GBs at 1b) until it collects.
+      collectGarbage();
+    }
   }
   if (precision === "fp32") return { config, weights };
   const frozen: FrozenModel = { config, weights, base: { precision, linears, embedding: embedding!, ...(ple ? { ple } : {}) } };
@@ -145,6 +150,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   const t0 = performance.now();
   const model = benchModel(config, precision);
   const loadMs = performance.now() - t0;
+  const buildPeakMb = peakRssMb();
   const weightBytes = model.base ? baseBytes(model.base) : [...model.weights.values()].reduce((a, w) => a + w.byteLength, 0);
   const common = {
     preset: shape.preset ?? null,
@@ -153,6 +159,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     vocab: config.vocabSize,
     weight_mb: Math.round(weightBytes / 2 ** 20),
     build_ms: Math.round(loadMs),
+    build_peak_rss_mb: Math.round(buildPeakMb),
   };
   const B = o.batch, T = o.seq;
   if (method === "generate") {

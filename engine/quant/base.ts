@@ -12,6 +12,7 @@ import { readTensorF32, type TensorEntry } from "../safetensors.ts";
 import * as fs from "node:fs";
 import { type BasePrecision, frozenBytes, type FrozenTensor, quantize, toBf16Bits } from "./blocks.ts";
 import { EmbeddingTable } from "./table.ts";
+import { collectGarbage } from "../session.ts";
 
 export interface FrozenBase {
   precision: BasePrecision;
@@ -80,7 +81,10 @@ export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32"
       const bits = e.dtype === "BF16" ? readBf16Bits(e) : toBf16Bits(readTensorF32(e));
       embedding = EmbeddingTable.fromBf16(bits, config.vocabSize, config.hiddenSize);
     } else if (precision === "bf16" && e.dtype === "BF16") linears.set(s.name, { kind: "bf16", shape: s.shape as [number, number], bits: readBf16Bits(e) });
-    else linears.set(s.name, quantize(readTensorF32(e), s.shape, precision));
+    else {
+      linears.set(s.name, quantize(readTensorF32(e), s.shape, precision));
+      collectGarbage(); // the float32 read is garbage: collect it before the next one piles up
+    }
   }
   const head = [...entries.values()].find((e) => e.name.endsWith("lm_head.weight"));
   if (head) {
