@@ -8,6 +8,8 @@ import type { RunSource } from "./export.ts";
 
 export { describeModel, type ModelInfo, resolveModelPath } from "./model_dir.ts";
 export { estimateMemory } from "./gemma/params.ts";
+// The run's estimate follows its base precision and per-layer recompute (docs/QUANT.md "Memory").
+export { estimateRunMemory } from "./quant/policy.ts";
 export { normalizeConfig } from "./gemma/config.ts";
 export { inspectDataset, invalidRows, tokenizeExample } from "./data/mod.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
@@ -39,3 +41,8 @@ export async function exportMerged(src: RunSource, out: string): Promise<void> {
 export async function zipFiles(files: { name: string; data: Uint8Array }[]): Promise<Uint8Array> {
   return (await import("./export.ts")).zipFiles(files);
 }
+
+// Job bundles for a cluster (engine/handoff/): pure TypeScript, no ONNX Runtime.
+export { buildBundle, type BundleOptions } from "./handoff/bundle.ts";
+export { type HandoffConfig, LAUNCHERS, mapAxolotl, mapTrl, parseHandoffConfig, slug, STRATEGIES, TARGETS } from "./handoff/mapping.ts";
+export { readConfig } from "./model_dir.ts";

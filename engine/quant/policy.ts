@@ -104,14 +104,16 @@ export async function checkBasePrecision(device: Device, precision: BasePrecisio
 }
 
 /**
- * Memory of a run with a base precision: estimateMemory (engine/gemma/params.ts) with the frozen
+ * The memory estimate of a run's settings, the one the create page (before the run) and the worker
+ * (run.json modelInfo.memoryEstimateMb) both show: estimateMemory (engine/gemma/params.ts) with the frozen
  * weights in that precision (projections in their blocks, tables in bf16) and, for LoRA with
  * per-layer checkpointing, the activations of one layer plus each layer's input instead of all of them.
  */
 export function estimateRunMemory(
   c: GemmaConfig,
-  o: { method: "lora" | "full"; basePrecision?: BasePrecision; batchSize: number; seqLen: number; loraR?: number; loraTargets?: readonly string[] },
+  cfg: { method: "lora" | "full"; basePrecision?: BasePrecision; batchSize: number; maxLength: number; lora: { r: number; targets: readonly string[] } },
 ): MemoryEstimate & { basePrecision: BasePrecision } {
+  const o = { method: cfg.method, basePrecision: cfg.basePrecision, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets };
   const base = estimateMemory(c, o);
   const precision = o.method === "full" ? "fp32" : (o.basePrecision ?? defaultBasePrecision(c).precision);
   if (precision === "fp32" && o.method === "full") return { ...base, basePrecision: precision };

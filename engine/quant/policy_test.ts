@@ -16,7 +16,8 @@ Deno.test("default base precision: int8 under 2B parameters, int4 from 2B, fp32 
 
 Deno.test("memory estimate follows the base precision and per-layer recompute", () => {
   const c = presetConfig("gemma-3-1b").config;
-  const o = { method: "lora" as const, batchSize: 4, seqLen: 256, loraR: 8 };
+  const o = { method: "lora" as const, batchSize: 4, maxLength: 256, lora: { r: 8, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] } };
+  const plain = { method: "lora" as const, batchSize: 4, seqLen: 256, loraR: 8 };
   const m = Object.fromEntries((["fp32", "bf16", "int8", "int4"] as const).map((p) => [p, estimateRunMemory(c, { ...o, basePrecision: p })]));
   if (!(m.fp32.weightsBytes > m.bf16.weightsBytes && m.bf16.weightsBytes > m.int8.weightsBytes && m.int8.weightsBytes > m.int4.weightsBytes)) {
     throw new Error(`weights not ordered: ${Object.values(m).map((x) => x.weightsBytes)}`);
@@ -24,9 +25,9 @@ Deno.test("memory estimate follows the base precision and per-layer recompute", 
   // bf16: projections 2 bytes a weight, the table too: about half of fp32's.
   const ratio = m.bf16.weightsBytes / m.fp32.weightsBytes;
   if (Math.abs(ratio - 0.5) > 0.01) throw new Error(`bf16/fp32 weights ${ratio}`);
-  const all = estimateMemory(c, o);
+  const all = estimateMemory(c, plain);
   if (!(m.bf16.activationBytes < all.activationBytes / 3)) throw new Error(`per-layer recompute should keep far fewer activations: ${m.bf16.activationBytes} vs ${all.activationBytes}`);
-  if (estimateRunMemory(c, { ...o, method: "full" }).totalBytes !== estimateMemory(c, { ...o, method: "full" }).totalBytes) throw new Error("full fine-tuning's estimate changed");
+  if (estimateRunMemory(c, { ...o, method: "full" }).totalBytes !== estimateMemory(c, { ...plain, method: "full" }).totalBytes) throw new Error("full fine-tuning's estimate changed");
 });
 
 Deno.test("RunConfig: basePrecision is optional, refused for full fine-tuning with the field named", () => {
