@@ -9,9 +9,13 @@ const ACTIVATIONS = ["save", "recompute", "layer"] as const;
 
 export const benchVerb = defineVerb({
   name: "bench",
-  usage: "gemma-tuner bench [--preset gemma-3-1b | --generation 3 --hidden 640 …] [--base-precision fp32|bf16|int8|int4] [--method lora|full|forward|generate] [--batch 4] [--seq 128] [--steps 5] [--device cpu|webgpu|cuda]",
+  usage:
+    "gemma-tuner bench [--preset gemma-3-1b | --generation 3 --hidden 640 …] [--base-precision fp32|bf16|int8|int4] [--method lora|full|forward|generate] [--batch 4] [--seq 128] [--steps 5] [--device cpu|webgpu|cuda]",
   flags: {
-    preset: { kind: "string", help: `a real architecture instead of the shape flags (${REAL_SIZE_PRESETS.map(([p, l]) => (l ? `${p} --layers ${l}` : p)).join(", ")}, …); --layers cuts it` },
+    preset: {
+      kind: "string",
+      help: `a real architecture instead of the shape flags (${REAL_SIZE_PRESETS.map(([p, l]) => (l ? `${p} --layers ${l}` : p)).join(", ")}, …); --layers cuts it`,
+    },
     "base-precision": { kind: "string", help: "frozen base weights: fp32 | bf16 | int8 | int4 (LoRA and forward)", default: "fp32" },
     activations: { kind: "string", help: "the body's backward: layer (per-layer recompute) | save | recompute; default the engine's" },
     generation: { kind: "number", help: "Gemma generation", default: 3 },
@@ -38,7 +42,9 @@ export const benchVerb = defineVerb({
     if (!BASE_PRECISIONS.includes(precision)) throw new UsageError(`bench: --base-precision must be ${BASE_PRECISIONS.join(", ")}, got "${precision}"`);
     const activations = f.activations as typeof ACTIVATIONS[number] | undefined;
     if (activations !== undefined && !ACTIVATIONS.includes(activations)) throw new UsageError(`bench: --activations must be ${ACTIVATIONS.join(", ")}, got "${activations}"`);
-    if (f.preset !== undefined && !PRESETS[f.preset]) throw new UsageError(`bench: unknown --preset "${f.preset}"; choose one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`);
+    if (f.preset !== undefined && !PRESETS[f.preset]) {
+      throw new UsageError(`bench: unknown --preset "${f.preset}"; choose one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`);
+    }
     const generation = f.generation as 1 | 2 | 3;
     if (![1, 2, 3].includes(generation)) throw new UsageError(`bench: --generation must be 1, 2 or 3`);
     const shape = {
@@ -53,7 +59,18 @@ export const benchVerb = defineVerb({
       // With a preset, --layers cuts the real depth only when given.
       layers: f.preset !== undefined && !argv.some((a) => a.startsWith("--layers")) ? 0 : f.layers,
     };
-    const r = await bench(shape, { method, basePrecision: precision, activations, batch: f.batch, seq: f.seq, steps: f.steps, rank: f.rank, labelled: f.labelled, threads: f.threads, device: parseDevice("bench", f.device, f["ort-providers"]) });
+    const r = await bench(shape, {
+      method,
+      basePrecision: precision,
+      activations,
+      batch: f.batch,
+      seq: f.seq,
+      steps: f.steps,
+      rank: f.rank,
+      labelled: f.labelled,
+      threads: f.threads,
+      device: parseDevice("bench", f.device, f["ort-providers"]),
+    });
     console.log(JSON.stringify(r));
     return 0;
   },

@@ -10,7 +10,7 @@ import { rng } from "./lora.ts";
 import { defaultActivations, TrainEngine } from "./train_engine.ts";
 import { collectGarbage } from "./session.ts";
 import { LORA_TARGETS } from "../config/training.ts";
-import { Generator, generateIds } from "./generate.ts";
+import { generateIds, Generator } from "./generate.ts";
 import { AdamW } from "./optim.ts";
 import { presetConfig } from "./init_model.ts";
 import { type BasePrecision, quantize } from "./quant/blocks.ts";
@@ -145,7 +145,9 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   const config = benchConfig(shape);
   const method = o.method;
   const precision = o.basePrecision ?? "fp32";
-  if (method === "full" && precision !== "fp32") throw new RangeError(`bench: full fine-tuning trains every weight in float32; --base-precision ${precision} works with lora, forward and generate`);
+  if (method === "full" && precision !== "fp32") {
+    throw new RangeError(`bench: full fine-tuning trains every weight in float32; --base-precision ${precision} works with lora, forward and generate`);
+  }
   const next = rng(2);
   const t0 = performance.now();
   const model = benchModel(config, precision);

@@ -132,7 +132,9 @@ export class TrainEngine {
       if (opts.method === "full" && s.kind !== "buffer" && s.kind !== "expert") e.trainable.set(s.name, { shape: s.shape, data: w });
     }
     if (opts.method === "full" && c.moe) {
-      throw new RangeError(`Full fine-tuning of a mixture-of-experts model (${c.moe.experts} experts) is not supported: use LoRA, which trains attention and the dense MLP with the experts frozen`);
+      throw new RangeError(
+        `Full fine-tuning of a mixture-of-experts model (${c.moe.experts} experts) is not supported: use LoRA, which trains attention and the dense MLP with the experts frozen`,
+      );
     }
     if (opts.method === "lora") {
       if (!opts.lora) throw new RangeError("LoRA training needs LoRA settings (r, alpha, dropout, targets)");
@@ -431,7 +433,7 @@ export class TrainEngine {
   async forwardBackward(b: Batch, opts: { dropoutSeed?: number } = {}): Promise<StepResult> {
     const s = this.selection(b);
     if (s.count === 0) {
-      if (!this.accumulated) for (const g of this.grads.values()) g.fill(0);
+      if (!this.accumulated) { for (const g of this.grads.values()) g.fill(0); }
       this.accumulated = true;
       return { lossSum: 0, tokens: 0 };
     }

@@ -7,9 +7,27 @@ import { formToConfig } from "../routes/create_form.ts";
 import { assert } from "./_assert.ts";
 
 const BASE = {
-  name: "t", model: "demo", dataset_path: "sample", format: "auto", validation: "0.1", method: "lora", lora_r: "8", lora_alpha: "16",
-  lora_dropout: "0", lora_targets: ["q_proj", "v_proj"], until: "steps", maxSteps: "5", batchSize: "2", gradAccum: "1", learningRate: "0.01",
-  schedule: "cosine", warmupSteps: "1", maxLength: "128", evalEvery: "5", saveEvery: "5", seed: "1",
+  name: "t",
+  model: "demo",
+  dataset_path: "sample",
+  format: "auto",
+  validation: "0.1",
+  method: "lora",
+  lora_r: "8",
+  lora_alpha: "16",
+  lora_dropout: "0",
+  lora_targets: ["q_proj", "v_proj"],
+  until: "steps",
+  maxSteps: "5",
+  batchSize: "2",
+  gradAccum: "1",
+  learningRate: "0.01",
+  schedule: "cosine",
+  warmupSteps: "1",
+  maxLength: "128",
+  evalEvery: "5",
+  saveEvery: "5",
+  seed: "1",
 };
 
 function form(values: Record<string, string | string[]>): FormData {

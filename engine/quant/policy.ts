@@ -34,9 +34,16 @@ export function defaultBasePrecision(c: GemmaConfig, method: "lora" | "full" = "
   const n = countParams(c);
   const size = n >= 1e9 ? `${(n / 1e9).toFixed(1)}B` : `${Math.round(n / 1e6)}M`;
   if (n >= INT4_FROM_PARAMS) {
-    return { precision: "int4", reason: `int4, the smallest base whose measured NLL shift is within bound (≤ ${NLL_BOUND.int4} nats/token) for a model of ${size} parameters (≥ 2B)` };
+    return {
+      precision: "int4",
+      reason: `int4, the smallest base whose measured NLL shift is within bound (≤ ${NLL_BOUND.int4} nats/token) for a model of ${size} parameters (≥ 2B)`,
+    };
   }
-  return { precision: "int8", reason: `int8, the smallest base whose measured NLL shift is within bound (≤ ${NLL_BOUND.int8} nats/token) for a model of ${size} parameters (under 2B, 4-bit is not the default)` };
+  return {
+    precision: "int8",
+    reason:
+      `int8, the smallest base whose measured NLL shift is within bound (≤ ${NLL_BOUND.int8} nats/token) for a model of ${size} parameters (under 2B, 4-bit is not the default)`,
+  };
 }
 
 /** The precision a run uses: the configured one, else the default policy's. */
@@ -129,7 +136,9 @@ export function estimateRunMemory(
   if (perLayer) {
     // One layer's share of the activations alive (plus its dequantized weights), and every layer's input h.
     const L = c.numLayers, N = o.batchSize * o.seqLen;
-    const layerWeights = Math.max(...c.layers.map((_, i) => paramSpecs(c).filter((s) => s.kind === "linear" && s.name.startsWith(`model.layers.${i}.`)).reduce((a, s) => a + s.shape[0] * s.shape[1], 0)));
+    const layerWeights = Math.max(
+      ...c.layers.map((_, i) => paramSpecs(c).filter((s) => s.kind === "linear" && s.name.startsWith(`model.layers.${i}.`)).reduce((a, s) => a + s.shape[0] * s.shape[1], 0)),
+    );
     activationBytes = base.activationBytes / L * 2 + 4 * L * N * c.hiddenSize + (precision === "fp32" ? 0 : 8 * layerWeights);
   }
   const totalBytes = weightsBytes + base.trainableBytes + base.optimizerBytes + activationBytes;

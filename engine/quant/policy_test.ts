@@ -5,7 +5,11 @@ import { BasePrecisionError, checkBasePrecision, defaultBasePrecision, estimateR
 import { estimateMemory } from "../gemma/params.ts";
 
 Deno.test("default base precision: int8 under 2B parameters, int4 from 2B, fp32 for full fine-tuning; the reason says so", () => {
-  const want: [string, number | undefined, string][] = [["gemma-3-270m", undefined, "int8"], ["gemma-3-1b", undefined, "int8"], ["gemma-2-2b", undefined, "int4"], ["gemma-2-9b", undefined, "int4"], ["gemma-3-12b", undefined, "int4"]];
+  const want: [string, number | undefined, string][] = [["gemma-3-270m", undefined, "int8"], ["gemma-3-1b", undefined, "int8"], ["gemma-2-2b", undefined, "int4"], [
+    "gemma-2-9b",
+    undefined,
+    "int4",
+  ], ["gemma-3-12b", undefined, "int4"]];
   for (const [p, l, prec] of want) {
     const d = defaultBasePrecision(presetConfig(p, l).config);
     if (d.precision !== prec) throw new Error(`${p}: default ${d.precision}, expected ${prec}`);
@@ -26,8 +30,12 @@ Deno.test("memory estimate follows the base precision and per-layer recompute", 
   const ratio = m.bf16.weightsBytes / m.fp32.weightsBytes;
   if (Math.abs(ratio - 0.5) > 0.01) throw new Error(`bf16/fp32 weights ${ratio}`);
   const all = estimateMemory(c, plain);
-  if (!(m.bf16.activationBytes < all.activationBytes / 3)) throw new Error(`per-layer recompute should keep far fewer activations: ${m.bf16.activationBytes} vs ${all.activationBytes}`);
-  if (estimateRunMemory(c, { ...o, method: "full" }).totalBytes !== estimateMemory(c, { ...plain, method: "full" }).totalBytes) throw new Error("full fine-tuning's estimate changed");
+  if (!(m.bf16.activationBytes < all.activationBytes / 3)) {
+    throw new Error(`per-layer recompute should keep far fewer activations: ${m.bf16.activationBytes} vs ${all.activationBytes}`);
+  }
+  if (estimateRunMemory(c, { ...o, method: "full" }).totalBytes !== estimateMemory(c, { ...plain, method: "full" }).totalBytes) {
+    throw new Error("full fine-tuning's estimate changed");
+  }
 });
 
 Deno.test("RunConfig: basePrecision is optional, refused for full fine-tuning with the field named", () => {

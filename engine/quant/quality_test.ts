@@ -47,8 +47,16 @@ function realisticWeights(c: ReturnType<typeof normalizeConfig>, seed: number): 
 
 Deno.test("quality: bf16/int8/int4 base token NLLs stay within the documented bound of the fp32 base (realistic weight scales)", async () => {
   const c = normalizeConfig({
-    model_type: "gemma3_text", hidden_size: 256, intermediate_size: 1024, num_hidden_layers: 4, num_attention_heads: 4,
-    num_key_value_heads: 1, head_dim: 64, query_pre_attn_scalar: 64, vocab_size: 2048, sliding_window: 16,
+    model_type: "gemma3_text",
+    hidden_size: 256,
+    intermediate_size: 1024,
+    num_hidden_layers: 4,
+    num_attention_heads: 4,
+    num_key_value_heads: 1,
+    head_dim: 64,
+    query_pre_attn_scalar: 64,
+    vocab_size: 2048,
+    sliding_window: 16,
     layer_types: ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
   }, "quality test");
   const w = realisticWeights(c, 42);
