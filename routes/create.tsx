@@ -14,12 +14,13 @@ import { DeviceSelect } from "./devices.tsx";
 import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
 import { ClusterForm } from "./handoff.tsx";
 import { type RunConfig, RunConfigSchema } from "../config/training.ts";
+import { checkBasePrecision, resolveBasePrecision } from "../engine/quant/policy.ts";
 import { describeModel, estimateRunMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
 import { receiveUpload, type Upload, UploadError } from "./_upload.ts";
 
 const LAST_SETTINGS = "create.last";
-const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
+const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "base_precision", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
 
 async function formValues(c: Context): Promise<FormValues> {
   const body = await c.req.parseBody({ all: true });
@@ -107,6 +108,13 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </fieldset>
         <DeviceSelect choices={[{ device: "cpu", available: true }, { device: "webgpu", available: false }, { device: "cuda", available: false }]} selected={cfg.device} probed={false} />
         <Err name="device" />
+        <label class="lora-only">Base weights (LoRA){" "}
+          <select name="base_precision" aria-describedby="err-base_precision">
+            <option value="" selected={!cfg.basePrecision}>default for the model's size (see Model)</option>
+            {(["fp32", "bf16", "int8", "int4"] as const).map((p) => <option value={p} selected={cfg.basePrecision === p}>{p}</option>)}
+          </select>
+        </label>
+        <Err name="base_precision" />
         <div class="grid">
           <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" />
           <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} />
@@ -175,6 +183,7 @@ function PreviewBox(props: { oob?: boolean }) {
 function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
   const { info, cfg } = props;
   const mem = estimateRunMemory(info.config, cfg);
+  const precision = resolveBasePrecision(info.config, cfg);
   const total = os.totalmem();
   return (
     <div class="kpi">
@@ -187,6 +196,7 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
         {info.otherTensors > 0 && <><dt>Kept as is</dt><dd>{info.otherTensors} vision/audio tensors ({formatBytes(info.otherBytes)})</dd></>}
         <dt>Stored dtype</dt><dd>{info.storedDtype}</dd>
         <dt>Size on disk</dt><dd>{formatBytes(info.sizeBytes)}</dd>
+        {cfg.method === "lora" && <><dt>Base weights (LoRA)</dt><dd data-base-precision={precision.precision}>{precision.reason}</dd></>}
         <dt>Memory for {cfg.method === "lora" ? "LoRA" : "full fine-tuning"}</dt><dd data-memory={mem.totalBytes}>{formatBytes(mem.totalBytes)} (weights {formatBytes(mem.weightsBytes)}, optimizer {formatBytes(mem.optimizerBytes)}, activations {formatBytes(mem.activationBytes)})</dd>
       </dl>
       {info.notes.map((n) => <p class="muted" data-model-note>{n}</p>)}
@@ -379,10 +389,19 @@ export function createRoutes(deps: AppDeps) {
     // Each refusal is shown beside the field it concerns and, in short, beside the Start button.
     const refuse = (field: string, message: string) =>
       fragment(c, <><Err name={field} msg={message} oob /><p class="field-error" role="alert">Not started: {message}</p></>, 422);
+    let modelDir: string;
     try {
-      await resolveModelPath(config.model, dataDir);
+      modelDir = await resolveModelPath(config.model, dataDir);
     } catch (e) {
       return refuse(f.model_path ? "model_path" : "model", (e as Error).message);
+    }
+    if (config.method === "lora") {
+      // A base precision the chosen device cannot run is refused here, not once the run has started.
+      try {
+        await checkBasePrecision(config.device, resolveBasePrecision(describeModel(modelDir).config, config).precision);
+      } catch (e) {
+        return refuse("base_precision", (e as Error).message);
+      }
     }
     try {
       if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) {

@@ -18,7 +18,8 @@ import type { LoadedModel } from "../engine/model_dir.ts";
 import type { AdamW } from "../engine/optim.ts";
 import type { TrainEngine } from "../engine/train_engine.ts";
 import type { Device } from "../engine/device.ts";
-import { estimateRunMemory } from "../engine/gemma/params.ts";
+import { countParams as countModelParams } from "../engine/gemma/params.ts";
+import { estimateRunMemory } from "../engine/quant/policy.ts";
 import { gpuMemoryMb } from "../engine/gpu_memory.ts";
 import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, newestIntactCheckpoint, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
 import { acquireLock, describeHolder, heartbeatAgeSeconds, LOCK_STALE_MS, lockPath, releaseLock, startHeartbeat } from "./lock.ts";
@@ -395,9 +396,8 @@ function reportDataset(d: PreparedDataset, log: (l: string) => void): void {
 }
 
 function countParams(m: LoadedModel): number {
-  let n = 0;
-  for (const w of m.weights.values()) n += w.length;
-  return n;
+  // From the config: a low-precision base holds only the norms in `weights` (engine/quant/base.ts).
+  return countModelParams(m.config);
 }
 
 function countTrainable(e: TrainEngine): number {
