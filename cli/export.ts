@@ -43,7 +43,12 @@ const verb = defineVerb({
     if (f.run && f["adapter-dir"]) throw new UsageError("export: --adapter DIR goes with --model; a run's adapter is its own (use --checkpoint to pick one)");
     const kind = KINDS.find((k) => f[k])!;
     if (argv.some((a) => a === "--quant" || a.startsWith("--quant=")) && kind !== "gguf") throw new UsageError("export: --quant goes with --gguf");
-    const quant = kind === "gguf" ? parseQuant(f.quant) : undefined;
+    let quant;
+    try {
+      quant = kind === "gguf" ? parseQuant(f.quant) : undefined;
+    } catch (e) {
+      throw new UsageError(`export: ${(e as Error).message}`);
+    }
     let src: ExportSource;
     if (f.run) {
       const runDir = path.resolve(f.run);
