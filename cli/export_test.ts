@@ -18,7 +18,7 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 async function cli(...args: string[]) {
   const child = new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, "export", ...args], stdout: "piped", stderr: "piped" }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), TIMEOUTS.process * 3);
+  const timer = setTimeout(() => child.kill("SIGKILL"), TIMEOUTS.process * 5);
   const out = await child.output();
   clearTimeout(timer);
   const stdout = new TextDecoder().decode(out.stdout), stderr = new TextDecoder().decode(out.stderr);

@@ -67,7 +67,7 @@ Deno.test("export job: dashboard → /exports → GGUF q8_0 in the background wi
         verifyingText = await (await app.request(`/exports/jobs/${encodeURIComponent(jobId)}/fragment`)).text();
       }
       return j.state !== "running" ? j : null;
-    }, TIMEOUTS.process * 3, 200);
+    }, TIMEOUTS.process * 5, 200);
     assert(job.state === "done", `export job ${job.state}: ${job.error}`);
     assert(seen.has("verifying") && verifyingText.includes("verifying in llama.cpp"), `phases seen: ${[...seen]}; fragment while verifying: ${verifyingText}`);
     assert(job.verification.pass && job.verification.runtime.includes("llama.cpp"), `verification: ${JSON.stringify(job.verification)}`);
