@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { defineVerb, type Verb } from "./verb.ts";
 import { resolveDataDir } from "../config/app.ts";
-import { exportAdapter, type ExportSource, exportMerged, exportOnnx } from "../engine/export.ts";
+import { exportAdapter, exportMerged, exportOnnx, type ExportSource } from "../engine/export.ts";
 import { exportGguf, exportLoraGguf, type ExportProgress, parseQuant } from "../engine/export/run.ts";
 import { UsageError } from "./flags.ts";
 

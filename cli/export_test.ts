@@ -23,6 +23,7 @@ async function cli(...args: string[]) {
   clearTimeout(timer);
   const stdout = new TextDecoder().decode(out.stdout), stderr = new TextDecoder().decode(out.stderr);
   const last = stdout.trim().split("\n").at(-1) ?? "";
+  // deno-lint-ignore no-explicit-any
   let line: Record<string, any> | null = null;
   try {
     line = JSON.parse(last);

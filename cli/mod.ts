@@ -17,8 +17,10 @@ export const VERBS: Record<string, VerbEntry> = {
   score: { summary: "token NLLs (and --grad norms) of a sequence under a model", load: async () => (await import("./score.ts")).scoreVerb },
   generate: { summary: "generate text with a model (and adapter)", load: async () => (await import("./generate.ts")).generateVerb },
   "init-model": { summary: "write a random-init Gemma checkpoint (tiny or real-size shapes)", load: async () => (await import("./init_model.ts")).initModelVerb },
-  export: { summary: "export a run or model directory: adapter, merged model, GGUF (+ Modelfile), GGUF LoRA or ONNX, verified", load: async () => (await import("./export.ts")).exportVerb },
+  export: { summary: "export a run or model: adapter, merged, GGUF (+ Modelfile), GGUF LoRA or ONNX, verified", load: async () => (await import("./export.ts")).exportVerb },
   "setup-cuda": { summary: "download ORT's CUDA provider libraries (NuGet, SHA-512 verified)", load: async () => (await import("./setup_cuda.ts")).setupCudaVerb },
   download: { summary: "download a Gemma model from the Hugging Face Hub into the HF cache", load: async () => (await import("./download.ts")).downloadVerb },
+  "export-job": { summary: "a job bundle (data, config, launcher) for Axolotl or TRL on a GPU cluster", load: async () => (await import("./export_job.ts")).exportJobVerb },
+  import: { summary: "import an adapter or merged model trained elsewhere (folder, zip or Hub repo) as a run", load: async () => (await import("./import.ts")).importVerb },
   bench: { summary: "time one training step of a model shape; prints JSON", load: async () => (await import("./bench.ts")).benchVerb },
 };

@@ -71,7 +71,9 @@ export function locate(src: ExportSource): Located {
     if (!src.adapter) return { dir: base, method: "full", baseModel: base, name: fileName(baseName), hubId: hubIdOf(base) };
     const adapter = path.resolve(src.adapter);
     if (!fs.existsSync(path.join(adapter, "adapter_config.json"))) {
-      throw new RangeError(`--adapter "${adapter}" is not a PEFT adapter folder (no adapter_config.json); give the folder that holds adapter_config.json and adapter_model.safetensors`);
+      throw new RangeError(
+        `--adapter "${adapter}" is not a PEFT adapter folder (no adapter_config.json); give the folder that holds adapter_config.json and adapter_model.safetensors`,
+      );
     }
     return { dir: adapter, method: "lora", baseModel: base, name: fileName(`${baseName}-${path.basename(adapter)}`), hubId: hubIdOf(base) ?? adapterHubId(adapter) };
   }
@@ -135,7 +137,11 @@ function freshDir(out: string) {
 export function exportAdapter(src: ExportSource, out: string): string[] {
   const l = locate(src);
   if (l.method !== "lora") {
-    throw new RangeError("model" in src ? "--adapter (the adapter export) needs an adapter: give --adapter DIR with --model" : "This run fine-tuned every weight; it has no adapter. Use --merged (the model itself)");
+    throw new RangeError(
+      "model" in src
+        ? "--adapter (the adapter export) needs an adapter: give --adapter DIR with --model"
+        : "This run fine-tuned every weight; it has no adapter. Use --merged (the model itself)",
+    );
   }
   freshDir(out);
   const files = ["adapter_model.safetensors", "adapter_config.json", "README.md"].filter((n) => fs.existsSync(path.join(l.dir, n)));

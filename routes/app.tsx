@@ -2,7 +2,7 @@
  * Builds the Hono app: middleware (token, cross-site guard, headers), static assets, and one sub-app
  * per view. Adding a view is one `app.route` line.
  */
-import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
+import { devicesRoutes } from "./devices.tsx";
 import { probeDevices } from "../engine/mod.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
@@ -22,6 +22,7 @@ import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
 import { openaiRoutes } from "./openai.ts";
 import { exportsRoutes } from "./exports.tsx";
+import { handoffRoutes } from "./handoff.tsx";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
 
 const STATIC_TYPES: Record<string, string> = {
@@ -70,6 +71,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", metricsRoutes(deps.service));
   app.route("/", openaiRoutes(deps.models));
   app.route("/", exportsRoutes(deps));
+  app.route("/", handoffRoutes(deps));
 
   app.notFound((c) => {
     if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);

@@ -96,12 +96,19 @@ export function exportsRoutes(deps: AppDeps) {
         {jobs.list().length === 0 ? <p class="muted">None yet{chosen ? "" : ": choose a model in the playground or on a run's dashboard"}.</p> : (
           <table>
             <thead>
-              <tr><th scope="col">Model</th><th scope="col">Format</th><th scope="col">State</th><th scope="col">Started</th></tr>
+              <tr>
+                <th scope="col">Model</th>
+                <th scope="col">Format</th>
+                <th scope="col">State</th>
+                <th scope="col">Started</th>
+              </tr>
             </thead>
             <tbody>
               {jobs.list().map((j) => (
                 <tr>
-                  <td><a href={`/exports/jobs/${encodeURIComponent(j.id)}`}>{j.label}</a></td>
+                  <td>
+                    <a href={`/exports/jobs/${encodeURIComponent(j.id)}`}>{j.label}</a>
+                  </td>
                   <td>{j.kind}{j.quant ? ` ${j.quant}` : ""}</td>
                   <td>{stateText(j)}</td>
                   <td>{new Date(j.startedAt).toISOString().slice(0, 19).replace("T", " ")}</td>
@@ -132,13 +139,21 @@ export function exportsRoutes(deps: AppDeps) {
 
   app.get("/exports/jobs/:id", (c) => {
     const job = jobOf(c);
-    return page(c, `Export: ${job.label}`, (
-      <>
-        <h1>Export: {job.label}</h1>
-        <div id="export-job" aria-live="polite"><JobPanel job={job} jobs={jobs} /></div>
-        <p><a href="/exports">All exports</a></p>
-      </>
-    ));
+    return page(
+      c,
+      `Export: ${job.label}`,
+      (
+        <>
+          <h1>Export: {job.label}</h1>
+          <div id="export-job" aria-live="polite">
+            <JobPanel job={job} jobs={jobs} />
+          </div>
+          <p>
+            <a href="/exports">All exports</a>
+          </p>
+        </>
+      ),
+    );
   });
 
   // The polled panel: answers 286 (stop polling) once the job has ended.
@@ -189,12 +204,16 @@ function stateText(j: ExportJob): string {
 }
 
 /** The verification in one shape for GGUF (verify.ts) and ONNX (onnx_probe.ts) results. */
-function verificationOf(j: ExportJob): { runtime: string; maxAbsDnll: number; bound: number; greedyEqual: boolean; pass: boolean; error?: string; extra: [string, string][] } | null {
+function verificationOf(
+  j: ExportJob,
+): { runtime: string; maxAbsDnll: number; bound: number; greedyEqual: boolean; pass: boolean; error?: string; extra: [string, string][] } | null {
   const v = j.result?.verification as Record<string, unknown> | null | undefined;
   if (!v) return null;
   const num = (x: unknown) => (typeof x === "number" ? x : NaN);
   const extra: [string, string][] = [];
-  if (typeof v.max_abs_dnll_same_weights === "number") extra.push(["max |ΔNLL| on the stored weights", `${v.max_abs_dnll_same_weights.toExponential(2)} (bound ${v.same_weights_bound})`]);
+  if (typeof v.max_abs_dnll_same_weights === "number") {
+    extra.push(["max |ΔNLL| on the stored weights", `${v.max_abs_dnll_same_weights.toExponential(2)} (bound ${v.same_weights_bound})`]);
+  }
   if (typeof v.adapter_effect_max_abs_dnll === "number") extra.push(["adapter effect (base vs merged)", v.adapter_effect_max_abs_dnll.toExponential(2)]);
   const tok = v.tokenizer_equal ?? v.tokenizerEqual;
   if (typeof tok === "boolean") extra.push(["tokenizer equal", tok ? "yes" : "no"]);
@@ -219,7 +238,10 @@ function jobJson(j: ExportJob, jobs: ExportJobs) {
     progress: j.progress,
     error: j.error,
     verification: j.result?.verification ?? null,
-    files: jobs.files(j).map((f) => ({ ...f, url: j.state === "running" ? null : `/exports/jobs/${encodeURIComponent(j.id)}/files/${f.name.split("/").map(encodeURIComponent).join("/")}` })),
+    files: jobs.files(j).map((f) => ({
+      ...f,
+      url: j.state === "running" ? null : `/exports/jobs/${encodeURIComponent(j.id)}/files/${f.name.split("/").map(encodeURIComponent).join("/")}`,
+    })),
   };
 }
 
@@ -252,13 +274,18 @@ function JobPanel(props: { job: ExportJob; jobs: ExportJobs }) {
       {job.state === "failed" && <p class="error" role="alert">Export failed: {job.error}</p>}
       {v && (
         <div data-verification={v.pass ? "pass" : "fail"}>
-          <h3>Verification in {v.runtime}: <strong>{v.pass ? "pass" : "FAIL"}</strong></h3>
+          <h3>
+            Verification in {v.runtime}: <strong>{v.pass ? "pass" : "FAIL"}</strong>
+          </h3>
           <dl>
-            <dt>max |ΔNLL| vs this app's engine</dt><dd>{Number.isFinite(v.maxAbsDnll) ? v.maxAbsDnll.toExponential(2) : "–"} (bound {v.bound})</dd>
-            <dt>greedy tokens equal</dt><dd>{v.greedyEqual ? "yes" : "no"}</dd>
+            <dt>max |ΔNLL| vs this app's engine</dt>
+            <dd>{Number.isFinite(v.maxAbsDnll) ? v.maxAbsDnll.toExponential(2) : "–"} (bound {v.bound})</dd>
+            <dt>greedy tokens equal</dt>
+            <dd>{v.greedyEqual ? "yes" : "no"}</dd>
             {v.extra.map(([k, x]) => (
               <>
-                <dt>{k}</dt><dd>{x}</dd>
+                <dt>{k}</dt>
+                <dd>{x}</dd>
               </>
             ))}
           </dl>
@@ -272,11 +299,14 @@ function JobPanel(props: { job: ExportJob; jobs: ExportJobs }) {
           <ul class="files">
             {files.map((f) => (
               <li>
-                <a href={`/exports/jobs/${id}/files/${f.name.split("/").map(encodeURIComponent).join("/")}`} download>{f.name}</a> <span class="muted">({formatBytes(f.bytes)})</span>
+                <a href={`/exports/jobs/${id}/files/${f.name.split("/").map(encodeURIComponent).join("/")}`} download>{f.name}</a>{" "}
+                <span class="muted">({formatBytes(f.bytes)})</span>
               </li>
             ))}
           </ul>
-          <p class="muted small">On this machine: <code>{job.filesDir}</code></p>
+          <p class="muted small">
+            On this machine: <code>{job.filesDir}</code>
+          </p>
         </>
       )}
     </section>

@@ -52,7 +52,7 @@ Deno.test("export job: dashboard → /exports → GGUF q8_0 in the background wi
     const started = await app.request("/exports", { method: "POST", headers: HX, body: new URLSearchParams({ model, kind: "gguf", quant: "q8_0" }) });
     assert(started.status === 200, `start gave ${started.status}: ${await started.clone().text()}`);
     const panel = await started.text();
-    assert(panel.includes('data-export-state="running"') && panel.includes("hx-trigger=\"every 1s\""), `start fragment: ${panel}`);
+    assert(panel.includes('data-export-state="running"') && panel.includes('hx-trigger="every 1s"'), `start fragment: ${panel}`);
     const jobId = decodeURIComponent(started.headers.get("HX-Push-Url")!.split("/").at(-1)!);
     const busy = await app.request("/exports", { method: "POST", headers: HX, body: new URLSearchParams({ model, kind: "adapter" }) });
     assert(busy.status === 409 && (await busy.text()).includes("An export is running"), `a second export gave ${busy.status}`);
@@ -60,14 +60,19 @@ Deno.test("export job: dashboard → /exports → GGUF q8_0 in the background wi
     // The event loop stays free while the child works: the fragment answers, and shows the phases.
     const seen = new Set<string>();
     let verifyingText = "";
-    const job = await waitFor("the export job to finish", async () => {
-      const j = await (await app.request(`/api/exports/${encodeURIComponent(jobId)}`)).json();
-      if (j.progress?.phase) seen.add(j.progress.phase);
-      if (j.state === "running" && j.progress?.phase === "verifying" && !verifyingText) {
-        verifyingText = await (await app.request(`/exports/jobs/${encodeURIComponent(jobId)}/fragment`)).text();
-      }
-      return j.state !== "running" ? j : null;
-    }, TIMEOUTS.process * 5, 200);
+    const job = await waitFor(
+      "the export job to finish",
+      async () => {
+        const j = await (await app.request(`/api/exports/${encodeURIComponent(jobId)}`)).json();
+        if (j.progress?.phase) seen.add(j.progress.phase);
+        if (j.state === "running" && j.progress?.phase === "verifying" && !verifyingText) {
+          verifyingText = await (await app.request(`/exports/jobs/${encodeURIComponent(jobId)}/fragment`)).text();
+        }
+        return j.state !== "running" ? j : null;
+      },
+      TIMEOUTS.process * 5,
+      200,
+    );
     assert(job.state === "done", `export job ${job.state}: ${job.error}`);
     assert(seen.has("verifying") && verifyingText.includes("verifying in llama.cpp"), `phases seen: ${[...seen]}; fragment while verifying: ${verifyingText}`);
     assert(job.verification.pass && job.verification.runtime.includes("llama.cpp"), `verification: ${JSON.stringify(job.verification)}`);

@@ -125,7 +125,9 @@ export async function exportGguf(src: ExportSource, out: string, o: { quant?: Qu
 export async function exportLoraGguf(src: ExportSource, out: string, o: { verify?: boolean; onProgress?: OnProgress } = {}): Promise<GgufExport> {
   const l = locate(src);
   if (l.method !== "lora") {
-    throw new RangeError("model" in src ? "--lora-gguf needs an adapter: give --adapter DIR with --model" : "This run fine-tuned every weight; it has no adapter. Use --gguf (the whole model)");
+    throw new RangeError(
+      "model" in src ? "--lora-gguf needs an adapter: give --adapter DIR with --model" : "This run fine-tuned every weight; it has no adapter. Use --gguf (the whole model)",
+    );
   }
   o.onProgress?.({ phase: "loading", message: "loading the adapter" });
   const baseDir = await baseDirOf(l, src.dataDir);
@@ -136,7 +138,15 @@ export async function exportLoraGguf(src: ExportSource, out: string, o: { verify
   freshDir(out);
   const file = path.join(out, `${l.name}-lora.gguf`);
   const r = writeLoraGguf(config, adapter, file, l.name);
-  o.onProgress?.({ phase: "writing", message: "writing the LoRA GGUF", file: path.basename(file), bytes: r.bytes, totalBytes: r.bytes, tensors: adapter.tensors.size, totalTensors: adapter.tensors.size });
+  o.onProgress?.({
+    phase: "writing",
+    message: "writing the LoRA GGUF",
+    file: path.basename(file),
+    bytes: r.bytes,
+    totalBytes: r.bytes,
+    tensors: adapter.tensors.size,
+    totalTensors: adapter.tensors.size,
+  });
   let verification: GgufVerification | null = null;
   if (o.verify !== false) {
     const m = await mergedWeights(l, baseDir);
@@ -264,12 +274,16 @@ export function ggufModelCard(l: Located, r: GgufExport): string {
   if (!v) lines.push("Not verified (--skip-verify).");
   else {
     lines.push(
-      `Loaded in ${v.runtime}${r.kind === "lora-gguf" ? ", applied at scale 1 to the base model written as an f32 GGUF" : ""}; a fixed probe (token NLLs of a short text, ${v.greedy_ours.length} greedy tokens after a chat prompt) compared with gemma-tuner's own engine on the fp32 weights.`,
+      `Loaded in ${v.runtime}${
+        r.kind === "lora-gguf" ? ", applied at scale 1 to the base model written as an f32 GGUF" : ""
+      }; a fixed probe (token NLLs of a short text, ${v.greedy_ours.length} greedy tokens after a chat prompt) compared with gemma-tuner's own engine on the fp32 weights.`,
       "",
       "| check | value | bound |",
       "|---|---|---|",
       `| max \\|ΔNLL\\| (nats) | ${fmt(v.max_abs_dnll)} | ${v.bound} |`,
-      ...(v.max_abs_dnll_same_weights !== undefined ? [`| max \\|ΔNLL\\| on the stored (dequantized) weights | ${fmt(v.max_abs_dnll_same_weights)} | ${v.same_weights_bound} |`] : []),
+      ...(v.max_abs_dnll_same_weights !== undefined
+        ? [`| max \\|ΔNLL\\| on the stored (dequantized) weights | ${fmt(v.max_abs_dnll_same_weights)} | ${v.same_weights_bound} |`]
+        : []),
       `| mean NLL ours / llama.cpp | ${fmt(v.mean_nll_ours, 4)} / ${fmt(v.mean_nll_runtime, 4)} | |`,
       `| greedy tokens equal | ${v.greedy_equal ? "yes" : "no"} | ${["f32", "f16", "bf16"].includes(r.quant) ? "must" : "may differ at near ties"} |`,
       ...(v.tokenizer_equal !== undefined ? [`| tokenizer equal | ${v.tokenizer_equal ? "yes" : "no"} | |`] : []),
