@@ -17,6 +17,8 @@ export interface ModelEntry {
   runId?: string;
   step?: number;
   kind: "base" | "final" | "checkpoint";
+  /** How the run trained: a full fine-tune has no adapter to export. */
+  method?: "lora" | "full";
   trainLoss?: number;
 }
 
@@ -34,6 +36,8 @@ export interface RunModelSource {
   method: "lora" | "full";
   checkpoints: { step: number; dir: string }[];
   hasFinal: boolean;
+  /** The step of the checkpoint final/ was copied from (final/checkpoint.txt): that checkpoint is the same model. */
+  finalStep?: number;
   name: string;
   trainLoss?: number;
 }
@@ -49,9 +53,13 @@ export class ModelCache {
   list(): ModelEntry[] {
     const out: ModelEntry[] = [{ id: "demo", label: "demo (base model, untrained)", kind: "base" }];
     for (const r of this.runs()) {
-      if (r.hasFinal) out.push({ id: `${r.id}/final`, label: `${r.name}: final`, runId: r.id, kind: "final", trainLoss: r.trainLoss });
+      const step = r.hasFinal ? r.finalStep : undefined;
+      if (r.hasFinal) {
+        out.push({ id: `${r.id}/final`, label: `${r.name}: final${step ? ` (step ${step})` : ""}`, runId: r.id, step, kind: "final", method: r.method, trainLoss: r.trainLoss });
+      }
       for (const c of [...r.checkpoints].reverse()) {
-        out.push({ id: `${r.id}/checkpoint-${c.step}`, label: `${r.name}: step ${c.step}`, runId: r.id, step: c.step, kind: "checkpoint" });
+        if (c.step === step) continue;
+        out.push({ id: `${r.id}/checkpoint-${c.step}`, label: `${r.name}: step ${c.step}`, runId: r.id, step: c.step, kind: "checkpoint", method: r.method });
       }
     }
     return out;

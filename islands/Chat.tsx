@@ -3,7 +3,7 @@
  * /v1/chat/completions, tokens/s and counts, stop, copy, clear; optionally the same conversation
  * sent to a second model side by side (same prompt, same seed) to see what fine-tuning changed.
  */
-import { useRef, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 
 export interface ChatProps {
   models: { id: string; label: string }[];
@@ -81,6 +81,19 @@ export default function Chat(props: ChatProps) {
   const active = sideBySide ? cols : cols.slice(0, 1);
   const busy = active.some((c) => c.busy);
 
+  // The conversation scrolls in its own box (static/app.css) and follows the reply as it grows, unless
+  // the reader scrolled up to read an earlier turn.
+  const root = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    root.current?.querySelectorAll<HTMLElement>("[data-chat-column]").forEach((el) => {
+      if (el.scrollHeight - el.scrollTop - el.clientHeight < 80 || el.dataset.follow !== "0") el.scrollTop = el.scrollHeight;
+    });
+  }, [cols]);
+  const onScroll = (e: Event) => {
+    const el = e.currentTarget as HTMLElement;
+    el.dataset.follow = el.scrollHeight - el.scrollTop - el.clientHeight < 80 ? "1" : "0";
+  };
+
   const update = (i: number, f: (c: Column) => Column) => setCols((cs) => cs.map((c, k) => (k === i ? f(c) : c)));
 
   const send = async (e: Event) => {
@@ -126,7 +139,7 @@ export default function Chat(props: ChatProps) {
   };
 
   return (
-    <div class="chat-app">
+    <div class="chat-app" ref={root}>
       <div class="grid">
         <label>
           Model
@@ -160,7 +173,7 @@ export default function Chat(props: ChatProps) {
         {active.map((c, i) => (
           <section key={i} class="panel" aria-label={`Conversation with ${c.model}`}>
             <h3>{props.models.find((m) => m.id === c.model)?.label ?? c.model}</h3>
-            <div class="chat" aria-live="polite" data-chat-column={i}>
+            <div class="chat" aria-live="polite" data-chat-column={i} onScroll={onScroll}>
               {c.messages.map((m, k) => <div key={k} class={`msg ${m.role}`} data-role={m.role}>{m.content || (c.busy ? "…" : "")}</div>)}
             </div>
             <p class="muted" data-chat-stats={i}>{c.stats}</p>

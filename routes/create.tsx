@@ -16,6 +16,7 @@ import { ClusterForm } from "./handoff.tsx";
 import { type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { describeModel, estimateRunMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
+import { receiveUpload, type Upload, UploadError } from "./_upload.ts";
 
 const LAST_SETTINGS = "create.last";
 const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
@@ -404,39 +405,29 @@ export function createRoutes(deps: AppDeps) {
     if (len > limit + 64 * 1024) {
       return fragment(c, <p class="field-error" role="alert">The upload is {formatBytes(len)}; the limit is {formatBytes(limit)}. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).</p>, 413);
     }
-    // Read the body with a running count: a client without Content-Length cannot exceed the limit either.
-    const reader = c.req.raw.body?.getReader();
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    while (reader) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > limit + 64 * 1024) {
-        await reader.cancel();
-        return fragment(c, <p class="field-error" role="alert">The upload is over the {formatBytes(limit)} limit.</p>, 413);
-      }
-      chunks.push(value);
-    }
-    const form = await new Request("http://local/", { method: "POST", headers: { "Content-Type": c.req.header("Content-Type") ?? "" }, body: new Blob(chunks as BlobPart[]) }).formData();
-    const file = form.get("file");
-    if (!(file instanceof File) || file.size === 0) return fragment(c, <p class="field-error" role="alert">Choose a file to upload.</p>, 400);
-    const ext = path.extname(file.name).toLowerCase();
-    if (![".jsonl", ".json", ".csv", ".parquet"].includes(ext)) {
-      return fragment(c, <p class="field-error" role="alert">"{file.name}" is not a JSONL, JSON, CSV or Parquet file.</p>, 400);
-    }
-    const safe = path.basename(file.name).replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
+    // Streamed to disk as it arrives, with a running count: a client without Content-Length cannot
+    // exceed the limit either, and the server holds a chunk at a time, not the file.
     const dir = path.join(dataDir, "datasets");
-    fs.mkdirSync(dir, { recursive: true });
-    const dest = path.join(dir, `${Date.now()}-${safe}`);
-    const tmp = `${dest}.part`;
+    let up: Upload;
     try {
-      fs.writeFileSync(tmp, new Uint8Array(await file.arrayBuffer()));
-      fs.renameSync(tmp, dest);
+      fs.mkdirSync(dir, { recursive: true });
+      up = await receiveUpload(c.req.raw, {
+        field: "file",
+        limit,
+        destFor: (name) => {
+          const ext = path.extname(name).toLowerCase();
+          if (![".jsonl", ".json", ".csv", ".parquet"].includes(ext)) throw new UploadError(400, `"${name.slice(0, 200)}" is not a JSONL, JSON, CSV or Parquet file.`);
+          const safe = path.basename(name).replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
+          return path.join(dir, `${Date.now()}-${safe}`);
+        },
+      });
     } catch (e) {
-      fs.rmSync(tmp, { force: true });
-      return fragment(c, <p class="field-error" role="alert">Could not save the upload: {(e as Error).message}</p>, 507);
+      if (!(e instanceof UploadError)) throw e;
+      const msg = e.status === 413 ? `The upload is over the ${formatBytes(limit)} limit; nothing was kept. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).` : e.message;
+      return fragment(c, <p class="field-error" role="alert">{msg}</p>, e.status);
     }
+    const file = { name: up.filename, size: up.bytes };
+    const dest = up.path;
     return fragment(
       c,
       <>

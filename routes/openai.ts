@@ -13,6 +13,8 @@ const Message = z.object({
   content: z.union([z.string().max(200_000), z.array(z.object({ type: z.literal("text"), text: z.string().max(200_000) })).max(100)]),
 });
 
+const STOP_LIMITS = { error: "must be a string of at most 200 characters, or a list of at most 8 such strings" };
+
 export const ChatRequest = z.object({
   model: z.string().min(1).max(300),
   messages: z.array(Message).min(1).max(500),
@@ -25,14 +27,21 @@ export const ChatRequest = z.object({
   max_tokens: z.number().int().min(1).max(8192).optional(),
   max_completion_tokens: z.number().int().min(1).max(8192).optional(),
   seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
-  stop: z.union([z.string().max(200), z.array(z.string().max(200)).max(8)]).optional(),
+  stop: z.union([z.string().max(200, STOP_LIMITS), z.array(z.string().max(200, STOP_LIMITS)).max(8, STOP_LIMITS)], STOP_LIMITS).optional(),
   n: z.literal(1).default(1),
   user: z.string().max(200).optional(),
 }).passthrough();
 
 export type ChatRequest = z.infer<typeof ChatRequest>;
 
-function oaiError(c: Context, status: 400 | 404 | 413 | 500, message: string, param: string | null = null) {
+/** The largest /v1 request body (app.tsx answers 413 beyond it, before reading it). */
+export const MAX_CHAT_BODY = 4 * 1024 * 1024;
+
+export function chatBodyTooLarge(): string {
+  return `Request body is over the limit of ${MAX_CHAT_BODY} bytes (4 MiB); send fewer or shorter messages`;
+}
+
+export function oaiError(c: Context, status: 400 | 404 | 413 | 500, message: string, param: string | null = null) {
   return c.json({ error: { message, type: status === 404 ? "not_found_error" : "invalid_request_error", param, code: null } }, status);
 }
 
@@ -81,7 +90,7 @@ export function openaiRoutes(models: ModelCache) {
   app.post("/v1/chat/completions", async (c) => {
     let body: unknown;
     const raw = await c.req.text();
-    if (raw.length > 4 * 1024 * 1024) return oaiError(c, 413, "Request body is over 4 MB");
+    if (raw.length > MAX_CHAT_BODY) return oaiError(c, 413, chatBodyTooLarge());
     try {
       body = JSON.parse(raw);
     } catch (e) {
