@@ -12,7 +12,7 @@ export { normalizeConfig } from "./gemma/config.ts";
 export { inspectDataset, invalidRows, tokenizeExample } from "./data/mod.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 export { type ChatMessage, chatPromptIds } from "./chat_format.ts";
-export { ModelCache, type ModelEntry } from "./model_cache.ts";
+export { type ChatHandle, type ChatResult, ContextLengthError, ModelCache, type ModelEntry } from "./model_cache.ts";
 export type { Generator };
 export { type DeviceStatus, probeDevices } from "./devices.ts";
 export type { Device } from "./device.ts";

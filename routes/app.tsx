@@ -22,7 +22,7 @@ import { bodyLimit } from "hono/body-limit";
 import type { MiddlewareHandler } from "hono";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
-import { chatBodyTooLarge, MAX_CHAT_BODY, oaiError, openaiRoutes } from "./openai.ts";
+import { chatBodyTooLarge, MAX_CHAT_BODY, oaiError, openaiErrorShape, openaiRoutes } from "./openai.ts";
 import { exportsRoutes } from "./exports.tsx";
 import { handoffRoutes } from "./handoff.tsx";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
@@ -54,6 +54,8 @@ async function serveStatic(name: string): Promise<Response | null> {
 export function createApp(deps: AppDeps): Hono {
   deps.models ??= modelCacheFor(deps);
   const app = new Hono();
+  // First, so it reshapes every /v1 error below it (guards, unknown routes, onError) for OpenAI clients.
+  app.use("/v1/*", openaiErrorShape());
   app.use("*", securityHeaders());
   app.use("*", hostGuard(deps.settings.token));
   app.use("*", requireToken(deps.settings.token));
