@@ -19,6 +19,7 @@ export type { Generator };
 export { type DeviceStatus, probeDevices } from "./devices.ts";
 export type { Device } from "./device.ts";
 export type { RunSource } from "./export.ts";
+export { EXPORT_KINDS, EXPORT_QUANTS, ExportBusyError, type ExportJob, ExportJobs, type ExportKind } from "./export/jobs.ts";
 
 /** engine/generate.ts `generateIds`, imported when first called. */
 export async function generateIds(gen: Generator, prompt: number[], opts: GenerateOptions = {}): Promise<GenerateResult> {

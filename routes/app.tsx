@@ -23,6 +23,7 @@ import type { MiddlewareHandler } from "hono";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
 import { chatBodyTooLarge, MAX_CHAT_BODY, oaiError, openaiErrorShape, openaiRoutes } from "./openai.ts";
+import { exportsRoutes } from "./exports.tsx";
 import { handoffRoutes } from "./handoff.tsx";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
 
@@ -74,6 +75,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", apiRoutes(deps));
   app.route("/", metricsRoutes(deps.service));
   app.route("/", openaiRoutes(deps.models));
+  app.route("/", exportsRoutes(deps));
   app.route("/", handoffRoutes(deps));
 
   app.notFound((c) => {

@@ -61,6 +61,7 @@ function Control(props: { v: RunView }) {
         <p role="status">Completed. {latest ? `Latest checkpoint: step ${latest.step}.` : ""}</p>
         <div class="actions">
           {tryModel && <a class="button primary" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try it</a>}
+          {tryModel && <a class="button" href={`/exports?model=${encodeURIComponent(tryModel)}`}>Export (GGUF, ONNX, …)</a>}
           <a class="button" href="/create">New model</a>
         </div>
       </>
