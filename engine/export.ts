@@ -1,10 +1,14 @@
 /**
- * Export a run's model: the PEFT adapter as it is, a merged full checkpoint in Hugging Face layout
- * (loads in transformers), or the browser-ready ONNX folder transformers.js loads (verified in it). Also a store-only zip. The verb is cli/export.ts.
+ * Export a run's model, or any local Hugging Face Gemma directory with an optional adapter: the PEFT
+ * adapter as it is, a merged full checkpoint in Hugging Face layout (loads in transformers), or the
+ * browser-ready ONNX folder transformers.js loads (verified in it). GGUF is engine/export/run.ts.
+ * Also a store-only zip. The verb is cli/export.ts; formats and checks: docs/EXPORTS.md.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { loadModel, resolveCheckpoint, resolveModelPath } from "./model_dir.ts";
+import { loadModel, readConfig, resolveCheckpoint, resolveModelPath } from "./model_dir.ts";
+import type { GemmaConfig } from "./gemma/config.ts";
+import { hubIdOf } from "./hub_id.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
 import { checkpointName, paramSpecs } from "./gemma/params.ts";
@@ -20,22 +24,66 @@ export interface RunSource {
   dataDir: string;
 }
 
-interface Located {
+/** Any local Hugging Face Gemma directory (or "demo"), optionally with a PEFT adapter to merge in. */
+export interface ModelSource {
+  model: string;
+  adapter?: string;
+  /** Where the demo model lives. */
+  dataDir: string;
+}
+
+export type ExportSource = RunSource | ModelSource;
+
+export interface Located {
+  /** What is exported: the adapter folder (lora) or the whole model's folder (full). */
   dir: string;
   method: "lora" | "full";
+  /** The base model as the run or --model names it ("demo", a directory). */
   baseModel: string;
+  /** A name for the exported files: the run's name, else the model folder's (letters, digits, . _ -). */
+  name: string;
+  /** The base model's Hub id when known (engine/hub_id.ts). */
+  hubId: string | null;
 }
 
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json"];
+const HUB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
 
-function locate(src: RunSource): Located {
-  let run: { config?: { method?: string; model?: string } };
+const fileName = (s: string) => s.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+|-+$/g, "").slice(0, 80) || "model";
+
+/** The adapter's own record of its base, when that is a Hub id rather than a local path. */
+function adapterHubId(adapterDir: string): string | null {
+  try {
+    const b = String(JSON.parse(fs.readFileSync(path.join(adapterDir, "adapter_config.json"), "utf8")).base_model_name_or_path ?? "");
+    return HUB_ID.test(b) && !fs.existsSync(b) ? b : hubIdOf(b);
+  } catch {
+    return null;
+  }
+}
+
+/** Where the weights to export are, for a run's checkpoint or a model directory (+ adapter). */
+export function locate(src: ExportSource): Located {
+  if ("model" in src) {
+    if (!src.model) throw new RangeError("--model is empty: give a Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or demo");
+    if (src.model !== "demo") readConfig(path.resolve(src.model));
+    const base = src.model === "demo" ? "demo" : path.resolve(src.model);
+    const baseName = hubIdOf(base)?.split("/")[1] ?? path.basename(base);
+    if (!src.adapter) return { dir: base, method: "full", baseModel: base, name: fileName(baseName), hubId: hubIdOf(base) };
+    const adapter = path.resolve(src.adapter);
+    if (!fs.existsSync(path.join(adapter, "adapter_config.json"))) {
+      throw new RangeError(
+        `--adapter "${adapter}" is not a PEFT adapter folder (no adapter_config.json); give the folder that holds adapter_config.json and adapter_model.safetensors`,
+      );
+    }
+    return { dir: adapter, method: "lora", baseModel: base, name: fileName(`${baseName}-${path.basename(adapter)}`), hubId: hubIdOf(base) ?? adapterHubId(adapter) };
+  }
+  let run: { config?: { method?: string; model?: string; name?: string } };
   try {
     run = JSON.parse(fs.readFileSync(path.join(src.runDir, "run.json"), "utf8"));
   } catch {
     throw new RangeError(`"${src.runDir}" is not a run directory (no readable run.json)`);
   }
-  const cfg = run.config ?? (run as { method?: string; model?: string });
+  const cfg = run.config ?? (run as { method?: string; model?: string; name?: string });
   let name = src.checkpoint;
   if (!name) {
     if (fs.existsSync(path.join(src.runDir, "final"))) name = "final";
@@ -48,7 +96,32 @@ function locate(src: RunSource): Located {
   if (!/^(final|checkpoint-\d+)$/.test(name)) throw new RangeError(`--checkpoint must be "final" or "checkpoint-<step>", got "${name}"`);
   const dir = name === "final" ? path.join(src.runDir, "final") : path.join(src.runDir, "checkpoints", name);
   if (!fs.existsSync(dir)) throw new RangeError(`Run "${src.runDir}" has no ${name}`);
-  return { dir, method: cfg.method === "full" ? "full" : "lora", baseModel: String(cfg.model ?? "demo") };
+  const method = cfg.method === "full" ? "full" : "lora";
+  const baseModel = String(cfg.model ?? "demo");
+  const runName = fileName(String(cfg.name ?? path.basename(src.runDir)));
+  return {
+    dir,
+    method,
+    baseModel,
+    name: name === "final" ? runName : `${runName}-${name}`,
+    hubId: hubIdOf(baseModel) ?? (method === "lora" ? adapterHubId(dir) : null),
+  };
+}
+
+/** The base model's directory (the demo model is made on first use). */
+export async function baseDirOf(l: Located, dataDir: string): Promise<string> {
+  return await resolveModelPath(l.baseModel, dataDir);
+}
+
+/** The weights to export as one model: the base with the adapter merged in, or the tuned weights themselves. */
+export async function mergedWeights(l: Located, baseDir: string): Promise<{ config: GemmaConfig; weights: Map<string, Float32Array>; base?: Map<string, Float32Array> }> {
+  if (l.method === "full") {
+    const m = await loadModel(l.dir === l.baseModel ? baseDir : l.dir);
+    return { config: m.config, weights: m.weights };
+  }
+  const base = await loadModel(baseDir);
+  const a = readAdapter(l.dir);
+  return { config: base.config, weights: mergeLora(base.weights, a.tensors, loraScaling(a.lora)), base: base.weights };
 }
 
 function copyFiles(from: string, to: string, names: string[]) {
@@ -60,29 +133,33 @@ function freshDir(out: string) {
   fs.mkdirSync(out, { recursive: true });
 }
 
-/** The PEFT adapter files (LoRA runs). */
-export function exportAdapter(src: RunSource, out: string): string[] {
+/** The PEFT adapter files (LoRA runs, or --model with --adapter); the base is named by its Hub id when known. */
+export function exportAdapter(src: ExportSource, out: string): string[] {
   const l = locate(src);
-  if (l.method !== "lora") throw new RangeError("This run fine-tuned every weight; it has no adapter. Use --merged (the model itself)");
+  if (l.method !== "lora") {
+    throw new RangeError(
+      "model" in src
+        ? "--adapter (the adapter export) needs an adapter: give --adapter DIR with --model"
+        : "This run fine-tuned every weight; it has no adapter. Use --merged (the model itself)",
+    );
+  }
   freshDir(out);
   const files = ["adapter_model.safetensors", "adapter_config.json", "README.md"].filter((n) => fs.existsSync(path.join(l.dir, n)));
   copyFiles(l.dir, out, files);
+  if (l.hubId) {
+    const file = path.join(out, "adapter_config.json");
+    const cfg = JSON.parse(fs.readFileSync(file, "utf8"));
+    if (cfg.base_model_name_or_path !== l.hubId) fs.writeFileSync(file, JSON.stringify({ ...cfg, base_model_name_or_path: l.hubId }, null, 2) + "\n");
+  }
   return files;
 }
 
 /** Base + adapter merged (or the fully tuned weights) as a Hugging Face checkpoint. */
-export async function exportMerged(src: RunSource, out: string): Promise<void> {
+export async function exportMerged(src: ExportSource, out: string): Promise<void> {
   const l = locate(src);
-  const baseDir = await resolveModelPath(l.baseModel, src.dataDir);
+  const baseDir = await baseDirOf(l, src.dataDir);
   freshDir(out);
-  let text: Map<string, Float32Array>;
-  if (l.method === "full") {
-    text = (await loadModel(l.dir)).weights;
-  } else {
-    const base = await loadModel(baseDir);
-    const a = readAdapter(l.dir);
-    text = mergeLora(base.weights, a.tensors, loraScaling(a.lora));
-  }
+  const text = (await mergedWeights(l, baseDir)).weights;
   writeWholeCheckpoint(baseDir, text, path.join(out, "model.safetensors"));
   const cfg = JSON.parse(fs.readFileSync(path.join(baseDir, "config.json"), "utf8"));
   // The text weights are written as float32; a multimodal config says so for its text part.
@@ -119,14 +196,14 @@ export function writeWholeCheckpoint(baseDir: string, text: Map<string, Float32A
  * unless `verify` is false, the probe through transformers.js itself; the result is returned and
  * written into the folder's model card (README.md).
  */
-export async function exportOnnx(src: RunSource, out: string, opts: { verify?: boolean } = {}): Promise<OnnxVerification | null> {
+export async function exportOnnx(src: ExportSource, out: string, opts: { verify?: boolean } = {}): Promise<OnnxVerification | null> {
   const merged = fs.mkdtempSync(path.join(path.dirname(path.resolve(out)), ".merge-"));
   fs.rmSync(merged, { recursive: true });
   try {
     await exportMerged(src, merged);
     const m = await loadModel(merged);
     const refusal = webExportRefusal(m.config);
-    if (refusal) throw new RangeError(`Cannot export "${src.runDir}" as ONNX: ${refusal}`);
+    if (refusal) throw new RangeError(`Cannot export "${"runDir" in src ? src.runDir : src.model}" as ONNX: ${refusal}`);
     freshDir(out);
     writeWebExport(m.config, m.weights, merged, out);
     const v = opts.verify === false ? null : await verifyOnnxExport(out, m, await loadTokenizer(merged));

@@ -11,6 +11,7 @@ import * as path from "node:path";
 import type { LoraConfig } from "../config/training.ts";
 import { readHeader, readTensorF32, writeSafetensors } from "./safetensors.ts";
 import type { NamedTensor } from "./lora.ts";
+import { hubIdOf } from "./hub_id.ts";
 
 /** Where the base checkpoint keeps its text decoder (GemmaConfig.textPrefix / multimodal). */
 export interface AdapterLayout {
@@ -48,7 +49,8 @@ export function adapterConfig(lora: LoraConfig, baseModel: string, layout: Adapt
   const cfg: Record<string, unknown> = {
     alpha_pattern: {},
     auto_mapping: null,
-    base_model_name_or_path: baseModel,
+    // The Hub id when the base is a snapshot of the HF cache: a local path breaks on any other machine.
+    base_model_name_or_path: hubIdOf(baseModel) ?? baseModel,
     bias: "none",
     fan_in_fan_out: false,
     inference_mode: true,

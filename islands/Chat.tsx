@@ -32,7 +32,7 @@ async function streamChat(
   const r = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-    body: JSON.stringify({ ...body, model, stream: true }),
+    body: JSON.stringify({ ...body, model, stream: true, stream_options: { include_usage: true } }),
     signal,
   });
   if (!r.ok || !r.body) {
@@ -40,7 +40,7 @@ async function streamChat(
     throw new Error(j?.error?.message ?? `HTTP ${r.status}`);
   }
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "", stats = "";
+  let buf = "", stats = "", finish = "";
   while (true) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -55,8 +55,10 @@ async function streamChat(
       if (j.error) throw new Error(j.error.message);
       const delta = j.choices?.[0]?.delta?.content;
       if (delta) onText(delta);
+      if (j.choices?.[0]?.finish_reason) finish = j.choices[0].finish_reason;
+      // The usage chunk comes last, with no choices (as OpenAI sends it for stream_options.include_usage).
       if (j.usage) {
-        stats = `${j.usage.completion_tokens} tokens · ${(j.tokens_per_second ?? 0).toFixed(1)} tokens/s · prompt ${j.usage.prompt_tokens} tokens · ${j.choices[0].finish_reason}`;
+        stats = `${j.usage.completion_tokens} tokens · ${(j.tokens_per_second ?? 0).toFixed(1)} tokens/s · prompt ${j.usage.prompt_tokens} tokens · ${finish}`;
       }
     }
   }
@@ -124,9 +126,16 @@ export default function Chat(props: ChatProps) {
         update(i, (c) => ({ ...c, busy: false, stats }));
       } catch (err) {
         const stopped = (err as Error).name === "AbortError";
-        update(i, (c) => ({ ...c, busy: false, stats: stopped ? "stopped" : "" }));
-        if (!stopped) setError((err as Error).message);
-        if (stopped) break;
+        if (stopped) {
+          update(i, (c) => ({ ...c, busy: false, stats: "stopped" }));
+          break;
+        }
+        // A refused turn (too long for the context, say) leaves the conversation as it was and the text
+        // back in the box, so the next send does not carry it again and nothing typed is lost.
+        update(i, (c) => ({ ...c, busy: false, stats: "", messages: c.messages.slice(0, -2) }));
+        setInput(text);
+        setError((err as Error).message);
+        break;
       }
     }
   };

@@ -54,6 +54,7 @@ function ModelsTable(props: { models: ModelCache }) {
                     {loaded && <button type="button" hx-post={`/api/models/unload?id=${encodeURIComponent(m.id)}`} hx-swap="none">Unload</button>}
                     {m.runId && m.method !== "full" && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=adapter`}>Adapter (zip)</a>}
                     {m.runId && <a class="button" href={`/api/export?model=${encodeURIComponent(m.id)}&as=merged`}>{m.method === "full" ? "Model (zip)" : "Merged model (zip)"}</a>}
+                    <a class="button" href={`/exports?model=${encodeURIComponent(m.id)}`}>Export…</a>
                     {m.kind === "checkpoint" && (
                       <DeleteButton url={`/api/runs/${encodeURIComponent(m.runId!)}/checkpoints/checkpoint-${m.step}`} confirm={`Delete checkpoint at step ${m.step}?`} />
                     )}
