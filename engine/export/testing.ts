@@ -32,8 +32,13 @@ export async function realisticTiny(o: TinyOptions): Promise<string> {
   const m = await loadModel(dir);
   const next = rng((o.seed ?? 7) + 92);
   for (const [name, w] of m.weights) {
-    if (!name.endsWith("norm.weight")) continue;
-    const offset = /post_/.test(name) ? 1 : 0;
+    // Gemma 4's other multipliers (layer_scalar, the router's scales) stay 1 in init-model: vary them
+    // too, so an exporter that drops one is seen.
+    const multiplier = /(layer_scalar|router\.scale|router\.per_expert_scale)$/.test(name);
+    if (!name.endsWith("norm.weight") && !multiplier) continue;
+    // Gemma 1–3 store the multiplier minus 1: 1 ± 0.5, post-norms 2 ± 0.5. Gemma 4 stores it as is:
+    // 1 ± 0.5 everywhere (with post-norms of 2 llama.cpp's f32 NLLs drift to ~6e-3, past the 5e-3 bound).
+    const offset = m.config.normOffset === 0 ? 1 : /post_/.test(name) ? 1 : 0;
     for (let i = 0; i < w.length; i++) w[i] = offset + (next() - 0.5);
   }
   writeSafetensors(path.join(dir, "model.safetensors"), paramSpecs(m.config).map((s) => ({ name: s.name, dtype: "F32" as const, shape: s.shape, data: m.weights.get(s.name)! })));
