@@ -1,7 +1,8 @@
 /** `gemma-tuner generate`: text from a model (and adapter), streamed to stdout or as one JSON line. */
 import { DEVICE_FLAGS, parseDevice, parseIds } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
-import { chatPromptIds, Generator, generateIds, loadForGeneration } from "../engine/generate.ts";
+import { chatPromptIds } from "../engine/chat_format.ts";
+import { Generator, generateIds, loadForGeneration } from "../engine/generate.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";

@@ -20,5 +20,7 @@ export const VERBS: Record<string, VerbEntry> = {
   export: { summary: "export a run's adapter, merged model or ONNX decoder", load: async () => (await import("./export.ts")).exportVerb },
   "setup-cuda": { summary: "download ORT's CUDA provider libraries (NuGet, SHA-512 verified)", load: async () => (await import("./setup_cuda.ts")).setupCudaVerb },
   download: { summary: "download a Gemma model from the Hugging Face Hub into the HF cache", load: async () => (await import("./download.ts")).downloadVerb },
+  "export-job": { summary: "a job bundle (data, config, launcher) for Axolotl or TRL on a GPU cluster", load: async () => (await import("./export_job.ts")).exportJobVerb },
+  import: { summary: "import an adapter or merged model trained elsewhere (folder, zip or Hub repo) as a run", load: async () => (await import("./import.ts")).importVerb },
   bench: { summary: "time one training step of a model shape; prints JSON", load: async () => (await import("./bench.ts")).benchVerb },
 };

@@ -1,6 +1,6 @@
 /**
  * Model presets for `init-model`: tiny random models for tests and the demo, and the real
- * architectures' shapes (spec/GEMMA.md §1.12, §2) for benchmarks. Values are config.json fields.
+ * architectures' shapes (docs/GEMMA.md §Parameters) for benchmarks. Values are config.json fields.
  */
 
 import { gemma4Presets, multimodalPresets } from "./models_mm.ts";

@@ -1,8 +1,8 @@
 /**
  * Presets for multimodal Gemma 3 and for Gemma 4 (docs/GEMMA4.md §Presets): tiny random checkpoints
  * with a small fake vision (and audio) tower for tests, and the real architectures' shapes for bench.
- * Real-size Gemma 4 values: the project's spec sheet §2.2 (transformers' converter configs; the 31B
- * config verbatim); Gemma 3 4b/12b/27b: the released config.json text parts.
+ * Real-size Gemma 4 values: transformers' converter configs, the 31B config verbatim (docs/GEMMA4.md
+ * §Presets names the sources); Gemma 3 4b/12b/27b: the released config.json text parts.
  */
 import { G3_COMMON, type PresetDef, TINY } from "./models.ts";
 

@@ -208,6 +208,3 @@ export async function loadForGeneration(modelDir: string, adapterDir?: string): 
   const a = readAdapter(adapterDir);
   return { config: m.config, weights: mergeLora(m.weights, a.tensors, loraScaling({ ...a.lora })) };
 }
-
-// Re-exported for code written before it moved to chat_format.ts (it needs no ONNX Runtime).
-export { chatPromptIds } from "./chat_format.ts";

@@ -57,6 +57,8 @@ export interface HubOptions {
   onProgress?: (p: { file: string; doneBytes: number; totalBytes: number }) => void;
   /** Free bytes where `dir` lives (tests pass a small number to check the refusal). */
   freeBytes?: (dir: string) => number;
+  /** Also take a repo that holds a PEFT adapter (adapter_config.json, no config.json): what `import --repo` downloads. */
+  allowAdapter?: boolean;
 }
 
 const REPO = /^[A-Za-z0-9][A-Za-z0-9._-]{0,95}\/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$/;
@@ -113,11 +115,12 @@ export async function planDownload(o: HubOptions): Promise<RepoPlan> {
       if (f.type !== "file" || SKIP.test(f.path)) continue;
       files.push({ path: f.path, size: f.size, etag: f.lfs?.oid ?? f.oid ?? "", sha256: f.lfs?.oid });
     }
-    if (!files.some((f) => f.path === "config.json")) throw new HubError("not-gemma", `${o.repo} has no config.json: it is not a Transformers model gemma-tuner can train`);
-    const cfg = await fetch(resolveUrl(o, sha, "config.json"), { headers: authHeaders(o.token), signal: o.signal });
+    const adapterOnly = o.allowAdapter && !files.some((f) => f.path === "config.json") && files.some((f) => f.path === "adapter_config.json");
+    if (!adapterOnly && !files.some((f) => f.path === "config.json")) throw new HubError("not-gemma", `${o.repo} has no config.json: it is not a Transformers model gemma-tuner can train`);
+    const cfg = await fetch(resolveUrl(o, sha, adapterOnly ? "adapter_config.json" : "config.json"), { headers: authHeaders(o.token), signal: o.signal });
     if (!cfg.ok) throw new HubError("network", `Cannot read ${o.repo}/config.json: the Hub answered ${cfg.status}`);
     const raw = await cfg.json();
-    try {
+    if (!adapterOnly) try {
       normalizeConfig(raw, `${o.repo}/config.json`);
     } catch (e) {
       throw new HubError("not-gemma", `${o.repo} is not a Gemma model gemma-tuner can train (${(e as Error).message})`);
@@ -127,7 +130,7 @@ export async function planDownload(o: HubOptions): Promise<RepoPlan> {
     const partial = (f: HubFile) => fs.statSync(path.join(repoDir, "blobs", `${f.etag}.incomplete`), { throwIfNoEntry: false })?.size ?? 0;
     const neededBytes = files.filter((f) => !have(f)).reduce((s, f) => s + f.size - Math.min(partial(f), f.size), 0);
     const totalBytes = files.reduce((s, f) => s + f.size, 0);
-    return { repo: o.repo, revision, sha, gated: Boolean(info.gated), files, totalBytes, neededBytes, modelType: String(raw.model_type), repoDir };
+    return { repo: o.repo, revision, sha, gated: Boolean(info.gated), files, totalBytes, neededBytes, modelType: adapterOnly ? "peft-adapter" : String(raw.model_type), repoDir };
   } catch (e) {
     throw explain(e, o);
   }

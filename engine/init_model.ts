@@ -153,6 +153,3 @@ export function ensureDemoModel(dataDir: string): Promise<string> {
     });
   return demoPending;
 }
-
-// Re-exported for code written before it moved beside the loader.
-export { resolveModelPath } from "./model_dir.ts";

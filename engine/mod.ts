@@ -7,7 +7,7 @@ import type { GenerateOptions, GenerateResult, Generator } from "./generate.ts";
 import type { RunSource } from "./export.ts";
 
 export { describeModel, type ModelInfo, resolveModelPath } from "./model_dir.ts";
-export { estimateMemory } from "./gemma/params.ts";
+export { estimateMemory, estimateRunMemory } from "./gemma/params.ts";
 export { normalizeConfig } from "./gemma/config.ts";
 export { inspectDataset, invalidRows, tokenizeExample } from "./data/mod.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
@@ -39,3 +39,8 @@ export async function exportMerged(src: RunSource, out: string): Promise<void> {
 export async function zipFiles(files: { name: string; data: Uint8Array }[]): Promise<Uint8Array> {
   return (await import("./export.ts")).zipFiles(files);
 }
+
+// Job bundles for a cluster (engine/handoff/): pure TypeScript, no ONNX Runtime.
+export { buildBundle, type BundleOptions } from "./handoff/bundle.ts";
+export { type HandoffConfig, LAUNCHERS, mapAxolotl, mapTrl, parseHandoffConfig, slug, STRATEGIES, TARGETS } from "./handoff/mapping.ts";
+export { readConfig } from "./model_dir.ts";

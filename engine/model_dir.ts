@@ -101,7 +101,7 @@ export function internalName(name: string): string {
 }
 
 /** Names of the checkpoint's tied LM head, if it stores one. */
-function lmHeadEntry(c: GemmaConfig, entries: Map<string, TensorEntry>): TensorEntry | undefined {
+function lmHeadEntry(entries: Map<string, TensorEntry>): TensorEntry | undefined {
   return entries.get("lm_head.weight") ?? entries.get("language_model.lm_head.weight");
 }
 
@@ -157,7 +157,7 @@ export function loadModel(dir: string): Promise<LoadedModel> {
     shapes.set(name, e.shape);
     dtypes.add(e.dtype);
   }
-  const lmHead = lmHeadEntry(config, entries);
+  const lmHead = lmHeadEntry(entries);
   if (lmHead) {
     // Tied in every released Gemma; an untied head would silently differ, so refuse it.
     const a = readTensorF32(lmHead), b = weights.get("model.embed_tokens.weight")!;

@@ -1,5 +1,5 @@
 /**
- * PEFT LoRA adapter files (spec/GEMMA.md §4): adapter_model.safetensors with PEFT tensor names and
+ * PEFT LoRA adapter files (docs/GEMMA.md §PEFT): adapter_model.safetensors with PEFT tensor names and
  * adapter_config.json, so `PeftModel.from_pretrained` loads them unchanged. In memory the tensors use
  * the internal names (`base_model.model.model.layers.…`); on disk they follow the base checkpoint's own
  * module paths, so a multimodal base gets `base_model.model.language_model.model.layers.…` (4.5x

@@ -1,5 +1,5 @@
 /**
- * safetensors read and write (spec/GEMMA.md §3): 8-byte little-endian header length, JSON header,
+ * safetensors read and write (docs/GEMMA.md §safetensors): 8-byte little-endian header length, JSON header,
  * then one contiguous byte buffer. Dtypes come from the header, never from torch_dtype.
  */
 import * as fs from "node:fs";

@@ -2,7 +2,7 @@
  * ONNX Runtime sessions: one place that picks the execution provider, threads and memory options.
  *
  * A device that is not available is an error naming the device and what it needs, never a silent
- * fall back to the CPU (ORT_FACTS §8: ORT itself does not fall back either).
+ * fall back to the CPU (docs/ORT.md §Execution providers: ORT itself does not fall back either).
  */
 import * as ort from "onnxruntime-node";
 import * as v8 from "node:v8";
@@ -17,7 +17,7 @@ export interface SessionOptions {
   device?: Device;
   /** Intra-op threads; default: all cores (ORT's default). Inference beside training uses 1. */
   threads?: number;
-  /** The CPU arena keeps freed blocks; off trades page faults for a lower peak (ORT_FACTS §7). */
+  /** The CPU arena keeps freed blocks; off trades page faults for a lower peak (docs/ORT.md §Session options). */
   arena?: boolean;
 }
 
@@ -87,7 +87,7 @@ let gcFn: (() => void) | null | undefined;
 
 /**
  * A full V8 collection, where the runtime allows one. The node binding returns every fetched output
- * as a fresh ArrayBuffer (ORT_FACTS §0): a full fine-tuning step drops 671 MB of them (the LM head's
+ * as a fresh ArrayBuffer (docs/ORT.md §Feeds and outputs): a full fine-tuning step drops 671 MB of them (the LM head's
  * dE chunks), and V8 frees them late enough to hold ~170 MB more at the peak. One collection per step
  * costs ~6 ms. Uses the Node idiom (the flag set at run time, `gc` taken from a fresh context).
  */

@@ -1,13 +1,13 @@
 /** The browser bundle: htmx, then the islands' boot. Built by `deno task bundle` into static/app.js. */
 import htmx from "htmx.org";
 import { installBoot } from "./_boot.ts";
-import LossChart from "./LossChart.tsx";
+import MetricsChart from "./MetricsChart.tsx";
 import Chat from "./Chat.tsx";
 import { installErrorDisplay } from "./_errors.ts";
 
 (globalThis as unknown as { htmx: typeof htmx }).htmx = htmx;
 // deno-lint-ignore no-explicit-any
-installBoot({ LossChart: LossChart as any, Chat: Chat as any });
+installBoot({ MetricsChart: MetricsChart as any, Chat: Chat as any });
 installErrorDisplay();
 
 // Log panes follow new output unless the reader scrolled up.

@@ -2,7 +2,7 @@
  * Builds the Hono app: middleware (token, cross-site guard, headers), static assets, and one sub-app
  * per view. Adding a view is one `app.route` line.
  */
-import { type DeviceChoice, devicesRoutes } from "./devices.tsx";
+import { devicesRoutes } from "./devices.tsx";
 import { probeDevices } from "../engine/mod.ts";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
@@ -21,6 +21,7 @@ import { apiRoutes } from "./api.ts";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
 import { openaiRoutes } from "./openai.ts";
+import { handoffRoutes } from "./handoff.tsx";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
 
 const STATIC_TYPES: Record<string, string> = {
@@ -68,6 +69,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", apiRoutes(deps));
   app.route("/", metricsRoutes(deps.service));
   app.route("/", openaiRoutes(deps.models));
+  app.route("/", handoffRoutes(deps));
 
   app.notFound((c) => {
     if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);

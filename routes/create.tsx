@@ -12,8 +12,9 @@ import { formatBytes, formatCount, formatDuration, fragment, page } from "./_lay
 import type { AppDeps } from "./deps.ts";
 import { DeviceSelect } from "./devices.tsx";
 import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
+import { ClusterForm } from "./handoff.tsx";
 import { type RunConfig, RunConfigSchema } from "../config/training.ts";
-import { describeModel, estimateMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
+import { describeModel, estimateRunMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
 
 const LAST_SETTINGS = "create.last";
@@ -172,7 +173,7 @@ function PreviewBox(props: { oob?: boolean }) {
 
 function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
   const { info, cfg } = props;
-  const mem = estimateMemory(info.config, { method: cfg.method, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets });
+  const mem = estimateRunMemory(info.config, cfg);
   const total = os.totalmem();
   return (
     <div class="kpi">
@@ -222,6 +223,7 @@ export function createRoutes(deps: AppDeps) {
         <p class="muted">Pick a base model and your data, choose how to train, check what it will cost, then start.</p>
         <form id="upload-form" hx-post="/create/upload" hx-encoding="multipart/form-data" hx-target="#upload-result"></form>
         <Form cfg={cfg} cached={scanHuggingFaceCache()} preset={preset} />
+        <ClusterForm />
       </>,
     );
   });
@@ -357,7 +359,7 @@ export function createRoutes(deps: AppDeps) {
             <dt>Training examples</dt><dd>{est.trainExamples}</dd>
             <dt>Tokens per epoch</dt><dd>{formatCount(est.tokensPerEpoch)}</dd>
             <dt>Steps</dt><dd>{est.steps}</dd>
-            <dt>Measured step</dt><dd>{est.stepMs.toFixed(0)} ms ({est.probeSteps} probe steps on this machine)</dd>
+            <dt>Measured step</dt><dd>{est.stepMs.toFixed(0)} ms, optimizer {est.optimizerMs.toFixed(0)} ms of it ({est.probeSteps} probe steps on this machine)</dd>
             <dt>Estimated time</dt><dd data-eta={est.totalMs}>{formatDuration(est.totalMs)}</dd>
           </dl>
         </div>,

@@ -1,7 +1,7 @@
 /**
  * `/runs/:id`: the training dashboard. Three panels (control, KPIs, logs) are htmx fragments polled
  * every second; each answers 286 once the run is over, which stops its poll. A stable outer element
- * holds an inner polled one so swaps settle without flicker. Charts are the LossChart island.
+ * holds an inner polled one so swaps settle without flicker. Charts are the MetricsChart island.
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
@@ -11,6 +11,7 @@ import type { RunView, TrainingService } from "../trainer/service.ts";
 import { isFinalState } from "../trainer/run_dir.ts";
 import { countErrorLines, readLogChunk } from "../trainer/logs.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
+import { ClusterForm } from "./handoff.tsx";
 
 const STOP_POLLING = 286;
 
@@ -234,10 +235,10 @@ export function dashboardRoutes(service: TrainingService) {
         </section>
         <section class="panel" aria-label="Charts">
           <div class="grid">
-            <Island name="LossChart" props={{ runId: v.id, title: "Loss", tags: ["train/loss", "eval/loss"], smoothing: 0.6, pollMs: 1000 }} />
-            <Island name="LossChart" props={{ runId: v.id, title: "Learning rate", tags: ["train/learning_rate"], pollMs: 2000 }} />
-            <Island name="LossChart" props={{ runId: v.id, title: "Gradient norm", tags: ["train/grad_norm"], pollMs: 2000 }} />
-            <Island name="LossChart" props={{ runId: v.id, title: "Tokens per second", tags: ["train/tokens_per_second"], pollMs: 2000 }} />
+            <Island name="MetricsChart" props={{ runId: v.id, title: "Loss", tags: ["train/loss", "eval/loss"], smoothing: 0.6, pollMs: 1000 }} />
+            <Island name="MetricsChart" props={{ runId: v.id, title: "Learning rate", tags: ["train/learning_rate"], pollMs: 2000 }} />
+            <Island name="MetricsChart" props={{ runId: v.id, title: "Gradient norm", tags: ["train/grad_norm"], pollMs: 2000 }} />
+            <Island name="MetricsChart" props={{ runId: v.id, title: "Tokens per second", tags: ["train/tokens_per_second"], pollMs: 2000 }} />
           </div>
         </section>
         <section class="panel logs" aria-label="Logs">
@@ -253,6 +254,7 @@ export function dashboardRoutes(service: TrainingService) {
             <button type="button" hx-post={`/runs/${id}/tensorboard`} hx-target="#tensorboard">Open in TensorBoard</button>
           </div>
         </section>
+        <ClusterForm run={v.id} />
       </>,
     );
   });

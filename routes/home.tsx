@@ -49,7 +49,7 @@ export function homeRoutes(deps: AppDeps) {
         {runs[0] && (
           <section aria-labelledby="latest">
             <h2 id="latest">Latest run: {runs[0].run.config.name}</h2>
-            <Island name="LossChart" props={{ runId: runs[0].id, title: "Training loss", tags: ["train/loss", "eval/loss"] }} />
+            <Island name="MetricsChart" props={{ runId: runs[0].id, title: "Training loss", tags: ["train/loss", "eval/loss"] }} />
           </section>
         )}
       </>,

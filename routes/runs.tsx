@@ -21,6 +21,7 @@ export function runsRoutes(deps: AppDeps) {
       "Runs",
       <>
         <h1>Runs</h1>
+        <p><a class="button" href="/import">Import a model trained elsewhere</a></p>
         {runs.length === 0 ? <p class="muted">No runs yet. <a href="/create">Fine-tune a model</a> to start one.</p> : (
           <form method="get" action="/runs">
             <div class="runs">
@@ -62,7 +63,7 @@ export function runsRoutes(deps: AppDeps) {
         {compare.length > 0 && (
           <section aria-labelledby="cmp">
             <h2 id="cmp">Loss curves</h2>
-            <Island name="LossChart" props={{ runIds: compare, tags: ["train/loss"], title: "train/loss", smoothing: 0.6, height: 360 }} />
+            <Island name="MetricsChart" props={{ runIds: compare, tags: ["train/loss"], title: "train/loss", smoothing: 0.6, height: 360 }} />
           </section>
         )}
       </>,

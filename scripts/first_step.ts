@@ -19,7 +19,7 @@ const lap = (s: string) => {
 const m = await loadModel(Deno.args[0]);
 lap("load model");
 const lora = { r: 8, alpha: 16, rslora: false, dropout: 0.05, targets: ["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"] };
-const B = 4, T = Number(Deno.args[1] ?? 64), P = B * T - B;
+const B = 4, T = Number(Deno.args[1] ?? 64);
 if (Deno.args[2] === "parts") {
   const g = buildBody(m.config, { batch: "batch", seq: "seq", positions: "positions", method: "lora", lora, dropout: true, activations: "save" });
   lap(`JS build body (${((g.forward.length + g.backward!.length) / 1e6).toFixed(1)} MB)`);

@@ -7,9 +7,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Page } from "puppeteer-core";
 import { browserTest } from "./_browser.ts";
-import { createRun } from "../trainer/worker.ts";
+import { createRun, writeStatus } from "../trainer/run_dir.ts";
 import { parseRunConfig } from "../config/training.ts";
-import { writeStatus } from "../trainer/status.ts";
 import { assert } from "./_assert.ts";
 import { timeout } from "./_timeouts.ts";
 

@@ -22,7 +22,7 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
   const a = mk("alpha", "completed"), b = mk("beta", "completed"), live = mk("gamma", "training");
   const html = await (await app.request(`/runs?compare=${a}&compare=${b}`)).text();
   for (const n of ["alpha", "beta", "gamma"]) assert(html.includes(n), `${n} missing`);
-  assert(html.includes("data-island=\"LossChart\"") && html.includes(a) && html.includes("runIds"), "no comparison chart");
+  assert(html.includes("data-island=\"MetricsChart\"") && html.includes(a) && html.includes("runIds"), "no comparison chart");
   const del = await app.request(`/api/runs/${a}`, { method: "DELETE" });
   assert(del.status === 200 && !fs.existsSync(path.join(dataDir, "runs", a)), `delete gave ${del.status}`);
   const refused = await app.request(`/api/runs/${live}`, { method: "DELETE" });

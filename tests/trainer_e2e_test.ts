@@ -12,6 +12,8 @@ import { acquireLock, readLock, releaseLock } from "../trainer/lock.ts";
 import { runWorker } from "../trainer/worker.ts";
 import { listCheckpoints, readTrainerState } from "../trainer/checkpoint.ts";
 import { readHeader } from "../engine/safetensors.ts";
+import { estimateRunMemory } from "../engine/mod.ts";
+import { readConfig } from "../engine/model_dir.ts";
 import { timeout } from "./_timeouts.ts";
 import { parseRunConfig } from "../config/training.ts";
 
@@ -97,6 +99,9 @@ Deno.test({
     const run = JSON.parse(Deno.readTextFileSync(join(runDir, "run.json")));
     eq(run.modelInfo.layers, 2);
     ok(run.modelInfo.parameters > run.modelInfo.trainableParameters && run.modelInfo.trainableParameters > 0);
+    // The KPI's memory estimate is the create page's: one formula.
+    const estimate = estimateRunMemory(readConfig(run.modelDir), parseRunConfig(run.config));
+    eq(run.modelInfo.memoryEstimateMb, Math.round(estimate.totalBytes / 2 ** 20));
     // PEFT adapter
     const final = join(runDir, "final");
     const ac = JSON.parse(Deno.readTextFileSync(join(final, "adapter_config.json")));

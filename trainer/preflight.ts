@@ -1,17 +1,21 @@
 /**
  * The measured pre-flight: tokens per epoch, steps, and a time estimate from a few real steps of the
- * actual graph on this machine (same model, method, batch size and length bucket as the run).
+ * actual graph on this machine (same model, method, batch size and length bucket as the run). It runs
+ * the worker's own preparation and optimizer step (trainer/prepare.ts), so the time counts the
+ * forward+backward of every micro-batch and the AdamW update.
  */
 import type { RunConfig } from "../config/training.ts";
-import { loadModel, resolveModelPath } from "../engine/model_dir.ts";
-import { loadTokenizer } from "../engine/tokenizer.ts";
-import { BatchPlan, collate, prepareDataset } from "../engine/data/mod.ts";
+import { collate } from "../engine/data/mod.ts";
+import { createTrainer, prepareRun, trainStep } from "./prepare.ts";
 
 export interface Estimate {
   trainExamples: number;
   tokensPerEpoch: number;
   steps: number;
+  /** One optimizer step: `gradAccum` × forward+backward + the optimizer. */
   stepMs: number;
+  /** Of `stepMs`, the gradient norm, clipping and AdamW update. */
+  optimizerMs: number;
   probeSteps: number;
   totalMs: number;
 }
@@ -22,30 +26,31 @@ export async function probeStep(cfg: RunConfig, dataDir: string, probeSteps = 2)
   const key = JSON.stringify([cfg.model, cfg.dataset, cfg.method, cfg.lora, cfg.batchSize, cfg.gradAccum, cfg.maxLength, cfg.maxSteps, cfg.epochs, cfg.seed]);
   const hit = cache.get(key);
   if (hit) return hit;
-  const modelDir = await resolveModelPath(cfg.model, dataDir);
-  const model = await loadModel(modelDir);
-  const tok = await loadTokenizer(modelDir);
-  const data = await prepareDataset(cfg.dataset, tok, { maxLength: cfg.maxLength, seed: cfg.seed, chat: tok.chat });
-  const plan = new BatchPlan(data.train.length, cfg.batchSize, cfg.seed);
-  const steps = cfg.maxSteps ?? Math.max(1, Math.ceil((cfg.epochs ?? 1) * plan.perEpoch / cfg.gradAccum));
+  const prep = await prepareRun(cfg, dataDir);
   // The longest examples give the slowest (largest bucket) step: a conservative estimate.
-  const sorted = [...data.train].sort((a, b) => b.ids.length - a.ids.length);
-  const batch = collate(sorted.slice(0, cfg.batchSize), tok.padId, cfg.maxLength);
-  // Imported here: train_engine.ts loads ONNX Runtime, which the server loads only when a model is needed.
-  const { TrainEngine } = await import("../engine/train_engine.ts");
-  const engine = await TrainEngine.create({ model, method: cfg.method, lora: cfg.lora, seed: cfg.seed, device: cfg.device, threads: cfg.threads });
+  const sorted = [...prep.data.train].sort((a, b) => b.ids.length - a.ids.length);
+  const batch = collate(sorted.slice(0, cfg.batchSize), prep.tokenizer.padId, cfg.maxLength);
+  const { engine, optimizer } = await createTrainer(prep);
   try {
-    await engine.forwardBackward(batch); // builds the graph and warms up
-    const t0 = performance.now();
-    for (let i = 0; i < probeSteps; i++) await engine.forwardBackward(batch);
-    const stepMs = ((performance.now() - t0) / probeSteps) * cfg.gradAccum;
+    const t = { engine, optimizer, cfg, schedule: prep.schedule };
+    // One micro-batch a probe step: the micro-batches of a step cost the same, the update is once a step.
+    await trainStep(t, 0, () => batch, 1); // builds the graph, allocates the optimizer state, warms up
+    let fbMs = 0, optMs = 0;
+    for (let i = 1; i <= probeSteps; i++) {
+      const s = await trainStep(t, i, () => batch, 1);
+      fbMs += s.forwardBackwardMs;
+      optMs += s.optimizerMs;
+    }
+    const optimizerMs = optMs / probeSteps;
+    const stepMs = (fbMs / probeSteps) * cfg.gradAccum + optimizerMs;
     const est = {
-      trainExamples: data.train.length,
-      tokensPerEpoch: data.trainTokens,
-      steps,
+      trainExamples: prep.data.train.length,
+      tokensPerEpoch: prep.data.trainTokens,
+      steps: prep.totalSteps,
       stepMs,
+      optimizerMs,
       probeSteps,
-      totalMs: stepMs * steps,
+      totalMs: stepMs * prep.totalSteps,
     };
     cache.set(key, est);
     return est;

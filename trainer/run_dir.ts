@@ -3,8 +3,9 @@
  * docs/CONTRACTS.md): its file names, the typed contents of run.json and status.json, reads, and
  * atomic writes. Both sides import this module and nothing of each other.
  *
- * status.json is replaced atomically (temp file + rename) so a reader never sees half a file;
- * status.log gets one human line whenever the state or the message changes.
+ * status.json has one writer, `updateStatus`: it is replaced atomically (temp file + rename) so a reader
+ * never sees half a file, under a lock so two writers cannot lose each other's fields; status.log gets
+ * one human line whenever the state or the message changes.
  */
 import * as fs from "node:fs";
 import { join, resolve } from "node:path";
@@ -172,21 +173,46 @@ export function readStatus(runDir: string): RunStatus | null {
 
 /** Appends one line `<ISO time> [state] message` to status.log. */
 export function appendStatusLog(runDir: string, line: string, state?: RunState): void {
-  const stamp = new Date().toISOString();
-  Deno.writeTextFileSync(runFile(runDir, "statusLog"), `${stamp}${state ? ` [${state}]` : ""} ${line}\n`, { append: true });
+  Deno.writeTextFileSync(runFile(runDir, "statusLog"), statusLogLine(line, state), { append: true });
 }
 
+function statusLogLine(line: string, state?: RunState): string {
+  return `${new Date().toISOString()}${state ? ` [${state}]` : ""} ${line}\n`;
+}
+
+/** The fields a status change sets, merged into what is on disk; `error: undefined` clears the error. */
+export type StatusPatch = Partial<Omit<RunStatus, "updatedAt">> & { updatedAt?: string };
+
+const REQUIRED_STATUS_FIELDS = ["state", "message", "step", "totalSteps", "epoch", "pid"] as const;
+
 /**
- * Writes status.json atomically (updatedAt is filled in) and, when the state, message or error differs
- * from what was there, one line to status.log. Returns what was written.
+ * The one writer of status.json. Under an exclusive lock on status.log (the worker and the server may
+ * write at once), it reads the status on disk, asks `change` what to set given it (null: leave the file
+ * as it is), merges the patch, writes the result atomically and, when the state, message or error
+ * changed, appends one line to status.log. A transition that only holds from some states (the server's
+ * queue-side ones: queued → initializing, training → failed, …) checks `prev` in `change`, so it cannot
+ * undo what the other side wrote between a read and this write. Returns the status written, or null
+ * when `change` declined.
  */
-export function writeStatus(runDir: string, status: Omit<RunStatus, "updatedAt"> & { updatedAt?: string }): RunStatus {
+export function updateStatus(runDir: string, change: (prev: RunStatus | null) => StatusPatch | null): RunStatus | null {
+  using log = Deno.openSync(runFile(runDir, "statusLog"), { append: true, create: true });
+  log.lockSync(true);
   const prev = readStatus(runDir);
-  const full: RunStatus = { ...status, updatedAt: status.updatedAt ?? new Date().toISOString() };
-  if (full.error === undefined) delete full.error;
+  const patch = change(prev);
+  if (!patch) return null;
+  const next: Record<string, unknown> = { ...prev, ...patch, updatedAt: patch.updatedAt ?? new Date().toISOString() };
+  for (const k of Object.keys(next)) if (next[k] === undefined) delete next[k];
+  const missing = REQUIRED_STATUS_FIELDS.filter((k) => next[k] === undefined);
+  if (missing.length) throw new TypeError(`Cannot write "${runFile(runDir, "status")}": the first status needs ${missing.join(", ")}`);
+  const full = next as unknown as RunStatus;
   writeFileAtomic(runFile(runDir, "status"), JSON.stringify(full, null, 2) + "\n");
   if (!prev || prev.state !== full.state || prev.message !== full.message || prev.error !== full.error) {
-    appendStatusLog(runDir, full.error ? `${full.message}: ${full.error}` : full.message, full.state);
+    log.writeSync(new TextEncoder().encode(statusLogLine(full.error ? `${full.message}: ${full.error}` : full.message, full.state)));
   }
   return full;
+}
+
+/** Replaces status.json with `status` (an absent `error` clears it) through `updateStatus`. Returns what was written. */
+export function writeStatus(runDir: string, status: Omit<RunStatus, "updatedAt"> & { updatedAt?: string }): RunStatus {
+  return updateStatus(runDir, () => ({ error: undefined, ...status }))!;
 }

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import type { RunConfig } from "../config/training.ts";
 import { hostname } from "node:os";
 import { isPidAlive, type LockInfo, lockPath, readLock } from "./lock.ts";
-import { createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunStatus, writeStatus } from "./run_dir.ts";
+import { createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunState, type RunStatus, type StatusPatch, updateStatus } from "./run_dir.ts";
 import { type CheckpointInfo, listCheckpoints } from "./checkpoint.ts";
 import { isTrainerPid, spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { MetricsReader, RunMetrics } from "./metrics.ts";
@@ -56,6 +56,16 @@ export interface ServiceOptions {
 function lockHeld(lock: LockInfo): boolean {
   if (lock.hostname && lock.hostname !== hostname()) return true;
   return isTrainerPid(lock.pid);
+}
+
+/**
+ * Every status change the server makes (the queue side of status.json): `patch` is applied only while
+ * the run is still in one of `from` (and, given `pid`, still names that process), checked under
+ * status.json's lock, so a state the worker wrote meanwhile is never overwritten. Returns the new
+ * status, or null when the run had moved on.
+ */
+function transition(dir: string, from: RunState[], patch: StatusPatch, pid?: number): RunStatus | null {
+  return updateStatus(dir, (prev) => prev && from.includes(prev.state) && (pid === undefined || prev.pid === pid) ? patch : null);
 }
 
 export class TrainingService {
@@ -133,7 +143,7 @@ export class TrainingService {
 
   private fail(dir: string, status: RunStatus, message: string) {
     const tail = tailLines(path.join(dir, STDERR_LOG), 8).join("\n");
-    writeStatus(dir, { ...status, state: "failed", message, error: tail || status.error || message, pid: status.pid });
+    transition(dir, [status.state], { state: "failed", message, error: tail || status.error || message }, status.pid);
   }
 
   /**
@@ -181,17 +191,17 @@ export class TrainingService {
     if (!this.aborting.has(id) && lock && lockHeld(lock)) {
       if (lock.runId === id) {
         // The run trains in another process (started from the command line while we spawned ours).
-        writeStatus(dir, { ...st, pid: lock.pid });
+        transition(dir, [st.state], { pid: lock.pid }, st.pid);
         return;
       }
       if (st.state === "initializing") {
         // Another trainer took the lock before ours could: wait for it.
-        writeStatus(dir, { ...st, state: "queued", message: `Waiting: run ${lock.runId} holds the training lock` });
+        transition(dir, ["initializing"], { state: "queued", message: `Waiting: run ${lock.runId} holds the training lock` }, st.pid);
         return;
       }
     }
     if (this.aborting.has(id)) {
-      writeStatus(dir, { ...st, state: "aborted", message: "Aborted (the trainer was stopped before it could save)" });
+      transition(dir, [st.state], { state: "aborted", message: "Aborted (the trainer was stopped before it could save)" }, st.pid);
       this.aborting.delete(id);
     } else {
       this.fail(dir, st, "Trainer process ended unexpectedly");
@@ -209,26 +219,26 @@ export class TrainingService {
 
   private launch(id: string) {
     const dir = path.join(this.dataDir, "runs", id);
-    const st = readStatus(dir)!;
     const pid = spawnWorker(dir, this.opts.workerCommand?.(dir));
     this.started.set(id, pid);
-    writeStatus(dir, { ...st, state: "initializing", message: "Starting the trainer process", pid, error: undefined });
+    // The worker may already have written its own "initializing" line: that one stands.
+    transition(dir, ["queued"], { state: "initializing", message: "Starting the trainer process", pid, error: undefined });
   }
 
-  get(id: string): RunView {
+  /** One run as the pages show it; `queue` lets `list` read the queue once for all runs. */
+  get(id: string, queue: string[] = this.queue()): RunView {
     const dir = this.runDir(id);
     const run = readRunJson(dir);
     const status = readStatus(dir) ?? { state: "queued", message: "", step: 0, totalSteps: 0, epoch: 0, updatedAt: "", pid: 0 } as RunStatus;
     const lock = readLock(this.dataDir);
     const orphan = !!lock && lock.runId === id && lockHeld(lock) && !this.started.has(id) && !isFinalState(status.state);
-    const q = this.queue();
     return {
       id,
       dir,
       run,
       status,
       orphan,
-      queuePosition: status.state === "queued" ? q.indexOf(id) + 1 : undefined,
+      queuePosition: status.state === "queued" ? queue.indexOf(id) + 1 : undefined,
       checkpoints: listCheckpoints(dir),
       hasFinal: fs.existsSync(path.join(dir, "final")),
       trainLoss: this.metrics.last(dir, "train/loss")?.[1],
@@ -237,9 +247,10 @@ export class TrainingService {
   }
 
   list(): RunView[] {
+    const queue = this.queue();
     return this.ids().map((id) => {
       try {
-        return this.get(id);
+        return this.get(id, queue);
       } catch {
         return null;
       }
@@ -288,9 +299,9 @@ export class TrainingService {
 
   cancel(id: string): RunStatus {
     const dir = this.runDir(id);
-    const st = readStatus(dir);
-    if (st?.state !== "queued") throw new ServiceError(409, `Only queued runs can be cancelled; "${id}" is ${st?.state ?? "unknown"}`);
-    return writeStatus(dir, { ...st, state: "aborted", message: "Cancelled before it started" });
+    const out = transition(dir, ["queued"], { state: "aborted", message: "Cancelled before it started" });
+    if (!out) throw new ServiceError(409, `Only queued runs can be cancelled; "${id}" is ${readStatus(dir)?.state ?? "unknown"}`);
+    return out;
   }
 
   /** Puts an aborted or failed run with a checkpoint back in the queue; the worker resumes from it. */
@@ -301,7 +312,8 @@ export class TrainingService {
       throw new ServiceError(409, `Only aborted or failed runs can be resumed; "${id}" is ${st?.state ?? "unknown"}`);
     }
     if (listCheckpoints(dir).length === 0) throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
-    const out = writeStatus(dir, { ...st, state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
+    const out = transition(dir, [st.state], { state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
+    if (!out) throw new ServiceError(409, `Run "${id}" changed state while being resumed; it is ${readStatus(dir)?.state ?? "unknown"}`);
     this.reconcile(0);
     return readStatus(dir) ?? out;
   }
@@ -317,7 +329,8 @@ export class TrainingService {
       throw new ServiceError(409, `Only aborted or failed runs can be restarted; "${id}" is ${st?.state ?? "unknown"}`);
     }
     if (listCheckpoints(dir).length > 0) throw new ServiceError(409, `Run "${id}" has a checkpoint; resume it instead of restarting`);
-    const out = writeStatus(dir, { ...st, state: "queued", step: 0, message: "Queued to start again from the beginning", error: undefined });
+    const out = transition(dir, [st.state], { state: "queued", step: 0, message: "Queued to start again from the beginning", error: undefined });
+    if (!out) throw new ServiceError(409, `Run "${id}" changed state while being restarted; it is ${readStatus(dir)?.state ?? "unknown"}`);
     this.reconcile(0);
     return readStatus(dir) ?? out;
   }

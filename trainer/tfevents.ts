@@ -1,6 +1,6 @@
 /**
  * TensorBoard event files: TFRecord framing with masked CRC-32C around hand-encoded `Event` protos
- * (spec/GEMMA.md §5). The writer appends one record per call so a reader polling the file sees each
+ * (docs/GEMMA.md §TensorBoard). The writer appends one record per call so a reader polling the file sees each
  * scalar as soon as it is written; the reader resumes from a byte offset and never consumes a record
  * that is still being written.
  */

@@ -9,11 +9,11 @@ const unhex = (s: string) => Uint8Array.from(s.match(/../g)!.map((h) => parseInt
 
 Deno.test("crc32c check value and mask", () => {
   assertEquals(crc32c(new TextEncoder().encode("123456789")), 0xe3069283);
-  // masked CRC of the length bytes of the first test vector (spec §5.5)
+  // masked CRC of the length bytes of the first test vector (docs/GEMMA.md §TensorBoard)
   assertEquals(maskedCrc32c(unhex("1800000000000000")).toString(16), "224b7fa3");
 });
 
-Deno.test("file_version event matches spec §5.5 byte for byte", () => {
+Deno.test("file_version event matches the reference bytes (docs/GEMMA.md §TensorBoard)", () => {
   const payload = encodeEvent({ wallTime: 1700000000.0, fileVersion: "brain.Event:2" });
   assertEquals(hex(payload), "0900000040fc54d9411a0d627261696e2e4576656e743a32");
   assertEquals(
@@ -22,7 +22,7 @@ Deno.test("file_version event matches spec §5.5 byte for byte", () => {
   );
 });
 
-Deno.test("simple_value scalar event matches spec §5.5 byte for byte", () => {
+Deno.test("simple_value scalar event matches the reference bytes (docs/GEMMA.md §TensorBoard)", () => {
   const payload = encodeEvent({ wallTime: 1700000001.5, step: 10, scalars: [{ tag: "train/loss", value: 2.5 }] });
   const p = "0900006040fc54d941100a2a130a110a0a747261696e2f6c6f73731500002040";
   assertEquals(hex(payload), p);

@@ -2,7 +2,9 @@
  * The training loop, run by `gemma-tuner train` (cli/train.ts) in its own process. It talks to the server only through the
  * run directory: status.json/status.log, events.out.tfevents.*, checkpoints/, final/ and run.json
  * (DESIGN.md "The run directory"). `runWorker` starts or resumes the run in a directory from its newest
- * complete checkpoint; `createRun` makes a new run directory.
+ * complete checkpoint, in four phases over one explicit `Training` state: prepare (model, data, engine;
+ * trainer/prepare.ts, shared with the estimate probe), resume (checkpoint → engine, optimizer,
+ * progress), step (one optimizer step, its metrics, evaluations and checkpoints), finish (final/).
  *
  * Determinism on resume: the micro-batch order is a function of (seed, epoch), LoRA dropout of
  * micro-batch k is seeded by (seed, k), the schedule by the step, and the trainable tensors and AdamW
@@ -11,20 +13,18 @@
 import * as fs from "node:fs";
 import { join } from "node:path";
 import type { RunConfig } from "../config/training.ts";
-import { BatchPlan, collate, type PreparedDataset, prepareDataset, type TokenizedExample } from "../engine/data/mod.ts";
-import { type LoadedModel, loadModel, resolveModelPath } from "../engine/model_dir.ts";
-import { AdamW, clipFactor, globalNorm, lrAt, type Schedule } from "../engine/optim.ts";
-import { loadTokenizer } from "../engine/tokenizer.ts";
-import { TrainEngine } from "../engine/train_engine.ts";
+import { collate, type PreparedDataset, type TokenizedExample } from "../engine/data/mod.ts";
+import type { LoadedModel } from "../engine/model_dir.ts";
+import type { AdamW } from "../engine/optim.ts";
+import type { TrainEngine } from "../engine/train_engine.ts";
 import type { Device } from "../engine/device.ts";
+import { estimateRunMemory } from "../engine/gemma/params.ts";
 import { gpuMemoryMb } from "../engine/gpu_memory.ts";
 import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
 import { acquireLock, releaseLock } from "./lock.ts";
 import { modelCard } from "./model_card.ts";
-import { appendStatusLog, createRun, readRunJson, type RunJson, type RunState, updateRunJson, writeStatus } from "./run_dir.ts";
-
-// Re-exported for code written before run_dir.ts owned them.
-export { createRun, readRunJson };
+import { createTrainer, type PreparedRun, prepareRun, trainStep } from "./prepare.ts";
+import { appendStatusLog, readRunJson, type RunJson, type RunState, updateRunJson, writeStatus } from "./run_dir.ts";
 import { EventWriter } from "./tfevents.ts";
 
 /** The one JSON line `train` ends with. */
@@ -90,201 +90,84 @@ function gpuScalar(device: Device): Record<string, number> {
   return mb === null ? {} : { "system/gpu_mem_mb": mb };
 }
 
-async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): Promise<TrainResult> {
-  const cfg = run.config;
+/** Where the run stands: what status.json, trainer_state.json and the result report. */
+interface Progress {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  trainLoss: number | null;
+  evalLoss: number | null;
+  logHistory: LogEntry[];
+  /** The step of the newest checkpoint on disk (−1: none this process knows of). */
+  lastSaved: number;
+  /** The step of the last evaluation (−1: none). */
+  lastEval: number;
+}
+
+/** A run being trained: its settings, prepared inputs, engine, event file and progress. */
+interface Training {
+  runDir: string;
+  run: RunJson;
+  cfg: RunConfig;
+  prep: PreparedRun;
+  engine: TrainEngine;
+  optimizer: AdamW;
+  events: EventWriter;
+  progress: Progress;
+  ctx: Ctx;
+  status: (state: RunState, message: string, error?: string) => void;
+}
+
+/** The checkpoint a run continues from. */
+interface Resumed {
+  dir: string;
+  checkpoint: ReturnType<typeof readCheckpoint>;
+}
+
+/** Stops the loop after the current step on SIGTERM/SIGINT (SIGBREAK on Windows); `remove` detaches. */
+function stopSignals(log: (line: string) => void): { signal: () => string | null; remove: () => void } {
   let stopSignal: string | null = null;
-  const onSignal = (sig: string) => () => {
-    if (!stopSignal) ctx.log(`Received ${sig}: stopping after the current step`);
-    stopSignal = sig;
-  };
   const listeners: [Deno.Signal, () => void][] = [];
   for (const sig of (Deno.build.os === "windows" ? ["SIGINT", "SIGBREAK"] : ["SIGTERM", "SIGINT"]) as Deno.Signal[]) {
-    const h = onSignal(sig);
+    const h = () => {
+      if (!stopSignal) log(`Received ${sig}: stopping after the current step`);
+      stopSignal = sig;
+    };
     try {
       Deno.addSignalListener(sig, h);
       listeners.push([sig, h]);
     } catch { /* signal not supported here */ }
   }
-  let step = 0, totalSteps = cfg.maxSteps ?? 0, epoch = 0;
-  let trainLoss: number | null = null, evalLoss: number | null = null;
+  return { signal: () => stopSignal, remove: () => listeners.forEach(([sig, h]) => Deno.removeSignalListener(sig, h)) };
+}
+
+async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): Promise<TrainResult> {
+  const cfg = run.config;
+  const signals = stopSignals(ctx.log);
+  const progress: Progress = { step: 0, totalSteps: cfg.maxSteps ?? 0, epoch: 0, trainLoss: null, evalLoss: null, logHistory: [], lastSaved: -1, lastEval: -1 };
   const status = (state: RunState, message: string, error?: string) =>
-    writeStatus(runDir, { state, message, step, totalSteps, epoch, pid: Deno.pid, ...(error ? { error } : {}) });
-  let engine: TrainEngine | null = null;
-  let events: EventWriter | null = null;
+    writeStatus(runDir, { state, message, step: progress.step, totalSteps: progress.totalSteps, epoch: progress.epoch, pid: Deno.pid, ...(error ? { error } : {}) });
+  const result = (state: RunState): TrainResult => ({ runId: run.id, runDir, state, step: progress.step, trainLoss: progress.trainLoss, evalLoss: progress.evalLoss });
+  let t: Training | null = null;
   try {
-    cleanPartialCheckpoints(runDir);
-    status("initializing", "Loading model");
-    const modelDir = await resolveModelPath(cfg.model, dataDir);
-    const model = await loadModel(modelDir);
-    const tokenizer = await loadTokenizer(modelDir);
-    status("initializing", "Reading dataset");
-    const data = await prepareDataset(cfg.dataset, tokenizer, { maxLength: cfg.maxLength, seed: cfg.seed, chat: tokenizer.chat });
-    reportDataset(data, ctx.log);
-    const plan = new BatchPlan(data.train.length, cfg.batchSize, cfg.seed);
-    totalSteps = cfg.maxSteps ?? Math.max(1, Math.ceil((cfg.epochs ?? 1) * plan.perEpoch / cfg.gradAccum));
-    const schedule: Schedule = { kind: cfg.schedule, peakLr: cfg.learningRate, warmupSteps: cfg.warmupSteps, totalSteps };
-
-    const resumeFrom = latestCheckpoint(runDir);
-    let resumed: ReturnType<typeof readCheckpoint> | null = null;
-    if (resumeFrom) {
-      status("initializing", `Resuming from ${resumeFrom.dir.split(/[\\/]/).at(-1)}`);
-      resumed = readCheckpoint(resumeFrom.dir);
-      if (resumed.state.method !== cfg.method) throw new RangeError(`Cannot resume "${resumeFrom.dir}": it was trained with method ${resumed.state.method}, run.json says ${cfg.method}`);
-      if (cfg.method === "full") {
-        for (const [name, w] of resumed.trainable) {
-          const base = model.weights.get(name);
-          if (base && base.length === w.length) base.set(w);
-        }
-      }
-    }
-    status("initializing", "Building the training graphs");
-    engine = await TrainEngine.create({
-      model,
-      method: cfg.method,
-      lora: cfg.method === "lora" ? cfg.lora : undefined,
-      adapter: resumed && cfg.method === "lora"
-        ? new Map([...resumed.trainable].map(([n, d]) => [n, { shape: [], data: d }]))
-        : undefined,
-      device: cfg.device,
-      threads: cfg.threads,
-      seed: cfg.seed,
-    });
-    const optimizer = new AdamW(engine.trainable, { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps, weightDecay: cfg.weightDecay });
-    let logHistory: LogEntry[] = [];
-    if (resumed) {
-      optimizer.loadState(resumed.optimizer, resumed.state.step, join(resumeFrom!.dir, "optimizer.safetensors"));
-      step = resumed.state.step;
-      epoch = resumed.state.epoch;
-      trainLoss = resumed.state.trainLoss;
-      evalLoss = resumed.state.evalLoss;
-      logHistory = resumed.state.logHistory ?? [];
-      ctx.log(`Resumed from step ${step} (${resumeFrom!.dir})`);
-    }
-    writeModelInfo(runDir, model, engine, cfg, data);
-
-    events = new EventWriter(runDir);
-    if (step > 0) events.restart(step + 1);
-    const state = (): TrainerState => ({
-      format: TRAINER_STATE_FORMAT,
-      version: TRAINER_STATE_VERSION,
-      step,
-      totalSteps,
-      epoch,
-      microBatches: step * cfg.gradAccum,
-      rng: { seed: cfg.seed, dropoutStream: "seed,microBatch", nextMicroBatch: step * cfg.gradAccum },
-      schedule,
-      method: cfg.method,
-      baseModel: modelDir,
-      trainLoss,
-      evalLoss,
-      logHistory,
-    });
-    let lastSaved = resumed ? step : -1;
-    const save = () => {
-      if (lastSaved === step) return latestCheckpoint(runDir)!.dir;
-      const dir = writeCheckpoint(runDir, {
-        step,
-        method: cfg.method,
-        trainable: engine!.trainable,
-        optimizer: optimizer.stateTensors(),
-        state: state(),
-        lora: cfg.lora,
-        baseModel: modelDir,
-        modelDir,
-      });
-      pruneCheckpoints(runDir, cfg.keepCheckpoints);
-      lastSaved = step;
-      ctx.log(`Saved ${dir}`);
-      return dir;
-    };
-    let lastEval = -1;
-    const runEval = async () => {
-      if (!data.validation.length || lastEval === step) return;
-      status("training", "Evaluating");
-      evalLoss = await evaluate(engine!, data.validation, cfg, tokenizer.padId);
-      lastEval = step;
-      events!.scalars(step, { "eval/loss": evalLoss });
-      logHistory.push({ step, evalLoss, epoch });
-      ctx.log(`eval step ${step} | eval_loss ${evalLoss.toFixed(4)}`);
-    };
-
-    status("training", step > 0 ? `Training (resumed at step ${step})` : "Training");
-    while (step < totalSteps) {
+    t = await prepare(runDir, dataDir, run, ctx, progress, status);
+    while (progress.step < progress.totalSteps) {
       // session.run blocks the thread; a real event-loop turn lets a pending SIGTERM/SIGINT be seen.
       await new Promise((r) => setTimeout(r, 0));
-      if (stopSignal) break;
-      const t0 = performance.now();
-      engine.zeroGrads();
-      let lossSum = 0, tokens = 0;
-      for (let a = 0; a < cfg.gradAccum; a++) {
-        const k = step * cfg.gradAccum + a;
-        const { indices } = plan.micro(k);
-        const batch = collate(indices.map((i) => data.train[i]), tokenizer.padId, cfg.maxLength);
-        const r = await engine.forwardBackward(batch, { dropoutSeed: k });
-        lossSum += r.lossSum;
-        tokens += r.tokens;
-      }
-      if (tokens === 0) throw new RangeError(`Step ${step + 1}: the batch has no trained tokens`);
-      const loss = lossSum / tokens;
-      if (!Number.isFinite(loss)) {
-        throw new RangeError(`Step ${step + 1}: the loss is ${loss}; lower learningRate or maxGradNorm`);
-      }
-      const scale = 1 / tokens; // token-count normalisation across micro-batches
-      const gradNorm = globalNorm(engine.grads.values(), scale);
-      const lr = lrAt(step, schedule);
-      optimizer.update(engine.grads, lr, scale * clipFactor(gradNorm, cfg.maxGradNorm));
-      step++;
-      epoch = plan.epochAt(step * cfg.gradAccum);
-      trainLoss = loss;
-      const ms = performance.now() - t0;
-      const tps = tokens / (ms / 1000);
-      events.scalars(step, {
-        "train/loss": loss,
-        "train/learning_rate": lr,
-        "train/grad_norm": gradNorm,
-        "train/tokens_per_second": tps,
-        "train/step_time_ms": ms,
-        "train/epoch": epoch,
-        "system/rss_mb": rssMb(),
-        ...gpuScalar(cfg.device),
-      });
-      logHistory.push({ step, loss, learningRate: lr, gradNorm, epoch });
-      ctx.log(
-        `step ${step}/${totalSteps} | loss ${loss.toFixed(4)} | lr ${lr.toExponential(2)} | grad_norm ${gradNorm.toFixed(3)} | ` +
-          `${tps.toFixed(0)} tok/s | ${ms.toFixed(0)} ms | epoch ${epoch.toFixed(2)}`,
-      );
-      status("training", "Training");
-      if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < totalSteps) await runEval();
-      if (cfg.saveEvery > 0 && step % cfg.saveEvery === 0 && step < totalSteps) save();
+      if (signals.signal()) break;
+      await step(t);
     }
-
-    if (stopSignal) {
-      if (ctx.saveOnAbort && step > 0) {
-        status("training", `Saving a checkpoint before stopping (${stopSignal})`);
-        save();
+    const stopped = signals.signal();
+    if (stopped) {
+      if (ctx.saveOnAbort && progress.step > 0) {
+        status("training", `Saving a checkpoint before stopping (${stopped})`);
+        save(t);
       }
-      status("aborted", `Stopped by ${stopSignal} at step ${step}`);
-      return { runId: run.id, runDir, state: "aborted", step, trainLoss, evalLoss };
+      status("aborted", `Stopped by ${stopped} at step ${progress.step}`);
+      return result("aborted");
     }
-    await runEval();
-    status("training", "Saving the final checkpoint");
-    const last = save();
-    writeFinal(runDir, last, modelCard({
-      runId: run.id,
-      config: cfg,
-      baseModel: cfg.model === "demo" ? "demo (gemma-tuner built-in tiny Gemma 3)" : modelDir,
-      dataset: { format: data.format, train: data.train.length, validation: data.validation.length, invalid: data.invalid.length, truncated: data.truncated },
-      step,
-      totalSteps,
-      epoch,
-      trainLoss,
-      evalLoss,
-      parameters: { total: countParams(model), trainable: countTrainable(engine) },
-      finishedAt: new Date().toISOString(),
-      state: "completed",
-    }));
-    status("completed", `Completed ${step} steps`);
-    return { runId: run.id, runDir, state: "completed", step, trainLoss, evalLoss };
+    await finish(t);
+    return result("completed");
   } catch (e) {
     const error = describeFailure(e);
     console.error(`train: ${error}`);
@@ -293,12 +176,188 @@ async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): P
     try {
       status("failed", "Training failed", error);
     } catch { /* the run dir itself may be gone */ }
-    return { runId: run.id, runDir, state: "failed", step, trainLoss, evalLoss };
+    return result("failed");
   } finally {
-    events?.close();
-    engine?.release();
-    for (const [sig, h] of listeners) Deno.removeSignalListener(sig, h);
+    t?.events.close();
+    t?.engine.release();
+    signals.remove();
   }
+}
+
+/**
+ * Prepare: the model, tokenizer and dataset (shared with the estimate probe), the checkpoint to resume
+ * from, the engine and optimizer, run.json's modelInfo and the event file.
+ */
+async function prepare(
+  runDir: string,
+  dataDir: string,
+  run: RunJson,
+  ctx: Ctx,
+  progress: Progress,
+  status: Training["status"],
+): Promise<Training> {
+  const cfg = run.config;
+  cleanPartialCheckpoints(runDir);
+  const prep = await prepareRun(cfg, dataDir, (phase) => status("initializing", phase));
+  reportDataset(prep.data, ctx.log);
+  progress.totalSteps = prep.totalSteps;
+  const resumed = findResume(runDir, prep, status);
+  status("initializing", "Building the training graphs");
+  const { engine, optimizer } = await createTrainer(prep, resumed?.checkpoint.trainable);
+  try {
+    if (resumed) resume(resumed, optimizer, progress, ctx.log);
+    writeModelInfo(runDir, prep, engine);
+    const events = new EventWriter(runDir);
+    if (progress.step > 0) events.restart(progress.step + 1);
+    status("training", progress.step > 0 ? `Training (resumed at step ${progress.step})` : "Training");
+    return { runDir, run, cfg, prep, engine, optimizer, events, progress, ctx, status };
+  } catch (e) {
+    engine.release();
+    throw e;
+  }
+}
+
+/**
+ * Resume, part 1: the newest complete checkpoint, read and checked against run.json; for full
+ * fine-tuning its weights replace the base model's. Null when the run starts fresh.
+ */
+function findResume(runDir: string, prep: PreparedRun, status: Training["status"]): Resumed | null {
+  const latest = latestCheckpoint(runDir);
+  if (!latest) return null;
+  status("initializing", `Resuming from ${latest.dir.split(/[\\/]/).at(-1)}`);
+  const checkpoint = readCheckpoint(latest.dir);
+  const { cfg, model } = prep;
+  if (checkpoint.state.method !== cfg.method) throw new RangeError(`Cannot resume "${latest.dir}": it was trained with method ${checkpoint.state.method}, run.json says ${cfg.method}`);
+  if (cfg.method === "full") {
+    for (const [name, w] of checkpoint.trainable) {
+      const base = model.weights.get(name);
+      if (base && base.length === w.length) base.set(w);
+    }
+  }
+  return { dir: latest.dir, checkpoint };
+}
+
+/** Resume, part 2: the optimizer state and the progress the checkpoint recorded. */
+function resume(r: Resumed, optimizer: AdamW, progress: Progress, log: (line: string) => void): void {
+  const { state } = r.checkpoint;
+  optimizer.loadState(r.checkpoint.optimizer, state.step, join(r.dir, "optimizer.safetensors"));
+  Object.assign(progress, {
+    step: state.step,
+    epoch: state.epoch,
+    trainLoss: state.trainLoss,
+    evalLoss: state.evalLoss,
+    logHistory: state.logHistory ?? [],
+    lastSaved: state.step,
+  });
+  log(`Resumed from step ${progress.step} (${r.dir})`);
+}
+
+/** Step: one optimizer step over the batch plan, its scalars and log line, and the evaluations and checkpoints due. */
+async function step(t: Training): Promise<void> {
+  const { cfg, prep, progress: p } = t;
+  const t0 = performance.now();
+  const s = await trainStep({ engine: t.engine, optimizer: t.optimizer, cfg, schedule: prep.schedule }, p.step, (k) => {
+    const { indices } = prep.plan.micro(k);
+    return collate(indices.map((i) => prep.data.train[i]), prep.tokenizer.padId, cfg.maxLength);
+  });
+  p.step++;
+  p.epoch = prep.plan.epochAt(p.step * cfg.gradAccum);
+  p.trainLoss = s.loss;
+  const ms = performance.now() - t0;
+  const tps = s.tokens / (ms / 1000);
+  t.events.scalars(p.step, {
+    "train/loss": s.loss,
+    "train/learning_rate": s.lr,
+    "train/grad_norm": s.gradNorm,
+    "train/tokens_per_second": tps,
+    "train/step_time_ms": ms,
+    "train/epoch": p.epoch,
+    "system/rss_mb": rssMb(),
+    ...gpuScalar(cfg.device),
+  });
+  p.logHistory.push({ step: p.step, loss: s.loss, learningRate: s.lr, gradNorm: s.gradNorm, epoch: p.epoch });
+  t.ctx.log(
+    `step ${p.step}/${p.totalSteps} | loss ${s.loss.toFixed(4)} | lr ${s.lr.toExponential(2)} | grad_norm ${s.gradNorm.toFixed(3)} | ` +
+      `${tps.toFixed(0)} tok/s | ${ms.toFixed(0)} ms | epoch ${p.epoch.toFixed(2)}`,
+  );
+  t.status("training", "Training");
+  if (cfg.evalEvery > 0 && p.step % cfg.evalEvery === 0 && p.step < p.totalSteps) await runEval(t);
+  if (cfg.saveEvery > 0 && p.step % cfg.saveEvery === 0 && p.step < p.totalSteps) save(t);
+}
+
+/** Finish: the last evaluation, the final checkpoint, final/ with its model card, and `completed`. */
+async function finish(t: Training): Promise<void> {
+  const { cfg, prep, progress: p, run } = t;
+  await runEval(t);
+  t.status("training", "Saving the final checkpoint");
+  const last = save(t);
+  const { data } = prep;
+  writeFinal(t.runDir, last, modelCard({
+    runId: run.id,
+    config: cfg,
+    baseModel: cfg.model === "demo" ? "demo (gemma-tuner built-in tiny Gemma 3)" : prep.modelDir,
+    dataset: { format: data.format, train: data.train.length, validation: data.validation.length, invalid: data.invalid.length, truncated: data.truncated },
+    step: p.step,
+    totalSteps: p.totalSteps,
+    epoch: p.epoch,
+    trainLoss: p.trainLoss,
+    evalLoss: p.evalLoss,
+    parameters: { total: countParams(prep.model), trainable: countTrainable(t.engine) },
+    finishedAt: new Date().toISOString(),
+    state: "completed",
+  }));
+  t.status("completed", `Completed ${p.step} steps`);
+}
+
+function trainerState(t: Training): TrainerState {
+  const { cfg, progress: p } = t;
+  return {
+    format: TRAINER_STATE_FORMAT,
+    version: TRAINER_STATE_VERSION,
+    step: p.step,
+    totalSteps: p.totalSteps,
+    epoch: p.epoch,
+    microBatches: p.step * cfg.gradAccum,
+    rng: { seed: cfg.seed, dropoutStream: "seed,microBatch", nextMicroBatch: p.step * cfg.gradAccum },
+    schedule: t.prep.schedule,
+    method: cfg.method,
+    baseModel: t.prep.modelDir,
+    trainLoss: p.trainLoss,
+    evalLoss: p.evalLoss,
+    logHistory: p.logHistory,
+  };
+}
+
+/** Writes a checkpoint of the current step (once per step) and prunes old ones; returns its directory. */
+function save(t: Training): string {
+  const { cfg, progress: p } = t;
+  if (p.lastSaved === p.step) return latestCheckpoint(t.runDir)!.dir;
+  const dir = writeCheckpoint(t.runDir, {
+    step: p.step,
+    method: cfg.method,
+    trainable: t.engine.trainable,
+    optimizer: t.optimizer.stateTensors(),
+    state: trainerState(t),
+    lora: cfg.lora,
+    baseModel: t.prep.modelDir,
+    modelDir: t.prep.modelDir,
+  });
+  pruneCheckpoints(t.runDir, cfg.keepCheckpoints);
+  p.lastSaved = p.step;
+  t.ctx.log(`Saved ${dir}`);
+  return dir;
+}
+
+/** Evaluates on the validation split (once per step; nothing without one). */
+async function runEval(t: Training): Promise<void> {
+  const { cfg, prep, progress: p } = t;
+  if (!prep.data.validation.length || p.lastEval === p.step) return;
+  t.status("training", "Evaluating");
+  p.evalLoss = await evaluate(t.engine, prep.data.validation, cfg, prep.tokenizer.padId);
+  p.lastEval = p.step;
+  t.events.scalars(p.step, { "eval/loss": p.evalLoss });
+  p.logHistory.push({ step: p.step, evalLoss: p.evalLoss, epoch: p.epoch });
+  t.ctx.log(`eval step ${p.step} | eval_loss ${p.evalLoss.toFixed(4)}`);
 }
 
 async function evaluate(engine: TrainEngine, examples: TokenizedExample[], cfg: RunConfig, padId: number): Promise<number> {
@@ -334,12 +393,9 @@ function countTrainable(e: TrainEngine): number {
 }
 
 /** Parameters, memory estimate and architecture into run.json (read by the KPI panel). */
-function writeModelInfo(runDir: string, model: LoadedModel, engine: TrainEngine, cfg: RunConfig, data: PreparedDataset): void {
+function writeModelInfo(runDir: string, prep: PreparedRun, engine: TrainEngine): void {
+  const { model, data, cfg } = prep;
   const c = model.config;
-  const total = countParams(model), trainable = countTrainable(engine);
-  // f32 weights + (param, grad, m, v) for trained tensors + activations of one micro-batch (rough).
-  const activations = cfg.batchSize * cfg.maxLength * c.hiddenSize * c.numLayers * 24 * 4;
-  const memoryEstimateMb = Math.round((total * 4 + trainable * 4 * (cfg.method === "full" ? 3 : 4) + activations) / 2 ** 20);
   const archs = (c.raw as { architectures?: string[] }).architectures;
   updateRunJson(runDir, {
     modelDir: model.dir,
@@ -351,9 +407,9 @@ function writeModelInfo(runDir: string, model: LoadedModel, engine: TrainEngine,
       hiddenSize: c.hiddenSize,
       vocabSize: c.vocabSize,
       dtype: model.storedDtype,
-      parameters: total,
-      trainableParameters: trainable,
-      memoryEstimateMb,
+      parameters: countParams(model),
+      trainableParameters: countTrainable(engine),
+      memoryEstimateMb: Math.round(estimateRunMemory(c, cfg).totalBytes / 2 ** 20),
       sizeBytes: model.sizeBytes,
     },
     datasetInfo: {

@@ -1,7 +1,7 @@
 /**
  * Tokenisation with label masks: the rendered pieces are encoded one by one without adding special
  * tokens (the text already starts with `<bos>`, so there is never a second one), and every token of an
- * untrained piece gets label −100 (spec/GEMMA.md §6.3). Truncation keeps the start.
+ * untrained piece gets label −100 (docs/GEMMA.md §Labels). Truncation keeps the start.
  */
 import type { Segment } from "../chat_format.ts";
 

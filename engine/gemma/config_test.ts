@@ -1,4 +1,4 @@
-/** Config normalisation for every spelling of spec §1.6–1.8 and §8, and refusals that say what is supported. */
+/** Config normalisation for every spelling in docs/GEMMA.md §Config, and refusals that say what is supported. */
 import { normalizeConfig } from "./config.ts";
 import { countParams } from "./params.ts";
 
@@ -21,7 +21,7 @@ Deno.test("gemma-3-270m (v4 spelling with layer_types): bases, window, full laye
   eq(c.layerTypes.map((t, i) => (t === "full" ? i : -1)).filter((i) => i >= 0), [5, 11, 17], "full layers");
   eq([c.ropeThetaFull, c.ropeThetaSliding, c.ropeScalingFull, c.slidingWindow], [1e6, 1e4, 1, 512], "rope/window");
   eq([c.attnSoftcap, c.finalSoftcap, c.queryPreAttnScalar], [null, null, 256], "caps/scalar");
-  eq(countParams(c), 268098176, "parameters (spec §2.6)");
+  eq(countParams(c), 268098176, "parameters (docs/GEMMA.md §Parameters)");
 });
 
 Deno.test("gemma-3-1b with sliding_window_pattern (no layer_types): globals 5, 11, 17, 23; count", () => {
@@ -29,7 +29,7 @@ Deno.test("gemma-3-1b with sliding_window_pattern (no layer_types): globals 5, 1
   const c = normalizeConfig({ ...rest, sliding_window_pattern: 6, hidden_size: 1152, intermediate_size: 6912, num_hidden_layers: 26, eos_token_id: [1, 106] }, "1b");
   eq(c.layerTypes.map((t, i) => (t === "full" ? i : -1)).filter((i) => i >= 0), [5, 11, 17, 23], "full layers");
   eq(c.eosTokenIds, [1, 106], "eos list");
-  eq(countParams(c), 999885952, "parameters (spec §2.6)");
+  eq(countParams(c), 999885952, "parameters (docs/GEMMA.md §Parameters)");
 });
 
 Deno.test("transformers v5 rope_parameters per layer type, with linear scaling on full layers only", () => {
@@ -51,7 +51,7 @@ Deno.test("gemma-2-2b: even layers slide, softcaps 50/30, parameter count", () =
   }, "2-2b");
   eq(c.layerTypes.slice(0, 4), ["sliding", "full", "sliding", "full"], "layer types");
   eq([c.attnSoftcap, c.finalSoftcap, c.slidingWindow, c.ropeThetaSliding], [50, 30, 4096, 10000], "caps");
-  eq(countParams(c), 2614341888, "parameters (spec §2.6)");
+  eq(countParams(c), 2614341888, "parameters (docs/GEMMA.md §Parameters)");
 });
 
 Deno.test("gemma-2b / 7b (Gemma 1, hidden_act gelu → tanh GELU anyway): scalar = head_dim, counts", () => {

@@ -1,5 +1,5 @@
 /**
- * The Gemma 1/2/3/4 decoder as an ONNX graph (spec/GEMMA.md §1, docs/GEMMA4.md §Forward), with LoRA
+ * The Gemma 1/2/3/4 decoder as an ONNX graph (docs/GEMMA.md §Forward, docs/GEMMA4.md §Forward), with LoRA
  * branches and the causal-LM loss on selected positions. Gemma 4 adds per-layer head dims, K=V and
  * KV-shared layers, v-norm, per-layer embeddings (PLE) and layer_scalar (moe.ts: the experts).
  *

@@ -1,5 +1,5 @@
 /**
- * Every tensor of a Gemma checkpoint's text decoder for a config (spec/GEMMA.md §2.5, docs/GEMMA4.md
+ * Every tensor of a Gemma checkpoint's text decoder for a config (docs/GEMMA.md §Parameters, docs/GEMMA4.md
  * §Tensors), by internal name ("model.…", the CausalLM layout; checkpointName maps it to the
  * checkpoint's own prefix), with shapes, parameter counts and memory estimates.
  */
@@ -163,4 +163,15 @@ export function estimateMemory(
     activationBytes,
     totalBytes: weightsBytes + trainableBytes + optimizerBytes + activationBytes,
   };
+}
+
+/**
+ * The memory estimate of a run's settings: the one call the create page (before the run) and the
+ * worker (run.json `modelInfo.memoryEstimateMb`, the dashboard's KPI) both make, so they agree.
+ */
+export function estimateRunMemory(
+  c: GemmaConfig,
+  cfg: { method: "lora" | "full"; batchSize: number; maxLength: number; lora: { r: number; targets: readonly string[] } },
+): MemoryEstimate {
+  return estimateMemory(c, { method: cfg.method, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets });
 }

@@ -1,5 +1,5 @@
 /**
- * An independent plain-TypeScript float64 Gemma forward, written straight from spec/GEMMA.md §1 with
+ * An independent plain-TypeScript float64 Gemma forward, written straight from docs/GEMMA.md §Forward with
  * loops. For tests only: the ONNX graph is checked against it.
  */
 import type { GemmaConfig } from "./config.ts";

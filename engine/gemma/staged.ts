@@ -1,6 +1,6 @@
 /**
  * The training step as separate graphs, so the LM head runs over the vocabulary in chunks between
- * the body's forward and backward and no [P,V] tensor exists whole (spec/GEMMA.md §1, same maths as
+ * the body's forward and backward and no [P,V] tensor exists whole (docs/GEMMA.md §Forward, same maths as
  * model.ts; legend there).
  *
  *   body forward   embeds [N,H] (rows of E, gathered by the caller) → hs [P,H] + saved activations

@@ -3,7 +3,7 @@
  * and turned into float32 right where it is used, by ops that are exact for the stored blocks:
  *
  *   bf16  Gather(LUT[65536], Cast(bits → int32)): the LUT maps every bf16 bit pattern to its float32
- *         (ORT's CPU build has no bf16 MatMul, and bf16 cannot cross the JS binding: ORT_FACTS §0)
+ *         (ORT's CPU build has no bf16 MatMul, and bf16 cannot cross the JS binding: docs/ORT.md §Dtypes across the binding)
  *   int8  DequantizeLinear(q, scales, zp = 128) with block_size 32 along the input axis
  *   int4  the two nibbles split by BitwiseAnd / BitShift, interleaved, then the same DequantizeLinear
  *         (zp = 8): the node binding has no uint4 tensors, so the blocks travel as packed uint8

@@ -7,7 +7,7 @@ import { CategoryScale, Chart, Legend, LinearScale, LineController, LineElement,
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, CategoryScale, Legend, Tooltip);
 
-export interface LossChartProps {
+export interface MetricsChartProps {
   title?: string;
   runId?: string;
   /** Several runs overlaid (history comparison). */
@@ -39,7 +39,7 @@ export function smooth(points: [number, number][], w: number): [number, number][
   return points.map(([x, y]) => [x, (ema = w * ema + (1 - w) * y)]);
 }
 
-export default function LossChart(props: LossChartProps) {
+export default function MetricsChart(props: MetricsChartProps) {
   const canvas = useRef<HTMLCanvasElement>(null);
   const chart = useRef<Chart | null>(null);
   const data = useRef(new Map<string, [number, number][]>());
