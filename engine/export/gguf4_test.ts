@@ -73,11 +73,12 @@ for (const preset of ["tiny-4", "tiny-4-moe"]) {
       // Each feature changes the probe by far more than the bound, so llama.cpp computes it.
       const p = await probeIds(dir, 4);
       const theirs = await llamaProbe(r.file, p);
-      await without("the final soft-cap", m, p, theirs, (c) => (c.finalSoftcap = null));
       await without("proportional RoPE", m, p, theirs, (c) => (c.ropePartialFull = 1));
       await without("layer_scalar", m, p, theirs, (_c, w) => ones(w, /layer_scalar$/));
       if (preset === "tiny-4") {
         await without("per-layer embeddings", m, p, theirs, (c) => (c.ple = null));
+        // (tiny-4-moe's logits stay smaller: there the soft-cap moves the NLLs by ~0.014 only.)
+        await without("the final soft-cap", m, p, theirs, (c) => (c.finalSoftcap = null));
       } else {
         await without("the experts", m, p, theirs, (c) => (c.moe = null));
         await without("router.per_expert_scale", m, p, theirs, (_c, w) => ones(w, /per_expert_scale$/));
