@@ -61,6 +61,10 @@ export const PRESETS: Record<string, PresetDef> = {
     generation: 2, dtype: "BF16", tokenizer: "gemma3",
     config: { ...G2_COMMON, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 26, num_attention_heads: 8, num_key_value_heads: 4, vocab_size: 262144 },
   },
+  "gemma-2-9b": {
+    generation: 2, dtype: "BF16", tokenizer: "gemma3",
+    config: { ...G2_COMMON, hidden_size: 3584, intermediate_size: 14336, num_hidden_layers: 42, num_attention_heads: 16, num_key_value_heads: 8 },
+  },
   "gemma-2b": {
     generation: 1, dtype: "BF16", tokenizer: "gemma3",
     config: { ...G1_COMMON, hidden_size: 2048, intermediate_size: 16384, num_hidden_layers: 18, num_attention_heads: 8, num_key_value_heads: 1, vocab_size: 262144 },

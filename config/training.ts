@@ -34,6 +34,8 @@ export const RunConfigSchema = z.object({
   model: z.string().min(1, "model is empty").max(4096).default("demo"),
   dataset: DatasetSchema,
   method: z.enum(["lora", "full"]).default("lora"),
+  /** The frozen base's precision for LoRA (docs/QUANT.md); absent: the default policy for the model's size. */
+  basePrecision: z.enum(["fp32", "bf16", "int8", "int4"]).optional(),
   lora: LoraSchema.default(LoraSchema.parse({})),
   maxSteps: z.number().int().min(1).max(10_000_000).optional(),
   epochs: z.number().positive().max(1000).optional(),
@@ -55,6 +57,9 @@ export const RunConfigSchema = z.object({
   device: z.enum(["cpu", "webgpu", "cuda"]).default("cpu"),
   threads: z.number().int().min(1).max(256).optional(),
 }).strict().superRefine((c, ctx) => {
+  if (c.method === "full" && c.basePrecision && c.basePrecision !== "fp32") {
+    ctx.addIssue({ code: "custom", path: ["basePrecision"], message: `a ${c.basePrecision} base works with LoRA only; full fine-tuning trains every weight in fp32 (choose method lora, or basePrecision fp32)` });
+  }
   if (c.maxSteps === undefined && c.epochs === undefined) {
     ctx.addIssue({ code: "custom", path: ["maxSteps"], message: "set maxSteps or epochs" });
   }

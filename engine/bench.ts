@@ -7,11 +7,17 @@ import * as fs from "node:fs";
 import { type GemmaConfig, normalizeConfig } from "./gemma/config.ts";
 import { countParams, paramSpecs } from "./gemma/params.ts";
 import { rng } from "./lora.ts";
-import { TrainEngine } from "./train_engine.ts";
+import { defaultActivations, TrainEngine } from "./train_engine.ts";
+import { collectGarbage } from "./session.ts";
 import { LORA_TARGETS } from "../config/training.ts";
-import { Generator, generateIds } from "./generate.ts";
+import { generateIds, Generator } from "./generate.ts";
 import { AdamW } from "./optim.ts";
 import { presetConfig } from "./init_model.ts";
+import { type BasePrecision, quantize } from "./quant/blocks.ts";
+import type { FrozenTensor } from "./quant/blocks.ts";
+import { EmbeddingTable } from "./quant/table.ts";
+import { baseBytes, type FrozenModel } from "./quant/base.ts";
+import type { EngineModel } from "./train_engine.ts";
 
 export type BenchMethod = "lora" | "full" | "forward" | "generate";
 export const BENCH_METHODS: BenchMethod[] = ["lora", "full", "forward", "generate"];
@@ -29,8 +35,21 @@ export interface BenchShape {
   layers: number;
 }
 
+/** The real-size shapes notes/PERF.md tabulates (`bench --preset`): [preset, layers kept]. */
+export const REAL_SIZE_PRESETS: [string, number | undefined][] = [
+  ["gemma-3-270m", undefined],
+  ["gemma-3-1b", undefined],
+  ["gemma-2-2b", undefined],
+  ["gemma-2-9b", 8],
+  ["gemma-4-e2b", undefined],
+];
+
 export interface BenchOptions {
   method: BenchMethod;
+  /** The frozen base's precision (LoRA, forward, generate): fp32, or bf16 / int8 / int4 (engine/quant). */
+  basePrecision?: BasePrecision;
+  /** The body's activations (TrainEngineOptions.activations); default the engine's. */
+  activations?: "save" | "recompute" | "layer";
   batch: number;
   seq: number;
   /** Timed steps, after one warm-up. */
@@ -71,22 +90,83 @@ function benchConfig(s: BenchShape): GemmaConfig {
   }, "bench flags");
 }
 
+/** Uniform values of standard deviation `std` (initializer_range 0.02, the real checkpoints' scale). */
+function fillRandom(a: Float32Array, next: () => number, std = 0.02): Float32Array {
+  const w = std * Math.sqrt(12);
+  for (let i = 0; i < a.length; i++) a[i] = (next() - 0.5) * w;
+  return a;
+}
+
+/** A random table [rows, cols] straight into bf16 bits, a block at a time (no whole float32 copy). */
+function randomBf16Table(rows: number, cols: number, next: () => number): EmbeddingTable {
+  const bits = new Uint16Array(rows * cols);
+  const block = new Float32Array(1 << 20), u = new Uint32Array(block.buffer);
+  for (let at = 0; at < bits.length; at += block.length) {
+    const n = Math.min(block.length, bits.length - at);
+    fillRandom(block.subarray(0, n), next);
+    // Round to nearest even, as floatToBf16 (engine/safetensors.ts); no NaNs here.
+    for (let i = 0; i < n; i++) bits[at + i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16;
+  }
+  return EmbeddingTable.fromBf16(bits, rows, cols);
+}
+
+/**
+ * A random-init model of the config in the given base precision: float32 throughout for fp32 (and
+ * full fine-tuning), else each projection quantized right after it is made and the tables made in
+ * bf16, so the peak is the frozen base plus one float32 projection (engine/quant/base.ts).
+ */
+export function benchModel(config: GemmaConfig, precision: BasePrecision, seed = 1): EngineModel {
+  const next = rng(seed);
+  const weights = new Map<string, Float32Array>();
+  const linears = new Map<string, FrozenTensor>();
+  let embedding: EmbeddingTable | null = null, ple: EmbeddingTable | undefined;
+  for (const s of paramSpecs(config)) {
+    const n = s.shape.reduce((x, y) => x * y, 1);
+    // Gemma 4 norms, layer scalars and router scales are multipliers (1); Gemma 1–3 norms offsets (0).
+    if (s.kind === "buffer" || s.kind === "norm") weights.set(s.name, new Float32Array(n).fill(s.kind === "buffer" || config.normOffset === 0 ? 1 : 0));
+    else if (precision === "fp32" || s.kind === "expert") weights.set(s.name, fillRandom(new Float32Array(n), next));
+    else if (s.kind === "embedding") {
+      const t = randomBf16Table(s.shape[0], s.shape[1], next);
+      if (s.name === "model.embed_tokens.weight") embedding = t;
+      else ple = t;
+    } else {
+      linears.set(s.name, quantize(fillRandom(new Float32Array(n), next), s.shape, precision));
+      // The float32 projection is garbage now; V8 would otherwise keep many of them (GBs at 1b) until it collects.
+      collectGarbage();
+    }
+  }
+  if (precision === "fp32") return { config, weights };
+  const frozen: FrozenModel = { config, weights, base: { precision, linears, embedding: embedding!, ...(ple ? { ple } : {}) } };
+  return frozen;
+}
+
 /** Runs the benchmark; returns the JSON object the verb prints. */
 export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<string, unknown>> {
   const config = benchConfig(shape);
   const method = o.method;
-  const next = rng(1);
-  const weights = new Map<string, Float32Array>();
-  for (const s of paramSpecs(config)) {
-    const a = new Float32Array(s.shape.reduce((x, y) => x * y, 1));
-    // Gemma 4 norms, layer scalars and router scales are multipliers (1); Gemma 1–3 norms offsets (0).
-    if (s.kind === "buffer" || (s.kind === "norm" && config.normOffset === 0)) a.fill(1);
-    else if (s.kind !== "norm") for (let i = 0; i < a.length; i++) a[i] = (next() - 0.5) * 0.04;
-    weights.set(s.name, a);
+  const precision = o.basePrecision ?? "fp32";
+  if (method === "full" && precision !== "fp32") {
+    throw new RangeError(`bench: full fine-tuning trains every weight in float32; --base-precision ${precision} works with lora, forward and generate`);
   }
+  const next = rng(2);
+  const t0 = performance.now();
+  const model = benchModel(config, precision);
+  const loadMs = performance.now() - t0;
+  const buildPeakMb = peakRssMb();
+  const weightBytes = model.base ? baseBytes(model.base) : [...model.weights.values()].reduce((a, w) => a + w.byteLength, 0);
+  const common = {
+    preset: shape.preset ?? null,
+    base_precision: precision,
+    layers: config.numLayers,
+    vocab: config.vocabSize,
+    weight_mb: Math.round(weightBytes / 2 ** 20),
+    build_ms: Math.round(loadMs),
+    build_peak_rss_mb: Math.round(buildPeakMb),
+  };
   const B = o.batch, T = o.seq;
   if (method === "generate") {
-    const gen = new Generator({ config, weights }, { threads: o.threads, device: o.device });
+    if (model.base) throw new RangeError(`bench: --method generate runs the float32 decoder; --base-precision ${precision} is for lora and forward`);
+    const gen = new Generator(model as { config: GemmaConfig; weights: Map<string, Float32Array> }, { threads: o.threads, device: o.device });
     const prompt = Array.from({ length: 16 }, () => 2 + Math.floor(next() * 1000));
     const newTokens = Math.max(8, o.steps * 8);
     // A first pass builds the graphs; the timed pass decodes from a fresh cache.
@@ -96,8 +176,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     return {
       method,
       device: o.device ?? "cpu",
-      layers: config.numLayers,
-      vocab: config.vocabSize,
+      ...common,
       prompt_tokens: prompt.length,
       new_tokens: r.ids.length,
       decode_tokens_per_second: r.tokensPerSecond,
@@ -106,8 +185,9 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     };
   }
   const engine = await TrainEngine.create({
-    model: { config, weights },
+    model,
     method: method === "full" ? "full" : "lora",
+    activations: o.activations,
     lora: { r: o.rank, alpha: 16, dropout: 0, rslora: false, targets: [...LORA_TARGETS] },
     threads: o.threads,
     device: o.device,
@@ -137,7 +217,8 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     else times.push(ms);
   }
   times.sort((a, b) => a - b);
-  const stepMs = times[Math.floor(times.length / 2)];
+  // --steps 0 times the first step alone (a peak-memory run of a large shape).
+  const stepMs = times.length ? times[Math.floor(times.length / 2)] : firstMs;
   const params = countParams(config);
   const trainable = [...engine.trainable.values()].reduce((a, t) => a + t.data.length, 0);
   engine.release();
@@ -146,10 +227,10 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   return {
     method,
     device: o.device ?? "cpu",
+    ...common,
+    activations: o.activations ?? (method === "forward" ? null : defaultActivations(method === "full" ? "full" : "lora")),
     batch: B,
     seq: T,
-    layers: config.numLayers,
-    vocab: config.vocabSize,
     tokens_per_second: (B * T) / (stepMs / 1000),
     step_ms: stepMs,
     first_step_ms: firstMs,

@@ -96,7 +96,8 @@ export async function initModel(o: InitOptions): Promise<string> {
   const { raw, config } = presetConfig(o.preset, o.layers);
   const out = path.resolve(o.out);
   if (fs.existsSync(out) && fs.readdirSync(out).length > 0) throw new RangeError(`init-model: "${out}" exists and is not empty; choose another --out`);
-  const tmp = `${out}.tmp-${Deno.pid}`;
+  // Unique per call: the server thread and the chat worker share a pid and may both create the demo model.
+  const tmp = `${out}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
   try {

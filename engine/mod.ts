@@ -7,12 +7,14 @@ import type { GenerateOptions, GenerateResult, Generator } from "./generate.ts";
 import type { RunSource } from "./export.ts";
 
 export { describeModel, type ModelInfo, resolveModelPath } from "./model_dir.ts";
-export { estimateMemory, estimateRunMemory } from "./gemma/params.ts";
+export { estimateMemory } from "./gemma/params.ts";
+// The run's estimate follows its base precision and per-layer recompute (docs/QUANT.md "Memory").
+export { estimateRunMemory } from "./quant/policy.ts";
 export { normalizeConfig } from "./gemma/config.ts";
 export { inspectDataset, invalidRows, tokenizeExample } from "./data/mod.ts";
 export { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 export { type ChatMessage, chatPromptIds } from "./chat_format.ts";
-export { ModelCache, type ModelEntry } from "./model_cache.ts";
+export { type ChatHandle, type ChatResult, ContextLengthError, ModelCache, type ModelEntry } from "./model_cache.ts";
 export type { Generator };
 export { type DeviceStatus, probeDevices } from "./devices.ts";
 export type { Device } from "./device.ts";

@@ -43,7 +43,14 @@ export interface ModelInfo {
 
 export function readConfig(dir: string): GemmaConfig {
   const file = path.join(dir, "config.json");
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new RangeError(`Model directory "${dir}" does not exist`);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    throw new RangeError(`Model directory "${dir}" does not exist`);
+  }
+  if (st.isFile()) throw new RangeError(`"${dir}" is a file, not a model directory: give the folder that holds config.json and the *.safetensors files`);
+  if (!st.isDirectory()) throw new RangeError(`"${dir}" is not a model directory (not a regular folder)`);
   if (!fs.existsSync(file)) throw new RangeError(`"${dir}" is not a Hugging Face model directory: config.json is missing`);
   let raw: unknown;
   try {

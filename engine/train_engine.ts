@@ -21,6 +21,7 @@ import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
 import type { FrozenBase } from "./quant/base.ts";
 import { frozenFeeds } from "./quant/graph.ts";
 import { EmbeddingTable } from "./quant/table.ts";
+import { checkBasePrecision } from "./quant/policy.ts";
 
 export interface EngineModel {
   config: GemmaConfig;
@@ -62,9 +63,10 @@ export interface TrainEngineOptions {
   /**
    * How the body's backward gets its activations (engine/gemma/staged.ts). Default: "recompute" for
    * full fine-tuning, whose optimizer state already fills memory (−140 MB at the bench shape for one
-   * more body forward), "save" for LoRA (5 % faster there, and far under its memory target).
+   * more body forward), "layer" for LoRA (per-layer checkpointing: one layer's activations alive at a
+   * time, docs/QUANT.md "Memory"; models whose layers share keys fall back to "save").
    */
-  activations?: "save" | "recompute";
+  activations?: "save" | "recompute" | "layer";
 }
 
 interface Body {
@@ -130,7 +132,9 @@ export class TrainEngine {
       if (opts.method === "full" && s.kind !== "buffer" && s.kind !== "expert") e.trainable.set(s.name, { shape: s.shape, data: w });
     }
     if (opts.method === "full" && c.moe) {
-      throw new RangeError(`Full fine-tuning of a mixture-of-experts model (${c.moe.experts} experts) is not supported: use LoRA, which trains attention and the dense MLP with the experts frozen`);
+      throw new RangeError(
+        `Full fine-tuning of a mixture-of-experts model (${c.moe.experts} experts) is not supported: use LoRA, which trains attention and the dense MLP with the experts frozen`,
+      );
     }
     if (opts.method === "lora") {
       if (!opts.lora) throw new RangeError("LoRA training needs LoRA settings (r, alpha, dropout, targets)");
@@ -144,6 +148,8 @@ export class TrainEngine {
       }
     }
     for (const [name, t] of e.trainable) e.grads.set(name, new Float32Array(t.data.length));
+    // A base precision the device has no kernels for is refused here, naming what works there.
+    if (base && opts.device && opts.device !== "cpu") await checkBasePrecision(opts.device, base.precision);
     // Warm the first device check early so a missing device fails before any work.
     if (opts.device && opts.device !== "cpu") await createSession(buildModelGraph(c, { batch: 1, seq: 2, positions: 16, method: "forward" }).bytes, { device: opts.device });
     return e;
@@ -191,7 +197,7 @@ export class TrainEngine {
         method: train ? o.method : "forward",
         lora: o.method === "lora" ? o.lora : undefined,
         dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
-        activations: o.activations ?? (o.method === "full" ? "recompute" : "save"),
+        activations: o.activations ?? defaultActivations(o.method),
         basePrecision: o.model.base?.precision,
       });
       s = (async () => ({
@@ -300,14 +306,17 @@ export class TrainEngine {
   /** Gemma 4 PLE: rows [N, L·Dp] of the per-layer table for the batch's ids (gathered like E, never fed whole). */
   private pleEmbeds(b: Batch): Float32Array {
     const c = this.config, W = c.numLayers * c.ple!.dim;
-    const table = this.trainable.get(PLE_TABLE)?.data ?? this.opts.model.weights.get(PLE_TABLE);
-    if (!table) throw new RangeError(`Model has no tensor "${PLE_TABLE}"`);
+    // A low-precision base keeps the table in bf16 (its stored dtype; 4.7 GB for E2B, 9.4 GB in fp32).
+    const stored = this.opts.model.base?.ple;
+    const table = stored ? null : this.trainable.get(PLE_TABLE)?.data ?? this.opts.model.weights.get(PLE_TABLE);
+    if (!stored && !table) throw new RangeError(`Model has no tensor "${PLE_TABLE}"`);
     const out = new Float32Array(b.inputIds.length * W);
     for (let i = 0; i < b.inputIds.length; i++) {
       const v = b.inputIds[i];
       // transformers maps ids beyond the per-layer vocabulary (multimodal placeholders) to row 0.
       const row = v < c.ple!.vocab ? v : 0;
-      out.set(table.subarray(row * W, (row + 1) * W), i * W);
+      if (stored) stored.row(row, out, i * W);
+      else out.set(table!.subarray(row * W, (row + 1) * W), i * W);
     }
     return out;
   }
@@ -362,7 +371,10 @@ export class TrainEngine {
     // Target feeds once per step (full fine-tuning's two passes share them); E's rows just in time,
     // since a low-precision table converts each chunk into a reused buffer.
     const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, ...this.targetFeeds(s, ch.start, ch.rows) } }));
-    for (const ch of chunks) {
+    for (const [k, ch] of chunks.entries()) {
+      // Each run returns fresh buffers (acc is [P,H]: 4.7 MB at 1b × 4×256, 255 chunks a step) that V8
+      // frees late; a collection every 32 chunks keeps them from piling up (docs/QUANT.md "Memory").
+      if (k % 32 === 31) collectGarbage();
       const session = await this.head(mode === "online" ? "online" : "stats");
       const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows) });
       const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
@@ -386,6 +398,7 @@ export class TrainEngine {
       nll[i] = lse[i] - TL[i];
       if (s.tw[i] !== 0) lossSum += nll[i];
     }
+    collectGarbage();
     if (mode === "eval") return { lossSum, nll };
     const E = this.embedding;
     const dHs = new Float32Array(P * H);
@@ -420,7 +433,7 @@ export class TrainEngine {
   async forwardBackward(b: Batch, opts: { dropoutSeed?: number } = {}): Promise<StepResult> {
     const s = this.selection(b);
     if (s.count === 0) {
-      if (!this.accumulated) for (const g of this.grads.values()) g.fill(0);
+      if (!this.accumulated) { for (const g of this.grads.values()) g.fill(0); }
       this.accumulated = true;
       return { lossSum: 0, tokens: 0 };
     }
@@ -494,6 +507,11 @@ export class TrainEngine {
     this.bodies.clear();
     this.heads.clear();
   }
+}
+
+/** How the body's backward gets its activations when the caller does not say (TrainEngineOptions.activations). */
+export function defaultActivations(method: "lora" | "full"): "save" | "recompute" | "layer" {
+  return method === "full" ? "recompute" : "layer";
 }
 
 /** dst = src (the first micro-batch of an accumulation) or dst += src. */

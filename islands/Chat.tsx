@@ -3,7 +3,7 @@
  * /v1/chat/completions, tokens/s and counts, stop, copy, clear; optionally the same conversation
  * sent to a second model side by side (same prompt, same seed) to see what fine-tuning changed.
  */
-import { useRef, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 
 export interface ChatProps {
   models: { id: string; label: string }[];
@@ -32,7 +32,7 @@ async function streamChat(
   const r = await fetch("/v1/chat/completions", {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-    body: JSON.stringify({ ...body, model, stream: true }),
+    body: JSON.stringify({ ...body, model, stream: true, stream_options: { include_usage: true } }),
     signal,
   });
   if (!r.ok || !r.body) {
@@ -40,7 +40,7 @@ async function streamChat(
     throw new Error(j?.error?.message ?? `HTTP ${r.status}`);
   }
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "", stats = "";
+  let buf = "", stats = "", finish = "";
   while (true) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -55,8 +55,10 @@ async function streamChat(
       if (j.error) throw new Error(j.error.message);
       const delta = j.choices?.[0]?.delta?.content;
       if (delta) onText(delta);
+      if (j.choices?.[0]?.finish_reason) finish = j.choices[0].finish_reason;
+      // The usage chunk comes last, with no choices (as OpenAI sends it for stream_options.include_usage).
       if (j.usage) {
-        stats = `${j.usage.completion_tokens} tokens · ${(j.tokens_per_second ?? 0).toFixed(1)} tokens/s · prompt ${j.usage.prompt_tokens} tokens · ${j.choices[0].finish_reason}`;
+        stats = `${j.usage.completion_tokens} tokens · ${(j.tokens_per_second ?? 0).toFixed(1)} tokens/s · prompt ${j.usage.prompt_tokens} tokens · ${finish}`;
       }
     }
   }
@@ -80,6 +82,19 @@ export default function Chat(props: ChatProps) {
   const aborts = useRef<AbortController[]>([]);
   const active = sideBySide ? cols : cols.slice(0, 1);
   const busy = active.some((c) => c.busy);
+
+  // The conversation scrolls in its own box (static/app.css) and follows the reply as it grows, unless
+  // the reader scrolled up to read an earlier turn.
+  const root = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    root.current?.querySelectorAll<HTMLElement>("[data-chat-column]").forEach((el) => {
+      if (el.scrollHeight - el.scrollTop - el.clientHeight < 80 || el.dataset.follow !== "0") el.scrollTop = el.scrollHeight;
+    });
+  }, [cols]);
+  const onScroll = (e: Event) => {
+    const el = e.currentTarget as HTMLElement;
+    el.dataset.follow = el.scrollHeight - el.scrollTop - el.clientHeight < 80 ? "1" : "0";
+  };
 
   const update = (i: number, f: (c: Column) => Column) => setCols((cs) => cs.map((c, k) => (k === i ? f(c) : c)));
 
@@ -111,9 +126,16 @@ export default function Chat(props: ChatProps) {
         update(i, (c) => ({ ...c, busy: false, stats }));
       } catch (err) {
         const stopped = (err as Error).name === "AbortError";
-        update(i, (c) => ({ ...c, busy: false, stats: stopped ? "stopped" : "" }));
-        if (!stopped) setError((err as Error).message);
-        if (stopped) break;
+        if (stopped) {
+          update(i, (c) => ({ ...c, busy: false, stats: "stopped" }));
+          break;
+        }
+        // A refused turn (too long for the context, say) leaves the conversation as it was and the text
+        // back in the box, so the next send does not carry it again and nothing typed is lost.
+        update(i, (c) => ({ ...c, busy: false, stats: "", messages: c.messages.slice(0, -2) }));
+        setInput(text);
+        setError((err as Error).message);
+        break;
       }
     }
   };
@@ -126,7 +148,7 @@ export default function Chat(props: ChatProps) {
   };
 
   return (
-    <div class="chat-app">
+    <div class="chat-app" ref={root}>
       <div class="grid">
         <label>
           Model
@@ -160,7 +182,7 @@ export default function Chat(props: ChatProps) {
         {active.map((c, i) => (
           <section key={i} class="panel" aria-label={`Conversation with ${c.model}`}>
             <h3>{props.models.find((m) => m.id === c.model)?.label ?? c.model}</h3>
-            <div class="chat" aria-live="polite" data-chat-column={i}>
+            <div class="chat" aria-live="polite" data-chat-column={i} onScroll={onScroll}>
               {c.messages.map((m, k) => <div key={k} class={`msg ${m.role}`} data-role={m.role}>{m.content || (c.busy ? "…" : "")}</div>)}
             </div>
             <p class="muted" data-chat-stats={i}>{c.stats}</p>

@@ -12,6 +12,8 @@ export interface MetricsChartProps {
   runId?: string;
   /** Several runs overlaid (history comparison). */
   runIds?: string[];
+  /** Legend names of the runs (run id → name); a run without one is shown by its id. */
+  labels?: Record<string, string>;
   tags?: string[];
   series?: { label: string; points: [number, number][] }[];
   /** Exponential moving-average weight for train curves (0 = none). */
@@ -82,7 +84,7 @@ export default function MetricsChart(props: MetricsChartProps) {
       let live = false;
       for (const run of runs) {
         for (const tag of tags) {
-          const key = runs.length > 1 ? `${run} ${tag}` : tag;
+          const key = runs.length > 1 ? `${props.labels?.[run] ?? run} ${tag}` : tag;
           const url = `/api/runs/${encodeURIComponent(run)}/scalars?tag=${encodeURIComponent(tag)}&after=${after.get(key) ?? -1}`;
           try {
             const r = await fetch(url, { headers: { Accept: "application/json" } });

@@ -13,14 +13,15 @@ import { downsample } from "../trainer/metrics.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
 import { isFinalState } from "../trainer/run_dir.ts";
 
-const MAX_BODY = 1024 * 1024;
+/** The largest JSON body the API reads (a RunConfig is a few hundred bytes); app.tsx enforces it as a 413. */
+export const MAX_JSON_BODY = 1024 * 1024;
 
 /** Reads a JSON body with a size limit; a clear 400/413 otherwise. */
 export async function jsonBody(c: Context): Promise<unknown> {
   const len = Number(c.req.header("Content-Length") ?? 0);
-  if (len > MAX_BODY) throw new ServiceError(400, `Request body is ${len} bytes; the limit is ${MAX_BODY}`);
+  if (len > MAX_JSON_BODY) throw new ServiceError(413, `Request body is ${len} bytes; the limit is ${MAX_JSON_BODY} bytes (1 MiB)`);
   const text = await c.req.text();
-  if (text.length > MAX_BODY) throw new ServiceError(400, `Request body is over ${MAX_BODY} bytes`);
+  if (text.length > MAX_JSON_BODY) throw new ServiceError(413, `Request body is over the limit of ${MAX_JSON_BODY} bytes (1 MiB)`);
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -74,7 +75,7 @@ export function apiRoutes(deps: AppDeps) {
 
   app.get("/api/runs/:id", (c) => {
     const v = service.get(c.req.param("id"));
-    return c.json({ id: v.id, status: v.status, config: v.run.config, modelInfo: v.run.modelInfo ?? null, orphan: v.orphan, queuePosition: v.queuePosition ?? null, checkpoints: v.checkpoints.map((k) => ({ step: k.step, name: path.basename(k.dir) })), hasFinal: v.hasFinal });
+    return c.json({ id: v.id, status: v.status, config: v.run.config, modelInfo: v.run.modelInfo ?? null, orphan: v.orphan, queuePosition: v.queuePosition ?? null, checkpoints: v.checkpoints.map((k) => ({ step: k.step, name: path.basename(k.dir) })), damagedCheckpoints: v.damagedCheckpoints.map((k) => ({ step: k.step, name: path.basename(k.dir), problem: k.damaged })), hasFinal: v.hasFinal });
   });
 
   // From the dashboard (htmx), a state change reloads the page so its panels poll again.

@@ -17,10 +17,12 @@ import { runsRoutes } from "./runs.tsx";
 import { createRoutes } from "./create.tsx";
 import { inferenceRoutes } from "./inference.tsx";
 import { fragment, page } from "./_layout.tsx";
-import { apiRoutes } from "./api.ts";
+import { apiRoutes, MAX_JSON_BODY } from "./api.ts";
+import { bodyLimit } from "hono/body-limit";
+import type { MiddlewareHandler } from "hono";
 import { dashboardRoutes } from "./dashboard.tsx";
 import { metricsRoutes } from "./metrics.ts";
-import { openaiRoutes } from "./openai.ts";
+import { chatBodyTooLarge, MAX_CHAT_BODY, oaiError, openaiErrorShape, openaiRoutes } from "./openai.ts";
 import { handoffRoutes } from "./handoff.tsx";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
 
@@ -51,10 +53,13 @@ async function serveStatic(name: string): Promise<Response | null> {
 export function createApp(deps: AppDeps): Hono {
   deps.models ??= modelCacheFor(deps);
   const app = new Hono();
+  // First, so it reshapes every /v1 error below it (guards, unknown routes, onError) for OpenAI clients.
+  app.use("/v1/*", openaiErrorShape());
   app.use("*", securityHeaders());
   app.use("*", hostGuard(deps.settings.token));
   app.use("*", requireToken(deps.settings.token));
   app.use("*", crossSiteGuard());
+  app.use("*", bodyLimits());
 
   app.get("/healthz", (c) => c.json({ ok: true, version: VERSION }));
   app.get("/static/:name", async (c) => (await serveStatic(c.req.param("name"))) ?? c.notFound());
@@ -87,6 +92,26 @@ export function createApp(deps: AppDeps): Hono {
     return page(c, "Error", <ErrorPage status={status} message={message} />, status);
   });
   return app;
+}
+
+/** The largest form post (the create form's fields); an upload has its own limit (routes/_upload.ts). */
+const MAX_FORM_BODY = 1024 * 1024;
+
+/**
+ * Every request body is bounded before a route reads it: 413 with the limit in the answer. The JSON
+ * API and /v1 answer JSON (OpenAI's shape for /v1); the upload streams to disk under its own limit.
+ */
+function bodyLimits(): MiddlewareHandler {
+  const api = bodyLimit({ maxSize: MAX_JSON_BODY, onError: (c) => c.json({ error: `Request body is over the limit of ${MAX_JSON_BODY} bytes (1 MiB)` }, 413) });
+  const v1 = bodyLimit({ maxSize: MAX_CHAT_BODY, onError: (c) => oaiError(c, 413, chatBodyTooLarge()) });
+  const form = bodyLimit({ maxSize: MAX_FORM_BODY, onError: (c) => c.json({ error: `Request body is over the limit of ${MAX_FORM_BODY} bytes (1 MiB)` }, 413) });
+  return (c, next) => {
+    if (c.req.method === "GET" || c.req.method === "HEAD") return next();
+    if (c.req.path.startsWith("/api/")) return api(c, next);
+    if (c.req.path.startsWith("/v1/")) return v1(c, next);
+    if (c.req.path === "/create/upload") return next();
+    return form(c, next);
+  };
 }
 
 const UNEXPECTED = "Something went wrong on the server; the details are in the server log.";

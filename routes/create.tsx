@@ -14,11 +14,13 @@ import { DeviceSelect } from "./devices.tsx";
 import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
 import { ClusterForm } from "./handoff.tsx";
 import { type RunConfig, RunConfigSchema } from "../config/training.ts";
+import { checkBasePrecision, resolveBasePrecision } from "../engine/quant/policy.ts";
 import { describeModel, estimateRunMemory, inspectDataset, invalidRows, loadTokenizer, type ModelInfo, resolveModelPath, tokenizeExample } from "../engine/mod.ts";
 import { probeStep } from "../trainer/preflight.ts";
+import { receiveUpload, type Upload, UploadError } from "./_upload.ts";
 
 const LAST_SETTINGS = "create.last";
-const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
+const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "base_precision", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
 
 async function formValues(c: Context): Promise<FormValues> {
   const body = await c.req.parseBody({ all: true });
@@ -106,6 +108,13 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </fieldset>
         <DeviceSelect choices={[{ device: "cpu", available: true }, { device: "webgpu", available: false }, { device: "cuda", available: false }]} selected={cfg.device} probed={false} />
         <Err name="device" />
+        <label class="lora-only">Base weights (LoRA){" "}
+          <select name="base_precision" aria-describedby="err-base_precision">
+            <option value="" selected={!cfg.basePrecision}>default for the model's size (see Model)</option>
+            {(["fp32", "bf16", "int8", "int4"] as const).map((p) => <option value={p} selected={cfg.basePrecision === p}>{p}</option>)}
+          </select>
+        </label>
+        <Err name="base_precision" />
         <div class="grid">
           <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" />
           <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} />
@@ -174,6 +183,7 @@ function PreviewBox(props: { oob?: boolean }) {
 function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
   const { info, cfg } = props;
   const mem = estimateRunMemory(info.config, cfg);
+  const precision = resolveBasePrecision(info.config, cfg);
   const total = os.totalmem();
   return (
     <div class="kpi">
@@ -186,6 +196,7 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
         {info.otherTensors > 0 && <><dt>Kept as is</dt><dd>{info.otherTensors} vision/audio tensors ({formatBytes(info.otherBytes)})</dd></>}
         <dt>Stored dtype</dt><dd>{info.storedDtype}</dd>
         <dt>Size on disk</dt><dd>{formatBytes(info.sizeBytes)}</dd>
+        {cfg.method === "lora" && <><dt>Base weights (LoRA)</dt><dd data-base-precision={precision.precision}>{precision.reason}</dd></>}
         <dt>Memory for {cfg.method === "lora" ? "LoRA" : "full fine-tuning"}</dt><dd data-memory={mem.totalBytes}>{formatBytes(mem.totalBytes)} (weights {formatBytes(mem.weightsBytes)}, optimizer {formatBytes(mem.optimizerBytes)}, activations {formatBytes(mem.activationBytes)})</dd>
       </dl>
       {info.notes.map((n) => <p class="muted" data-model-note>{n}</p>)}
@@ -378,10 +389,19 @@ export function createRoutes(deps: AppDeps) {
     // Each refusal is shown beside the field it concerns and, in short, beside the Start button.
     const refuse = (field: string, message: string) =>
       fragment(c, <><Err name={field} msg={message} oob /><p class="field-error" role="alert">Not started: {message}</p></>, 422);
+    let modelDir: string;
     try {
-      await resolveModelPath(config.model, dataDir);
+      modelDir = await resolveModelPath(config.model, dataDir);
     } catch (e) {
       return refuse(f.model_path ? "model_path" : "model", (e as Error).message);
+    }
+    if (config.method === "lora") {
+      // A base precision the chosen device cannot run is refused here, not once the run has started.
+      try {
+        await checkBasePrecision(config.device, resolveBasePrecision(describeModel(modelDir).config, config).precision);
+      } catch (e) {
+        return refuse("base_precision", (e as Error).message);
+      }
     }
     try {
       if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) {
@@ -404,39 +424,29 @@ export function createRoutes(deps: AppDeps) {
     if (len > limit + 64 * 1024) {
       return fragment(c, <p class="field-error" role="alert">The upload is {formatBytes(len)}; the limit is {formatBytes(limit)}. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).</p>, 413);
     }
-    // Read the body with a running count: a client without Content-Length cannot exceed the limit either.
-    const reader = c.req.raw.body?.getReader();
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    while (reader) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      total += value.length;
-      if (total > limit + 64 * 1024) {
-        await reader.cancel();
-        return fragment(c, <p class="field-error" role="alert">The upload is over the {formatBytes(limit)} limit.</p>, 413);
-      }
-      chunks.push(value);
-    }
-    const form = await new Request("http://local/", { method: "POST", headers: { "Content-Type": c.req.header("Content-Type") ?? "" }, body: new Blob(chunks as BlobPart[]) }).formData();
-    const file = form.get("file");
-    if (!(file instanceof File) || file.size === 0) return fragment(c, <p class="field-error" role="alert">Choose a file to upload.</p>, 400);
-    const ext = path.extname(file.name).toLowerCase();
-    if (![".jsonl", ".json", ".csv", ".parquet"].includes(ext)) {
-      return fragment(c, <p class="field-error" role="alert">"{file.name}" is not a JSONL, JSON, CSV or Parquet file.</p>, 400);
-    }
-    const safe = path.basename(file.name).replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
+    // Streamed to disk as it arrives, with a running count: a client without Content-Length cannot
+    // exceed the limit either, and the server holds a chunk at a time, not the file.
     const dir = path.join(dataDir, "datasets");
-    fs.mkdirSync(dir, { recursive: true });
-    const dest = path.join(dir, `${Date.now()}-${safe}`);
-    const tmp = `${dest}.part`;
+    let up: Upload;
     try {
-      fs.writeFileSync(tmp, new Uint8Array(await file.arrayBuffer()));
-      fs.renameSync(tmp, dest);
+      fs.mkdirSync(dir, { recursive: true });
+      up = await receiveUpload(c.req.raw, {
+        field: "file",
+        limit,
+        destFor: (name) => {
+          const ext = path.extname(name).toLowerCase();
+          if (![".jsonl", ".json", ".csv", ".parquet"].includes(ext)) throw new UploadError(400, `"${name.slice(0, 200)}" is not a JSONL, JSON, CSV or Parquet file.`);
+          const safe = path.basename(name).replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
+          return path.join(dir, `${Date.now()}-${safe}`);
+        },
+      });
     } catch (e) {
-      fs.rmSync(tmp, { force: true });
-      return fragment(c, <p class="field-error" role="alert">Could not save the upload: {(e as Error).message}</p>, 507);
+      if (!(e instanceof UploadError)) throw e;
+      const msg = e.status === 413 ? `The upload is over the ${formatBytes(limit)} limit; nothing was kept. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).` : e.message;
+      return fragment(c, <p class="field-error" role="alert">{msg}</p>, e.status);
     }
+    const file = { name: up.filename, size: up.bytes };
+    const dest = up.path;
     return fragment(
       c,
       <>

@@ -85,6 +85,8 @@ export function formToConfig(f: FormValues): { config?: RunConfig; errors: Recor
       ...(Object.keys(fields).length ? { fields } : {}),
     },
     method: str(f.method) || "lora",
+    // "Base weights (LoRA)": empty is the default policy; full fine-tuning ignores the (hidden) select.
+    basePrecision: (str(f.method) || "lora") === "lora" ? str(f.base_precision) || undefined : undefined,
     lora: {
       r: num(f.lora_r),
       alpha: num(f.lora_alpha),

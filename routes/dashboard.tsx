@@ -70,7 +70,8 @@ function Control(props: { v: RunView }) {
       <>
         <p role="status">{s.state === "failed" ? "Failed" : "Aborted"}: {s.message}</p>
         {s.error && <pre class="error">{s.error}</pre>}
-        {!latest && <p class="warning">No checkpoint was saved: nothing to resume or try. Start it again from the beginning, or start a new run.</p>}
+        {v.damagedCheckpoints.map((d) => <p class="warning" data-damaged={d.step}>Checkpoint {path.basename(d.dir)} is damaged and is not offered: {d.damaged}.</p>)}
+        {!latest && <p class="warning">{v.damagedCheckpoints.length ? "No intact checkpoint" : "No checkpoint was saved"}: nothing to resume or try. Start it again from the beginning, or start a new run.</p>}
         <div class="actions">
           {latest && <button type="button" class="primary" hx-post={`/api/runs/${id}/resume`} hx-swap="none">Resume from step {latest.step}</button>}
           {latest && <a class="button" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try the checkpoint</a>}

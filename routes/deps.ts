@@ -1,6 +1,8 @@
 /** What every route module is built from: the settings, the training service and the playground's models. */
 import type { AppSettings } from "../config/app.ts";
 import type { TrainingService } from "../trainer/service.ts";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { ModelCache } from "../engine/mod.ts";
 import type { DeviceChoice } from "./devices.tsx";
 
@@ -22,7 +24,18 @@ export function modelCacheFor(deps: AppDeps): ModelCache {
       method: v.run.config.method,
       checkpoints: v.checkpoints,
       hasFinal: v.hasFinal,
+      finalStep: v.hasFinal ? finalStep(v.dir) : undefined,
       name: v.run.config.name,
       trainLoss: v.trainLoss,
     })));
+}
+
+/** The step of the checkpoint a run's final/ was copied from (final/checkpoint.txt), if it says. */
+function finalStep(runDir: string): number | undefined {
+  try {
+    const m = /^checkpoint-(\d+)\s*$/.exec(fs.readFileSync(path.join(runDir, "final", "checkpoint.txt"), "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -4,12 +4,17 @@ import { Island, page } from "./_layout.tsx";
 import type { RunView } from "../trainer/service.ts";
 import type { AppDeps } from "./deps.ts";
 
-function RecentRuns(props: { runs: RunView[] }) {
+/** The run a trainer is working on now (initializing or training), if any. */
+export function liveRun(runs: RunView[]): RunView | undefined {
+  return runs.find((r) => !r.orphan && (r.status.state === "training" || r.status.state === "initializing"));
+}
+
+function RecentRuns(props: { runs: RunView[]; live?: string }) {
   if (props.runs.length === 0) return <p class="muted">No runs yet. <a href="/create">Fine-tune a model</a> to start one.</p>;
   return (
     <ul class="recent">
       {props.runs.map((r) => (
-        <li>
+        <li class={r.id === props.live ? "live" : undefined} data-live={r.id === props.live ? "1" : undefined}>
           <a href={`/runs/${encodeURIComponent(r.id)}`}>{r.run.config.name}</a> <span class={`state state-${r.status.state}`}>{r.status.state}</span>{" "}
           <span class="muted">
             {r.run.config.method} on {r.run.config.dataset.path}, step {r.status.step}
@@ -24,7 +29,12 @@ function RecentRuns(props: { runs: RunView[] }) {
 export function homeRoutes(deps: AppDeps) {
   const app = new Hono();
   app.get("/", (c) => {
-    const runs = deps.service.list().slice(0, 5);
+    const all = deps.service.list();
+    const live = liveRun(all);
+    // The live run is always among those listed, even when newer runs wait in the queue.
+    const runs = all.slice(0, 5);
+    if (live && !runs.includes(live)) runs.splice(4, 1, live);
+    const shown = live ?? runs[0];
     return page(
       c,
       "Home",
@@ -43,13 +53,20 @@ export function homeRoutes(deps: AppDeps) {
         </section>
         <section aria-labelledby="recent">
           <h2 id="recent">Recent runs</h2>
-          <RecentRuns runs={runs} />
+          <RecentRuns runs={runs} live={live?.id} />
           {runs.length > 0 && <p><a href="/runs">All runs</a></p>}
         </section>
-        {runs[0] && (
-          <section aria-labelledby="latest">
-            <h2 id="latest">Latest run: {runs[0].run.config.name}</h2>
-            <Island name="MetricsChart" props={{ runId: runs[0].id, title: "Training loss", tags: ["train/loss", "eval/loss"] }} />
+        {shown && (
+          <section aria-labelledby="latest" class={live ? "panel live" : undefined} data-highlight={shown.id}>
+            <h2 id="latest">
+              {live ? "Training now" : "Latest run"}: <a href={`/runs/${encodeURIComponent(shown.id)}`}>{shown.run.config.name}</a>
+            </h2>
+            {live && (
+              <p>
+                Step {live.status.step}{live.status.totalSteps ? ` of ${live.status.totalSteps}` : ""}. <a href={`/runs/${encodeURIComponent(live.id)}`}>Open its dashboard</a> to follow it live.
+              </p>
+            )}
+            <Island name="MetricsChart" props={{ runId: shown.id, title: "Training loss", tags: ["train/loss", "eval/loss"] }} />
           </section>
         )}
       </>,

@@ -1,6 +1,7 @@
 /** Starts Deno.serve with the app; resolves once listening (port 0 → the picked port). */
 import type { AppSettings } from "../config/app.ts";
 import { createApp } from "./app.tsx";
+import type { AppDeps } from "./deps.ts";
 import { TrainingService } from "../trainer/service.ts";
 
 export interface RunningServer {
@@ -13,7 +14,8 @@ export interface RunningServer {
 export function startServer(settings: AppSettings, opts: { intervalMs?: number } = {}): Promise<RunningServer> {
   const service = new TrainingService(settings.dataDir, { graceMs: settings.abortGraceSeconds * 1000, intervalMs: opts.intervalMs });
   service.start();
-  const app = createApp({ settings, service });
+  const deps: AppDeps = { settings, service };
+  const app = createApp(deps);
   return new Promise((resolve, reject) => {
     try {
       const server = Deno.serve({
@@ -29,6 +31,7 @@ export function startServer(settings: AppSettings, opts: { intervalMs?: number }
               shutdown: async () => {
                 await server.shutdown();
                 service.stop();
+                deps.models?.close();
               },
             })
           ),

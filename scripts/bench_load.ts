@@ -4,6 +4,13 @@
  * scalars, like the page does), and reports the step-time slowdown and the server's memory over time.
  *
  *   deno run -A scripts/bench_load.ts [--steps 150] [--tabs 20]
+ *
+ * With --chat: the server's responsiveness during generation instead. 30 clients poll /healthz (each
+ * every --every ms) while one 64-token chat with the demo model runs, first cold (the demo model created,
+ * model load, graph building, generation) then warm, after 5 s of the same polling with no chat as the
+ * baseline; one JSON line per phase with /healthz p50/p95/max.
+ *
+ *   deno run -A scripts/bench_load.ts --chat [--clients 30] [--tokens 64] [--every 100]
  */
 import * as fs from "node:fs";
 import { loadAppSettings } from "../config/app.ts";
@@ -14,6 +21,70 @@ const STEPS = Number(args.steps ?? 150), TABS = Number(args.tabs ?? 20);
 const dataDir = fs.mkdtempSync("/tmp/gt-benchload-");
 const server = await startServer(loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir }));
 const base = `http://127.0.0.1:${server.port}`;
+
+if (Deno.args.includes("--chat")) {
+  const CLIENTS = Number(args.clients ?? 30), TOKENS = Number(args.tokens ?? 64), EVERY = Number(args.every ?? 100);
+  const q = (s: number[], f: number) => +s[Math.min(s.length - 1, Math.floor(f * s.length))].toFixed(1);
+  for (const phase of ["idle", "cold", "warm"]) {
+    let done = false;
+    const ms: number[] = [];
+    const client = async () => {
+      while (!done) {
+        const t = performance.now();
+        await (await fetch(`${base}/healthz`)).text();
+        ms.push(performance.now() - t);
+        await new Promise((r) => setTimeout(r, EVERY));
+      }
+    };
+    const t0 = performance.now();
+    const clients = Array.from({ length: CLIENTS }, client);
+    if (phase === "idle") {
+      // The baseline: the same polling for 5 s with no chat.
+      await new Promise((r) => setTimeout(r, 5000));
+      done = true;
+      await Promise.all(clients);
+      const sorted = ms.sort((a, b) => a - b);
+      console.log(
+        JSON.stringify({
+          phase,
+          clients: CLIENTS,
+          every_ms: EVERY,
+          healthz_polls: sorted.length,
+          healthz_p50_ms: q(sorted, 0.5),
+          healthz_p95_ms: q(sorted, 0.95),
+          healthz_max_ms: +sorted.at(-1)!.toFixed(1),
+        }),
+      );
+      continue;
+    }
+    const r = await fetch(`${base}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "demo", messages: [{ role: "user", content: "Tell me a long story about a lighthouse." }], temperature: 0, max_tokens: TOKENS }),
+    });
+    const j = await r.json();
+    const chatMs = performance.now() - t0;
+    done = true;
+    await Promise.all(clients);
+    if (!r.ok) throw new Error(`the chat failed: ${JSON.stringify(j)}`);
+    const sorted = ms.sort((a, b) => a - b);
+    console.log(JSON.stringify({
+      phase,
+      clients: CLIENTS,
+      every_ms: EVERY,
+      chat_ms: Math.round(chatMs),
+      completion_tokens: j.usage.completion_tokens,
+      tokens_per_second: +j.tokens_per_second.toFixed(1),
+      healthz_polls: sorted.length,
+      healthz_p50_ms: q(sorted, 0.5),
+      healthz_p95_ms: q(sorted, 0.95),
+      healthz_max_ms: +sorted.at(-1)!.toFixed(1),
+    }));
+  }
+  await server.shutdown();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+  Deno.exit(0);
+}
 
 async function run(name: string, tabs: number) {
   const r = await fetch(`${base}/api/runs`, {

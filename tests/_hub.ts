@@ -52,7 +52,9 @@ function gitOid(data: Uint8Array): string {
 
 function hubFiles(dir: string, edit?: (name: string, text: string) => string): HubFile[] {
   return fs.readdirSync(dir).sort().map((name) => {
-    let data: Uint8Array = fs.readFileSync(path.join(dir, name));
+    // A plain Uint8Array, not the Buffer readFileSync returns: Buffer#slice is a view, not a copy, so
+    // `corrupt` once flipped a byte in these shared bytes and every later hub of the module served it.
+    let data = new Uint8Array(fs.readFileSync(path.join(dir, name)));
     if (edit && name.endsWith(".json") && data.length < 10_000) data = new TextEncoder().encode(edit(name, new TextDecoder().decode(data)));
     const big = LFS.test(name) && data.length > 10_000;
     return { path: name, data, oid: gitOid(data), sha256: big ? createHash("sha256").update(data).digest("hex") : undefined };
@@ -88,7 +90,7 @@ export async function startFakeHub(): Promise<FakeHub> {
 
   function serveFile(req: Request, repo: string, file: HubFile): Response {
     let data = file.data;
-    if (hub.corrupt === file.path) (data = data.slice()), (data[data.length >> 1] ^= 0xff);
+    if (hub.corrupt === file.path) (data = new Uint8Array(data)), (data[data.length >> 1] ^= 0xff);
     const etag = file.sha256 ?? file.oid;
     const headers: Record<string, string> = {
       "ETag": `"${file.oid}"`,
@@ -107,7 +109,7 @@ export async function startFakeHub(): Promise<FakeHub> {
       headers["Content-Range"] = `bytes ${start}-${end}/${data.length}`;
     }
     // A copy: a body handed to Response or a stream may be detached or reused by the runtime, and the
-    // file's bytes are shared by every fake hub of the test module.
+    // file's bytes are shared by every fake hub of the test module (Uint8Array#slice copies).
     let body = data.slice(start, end + 1);
     headers["Content-Length"] = String(body.length);
     if (req.method === "HEAD") return new Response(null, { status, headers });
@@ -162,6 +164,12 @@ export async function startFakeHub(): Promise<FakeHub> {
 
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handle);
   hub.url = `http://127.0.0.1:${server.addr.port}`;
-  hub.close = () => server.shutdown();
+  hub.close = async () => {
+    await server.shutdown();
+    // The bytes are shared by every hub of the module: a test that changed them would fail later ones.
+    for (const f of [...cached!.gemma, ...cached!.llama]) {
+      if (gitOid(f.data) !== f.oid) throw new Error(`the fake Hub's shared bytes of ${f.path} were changed during this test`);
+    }
+  };
   return hub;
 }

@@ -6,6 +6,8 @@ import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
 import { formToConfig } from "../routes/create_form.ts";
 import { assert } from "./_assert.ts";
+import { createHash } from "node:crypto";
+import { sha256File } from "../trainer/checkpoint.ts";
 
 function setup() {
   const dataDir = fs.mkdtempSync("/tmp/gt-create-");
@@ -85,6 +87,127 @@ Deno.test("upload: a small file is saved under datasets/; one over the limit is 
   evil.append("file", new File(["{}"], "../../etc/passwd.json"));
   await post(app, "/create/upload", evil);
   assert(!fs.existsSync(path.join(dataDir, "etc")) && fs.readdirSync(path.join(dataDir, "datasets")).every((n) => !n.includes("/")), "path traversal in upload name");
+});
+
+/** A multipart body streamed in 64 KB chunks (as a socket delivers it), without Content-Length. */
+function streamedUpload(filename: string, fileBytes: number, opts: { cut?: boolean } = {}) {
+  const boundary = "----gtBoundary7MA4YWxkTrZu0gW";
+  const enc = new TextEncoder();
+  // Content that looks like a boundary but is not one, to keep the parser honest.
+  const line = enc.encode('{"text":"hello \\r\\n--not-a-boundary"}\r\n--' + boundary.slice(0, 10) + "\n");
+  const chunk = new Uint8Array(64 * 1024);
+  for (let i = 0; i < chunk.length; i++) chunk[i] = line[i % line.length];
+  const hash = createHash("sha256");
+  let sent = 0, phase = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(ctl) {
+      if (phase === 0) {
+        phase = 1;
+        ctl.enqueue(enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: application/octet-stream\r\n\r\n`));
+      } else if (sent < fileBytes) {
+        const part = chunk.slice(0, Math.min(chunk.length, fileBytes - sent));
+        hash.update(part);
+        sent += part.length;
+        ctl.enqueue(part);
+      } else {
+        if (!opts.cut) ctl.enqueue(enc.encode(`\r\n--${boundary}--\r\n`));
+        ctl.close();
+      }
+    },
+  });
+  const req = new Request("http://127.0.0.1/create/upload", {
+    method: "POST", body, duplex: "half",
+    headers: { "Content-Type": `multipart/form-data; boundary=${boundary}`, "HX-Request": "true", "HX-CSRF": "1" },
+  } as RequestInit);
+  return { req, sha256: () => hash.digest("hex") };
+}
+
+const UPLOAD_SERVER = (dataDir: string, limit: number) => `
+import { loadAppSettings } from "${new URL("../config/app.ts", import.meta.url).href}";
+import { startServer } from "${new URL("../routes/server.ts", import.meta.url).href}";
+const settings = { ...loadAppSettings({ host: "127.0.0.1", port: 0, data: ${JSON.stringify(dataDir)} }), maxUploadBytes: ${limit} };
+const s = await startServer(settings, { intervalMs: 0 });
+console.log("PORT " + s.port);
+`;
+
+/** Peak resident memory of a process so far (Linux VmHWM), in bytes. */
+function peakRss(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return Number(m![1]) * 1024;
+}
+
+Deno.test({
+  name: "upload streams to disk: 160 MB arrive byte-exact and the server's peak RSS does not grow with the file; over the limit or cut off leaves nothing",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const dataDir = fs.mkdtempSync("/tmp/gt-create-");
+    fs.writeFileSync(path.join(dataDir, "server.ts"), UPLOAD_SERVER(dataDir, 192 * 1024 * 1024));
+    const server = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-check", "--config", new URL("../deno.json", import.meta.url).pathname, path.join(dataDir, "server.ts")],
+      stdout: "piped", stderr: "inherit",
+    }).spawn();
+    const datasets = path.join(dataDir, "datasets");
+    try {
+      const lines = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let out = "";
+      while (!/PORT \d+/.test(out)) {
+        const { value, done } = await lines.read();
+        if (done) throw new Error(`the upload server ended: ${out}`);
+        out += value;
+      }
+      lines.releaseLock();
+      const base = `http://127.0.0.1:${/PORT (\d+)/.exec(out)![1]}`;
+      const send = async (u: ReturnType<typeof streamedUpload>) => {
+        const r = await fetch(`${base}/create/upload`, { method: "POST", body: u.req.body, headers: u.req.headers, duplex: "half" } as RequestInit);
+        return { status: r.status, text: await r.text() };
+      };
+      const mb = (x: number) => Math.round(x / 2 ** 20);
+      const start = peakRss(server.pid);
+      // A 32 MB upload first: the server's heap and buffers grow to their working size once.
+      assert((await send(streamedUpload("warm.jsonl", 32 * 1024 * 1024))).status === 200, "the 32 MB upload failed");
+      for (const f of fs.readdirSync(datasets)) fs.rmSync(path.join(datasets, f));
+      const before = peakRss(server.pid);
+
+      const size = 160 * 1024 * 1024;
+      const up = streamedUpload("big.jsonl", size);
+      const r = await send(up);
+      const after = peakRss(server.pid);
+      assert(r.status === 200, `upload gave ${r.status}: ${r.text.slice(0, 300)}`);
+      const saved = fs.readdirSync(datasets);
+      assert(saved.length === 1 && saved[0].endsWith("big.jsonl"), `saved: ${saved}`);
+      const file = path.join(datasets, saved[0]);
+      assert(fs.statSync(file).size === size, `saved ${fs.statSync(file).size} bytes of ${size}`);
+      assert(sha256File(file) === up.sha256(), "the saved file differs from what was sent");
+      console.log(`server peak RSS: ${mb(start)} MB at start, ${mb(before)} MB after a 32 MB upload, ${mb(after)} MB after a 160 MB one`);
+      // Read whole, an upload took ~7x its size (over 1 GB for this one). Streamed, memory does not grow
+      // with the file: five times the bytes add (almost) nothing to the peak.
+      assert(after - before < 32 * 2 ** 20, `the server's peak RSS grew ${mb(after - before)} MB more for 160 MB than for 32 MB`);
+      assert(after - start < size, `the server's peak RSS grew ${mb(after - start)} MB for a ${mb(size)} MB upload`);
+      fs.rmSync(file);
+
+      // A smaller limit through a second app on the same data dir: cut while streaming (no Content-Length).
+      const service = new TrainingService(dataDir, { intervalMs: 0 });
+      const settings = { ...loadAppSettings({ host: "127.0.0.1", port: 0, data: dataDir }), maxUploadBytes: 1024 * 1024 };
+      const app = createApp({ settings, service });
+      try {
+        const over = await app.request(streamedUpload("over.jsonl", 3 * 1024 * 1024).req);
+        const overHtml = await over.text();
+        assert(over.status === 413 && overHtml.includes("1.0 MB limit") && overHtml.includes("local path"), `over the limit: ${over.status} ${overHtml}`);
+        assert(fs.readdirSync(datasets).length === 0, `left behind: ${fs.readdirSync(datasets)}`);
+        // A body that ends before its closing boundary (connection cut): 400, nothing kept.
+        const cut = await app.request(streamedUpload("cut.jsonl", 100_000, { cut: true }).req);
+        assert(cut.status === 400 && (await cut.text()).includes("ended before"), `cut upload gave ${cut.status}`);
+        assert(fs.readdirSync(datasets).length === 0, `left behind: ${fs.readdirSync(datasets)}`);
+      } finally {
+        service.stop();
+      }
+    } finally {
+      server.kill("SIGTERM");
+      await server.status;
+      await server.stdout.cancel().catch(() => {});
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  },
 });
 
 Deno.test("start: invalid settings are refused with 422; valid ones create a run and redirect to its dashboard", async () => {

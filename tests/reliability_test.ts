@@ -12,6 +12,10 @@ import { inspectDataset } from "../engine/data/mod.ts";
 import { listCheckpoint, readHeader, readTensorF32, writeSafetensors } from "../engine/safetensors.ts";
 import { loadModel } from "../engine/model_dir.ts";
 import { assert } from "./_assert.ts";
+import { waitFor } from "./_timeouts.ts";
+import { createRun, writeStatus } from "../trainer/run_dir.ts";
+import { LoraSchema, parseRunConfig } from "../config/training.ts";
+import { TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, writeCheckpoint } from "../trainer/checkpoint.ts";
 
 function setup() {
   const dataDir = fs.mkdtempSync("/tmp/gt-rel-");
@@ -179,4 +183,92 @@ Deno.test("a data dir that cannot be written gives a clear error naming it and t
   }
   assert(msg.includes(dir) && msg.includes("--data"), msg);
   if (Deno.uid() !== 0) assert(fs.readdirSync(dir).length === 0, "something was written");
+});
+
+Deno.test("oversized bodies get 413 with a JSON error naming the limit: the API, /v1 (OpenAI's shape) and form posts; nothing created", async () => {
+  const { app, service } = setup();
+  const big = JSON.stringify({ ...good, name: "x".repeat(2 * 1024 * 1024) });
+  // With Content-Length (refused before reading) and streamed without it (cut while reading).
+  const streamed = (s: string) => new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode(s)); c.close(); } });
+  for (const body of [big, streamed(big)]) {
+    const r = await app.request("/api/runs", { method: "POST", body, headers: { "Content-Type": "application/json" }, duplex: "half" } as RequestInit);
+    const j = await r.json();
+    assert(r.status === 413 && j.error === "Request body is over the limit of 1048576 bytes (1 MiB)", `API: ${r.status} ${JSON.stringify(j)}`);
+  }
+  assert(service.list().length === 0, "a run was created");
+  const chat = JSON.stringify({ model: "demo", messages: Array.from({ length: 30 }, () => ({ role: "user", content: "y".repeat(199_000) })) });
+  const v1 = await app.request("/v1/chat/completions", json(chat));
+  const e = await v1.json();
+  assert(v1.status === 413 && e.error?.type === "invalid_request_error" && e.error.message.includes("4194304 bytes (4 MiB)"), `/v1: ${v1.status} ${JSON.stringify(e)}`);
+  const form = await app.request("/create/fragments/check", {
+    method: "POST", body: "name=" + "z".repeat(2 * 1024 * 1024), headers: { "Content-Type": "application/x-www-form-urlencoded", "HX-CSRF": "1", "HX-Request": "true" },
+  });
+  assert(form.status === 413 && (await form.json()).error.includes("1 MiB"), `form: ${form.status}`);
+});
+
+Deno.test("messages: a model path that is a file says so; a too-long stop names the limits", async () => {
+  const { app, dataDir } = setup();
+  const file = path.join(dataDir, "model.safetensors");
+  fs.writeFileSync(file, "not a folder");
+  let msg = "";
+  try {
+    await loadModel(file);
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(msg === `"${file}" is a file, not a model directory: give the folder that holds config.json and the *.safetensors files`, msg);
+  const missing = path.join(dataDir, "nope");
+  try {
+    await loadModel(missing);
+  } catch (e) {
+    msg = (e as Error).message;
+  }
+  assert(msg === `Model directory "${missing}" does not exist`, msg);
+  for (const stop of ["s".repeat(201), Array(9).fill("x"), 7]) {
+    const r = await app.request("/v1/chat/completions", json(JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }], stop })));
+    const j = await r.json();
+    assert(r.status === 400 && j.error.param === "stop" && j.error.message === "stop: must be a string of at most 200 characters, or a list of at most 8 such strings", `${JSON.stringify(stop).slice(0, 20)}: ${JSON.stringify(j)}`);
+  }
+});
+
+Deno.test("dashboard: a damaged checkpoint is not offered for resume and is named; with none intact, resume is refused naming them", async () => {
+  const { app, dataDir } = setup();
+  const dir = createRun(parseRunConfig({ name: "dmg", dataset: { path: "sample" }, maxSteps: 10 }), dataDir);
+  const id = path.basename(dir);
+  writeStatus(dir, { state: "aborted", message: "Stopped by SIGTERM at step 4", step: 4, totalSteps: 10, epoch: 0, pid: 0 });
+  for (const step of [2, 4]) {
+    const t = { shape: [2, 2], data: Float32Array.from([step, 1, 2, 3]) };
+    writeCheckpoint(dir, {
+      step, method: "lora", lora: LoraSchema.parse({ r: 2, alpha: 4, targets: ["q_proj"] }), baseModel: "/m", modelDir: "/m",
+      trainable: new Map([["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", t]]),
+      optimizer: [{ name: "m", dtype: "F32", shape: [4], data: new Float32Array(4) }],
+      state: {
+        format: TRAINER_STATE_FORMAT, version: TRAINER_STATE_VERSION, step, totalSteps: 10, epoch: 0, microBatches: step,
+        rng: { seed: 1, dropoutStream: "seed,microBatch", nextMicroBatch: step }, schedule: { kind: "constant", peakLr: 0.01, warmupSteps: 0, totalSteps: 10 },
+        method: "lora", baseModel: "/m", trainLoss: 1, evalLoss: null, logHistory: [],
+      },
+    });
+  }
+  const control = async () => await (await app.request(`/runs/${id}/fragments/control`)).text();
+  let html = await control();
+  assert(html.includes("Resume from step 4") && !html.includes("is damaged"), html);
+  fs.truncateSync(path.join(dir, "checkpoints", "checkpoint-4", "optimizer.safetensors"), 20);
+  // Fragments are shared between pollers for half a second: poll for the change.
+  html = await waitFor("the damaged checkpoint to leave the control panel", async () => {
+    const h = await control();
+    return h.includes("is damaged") ? h : "";
+  });
+  assert(html.includes("Resume from step 2") && !html.includes("Resume from step 4"), `a damaged step is still offered: ${html}`);
+  assert(/Checkpoint checkpoint-4 is damaged and is not offered: optimizer\.safetensors is 20 bytes; \d+ were written \(truncated\)/.test(html), html);
+  const api = await (await app.request(`/api/runs/${id}`)).json();
+  assert(api.checkpoints.length === 1 && api.damagedCheckpoints[0]?.name === "checkpoint-4", JSON.stringify(api));
+  fs.writeFileSync(path.join(dir, "checkpoints", "checkpoint-2", "damaged.txt"), "adapter_model.safetensors does not match its checksum\n");
+  html = await waitFor("no intact checkpoint in the control panel", async () => {
+    const h = await control();
+    return h.includes("No intact checkpoint") ? h : "";
+  });
+  assert(!html.includes("Resume from step") && html.includes("No intact checkpoint") && html.includes("Start again"), html);
+  const r = await app.request(`/api/runs/${id}/resume`, { method: "POST" });
+  const j = await r.json();
+  assert(r.status === 409 && j.error.includes("no intact checkpoint") && j.error.includes("checkpoint-2: adapter_model.safetensors does not match"), JSON.stringify(j));
 });

@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createApp } from "../routes/app.tsx";
+import { runDuration } from "../routes/runs.tsx";
 import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
 import { createRun, writeStatus } from "../trainer/run_dir.ts";
@@ -23,6 +24,19 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
   const html = await (await app.request(`/runs?compare=${a}&compare=${b}`)).text();
   for (const n of ["alpha", "beta", "gamma"]) assert(html.includes(n), `${n} missing`);
   assert(html.includes("data-island=\"MetricsChart\"") && html.includes(a) && html.includes("runIds"), "no comparison chart");
+  // A run that is training has a duration; a queued one (the service would start it here, so its view) has none.
+  const cell = (id: string) => new RegExp(`data-run="${id}"[\\s\\S]*?data-duration="?[^>]*>([^<]*)<`).exec(html)?.[1];
+  assert(/^\d+s$/.test(cell(live) ?? ""), `the training run's duration is "${cell(live)}"`);
+  const view = service.list().find((v) => v.id === live)!;
+  const queued = { ...view, status: { ...view.status, state: "queued" as const } };
+  assert(runDuration(queued, Date.parse(view.run.createdAt) + 90_000) === "–", "a queued run shows a running duration");
+  assert(runDuration(view, Date.parse(view.run.createdAt) + 90_000) === "1m 30s", "a training run's duration");
+  // The same settings: the comparison says so, and its legends are the run names.
+  assert(html.includes("data-no-diff") && html.includes(`&quot;${a}&quot;:&quot;alpha&quot;`), "comparison: no settings note or no legend names");
+  // Home highlights the run a trainer is working on, not the newest (the queued one).
+  const home = await (await app.request("/")).text();
+  assert(home.includes(`data-highlight="${live}"`) && /Training now/.test(home), "home does not highlight the training run");
+  assert(new RegExp(`data-live="1"><a href="/runs/${live}"`).test(home), "the training run is not marked in the recent list");
   const del = await app.request(`/api/runs/${a}`, { method: "DELETE" });
   assert(del.status === 200 && !fs.existsSync(path.join(dataDir, "runs", a)), `delete gave ${del.status}`);
   const refused = await app.request(`/api/runs/${live}`, { method: "DELETE" });

@@ -2,15 +2,17 @@
  * The trainer end to end, on the real engine with the built-in demo model and the sample dataset:
  * a run through `main.ts train` (loss falls, valid event file, PEFT adapter, final/ with a card),
  * resume after SIGKILL reaching the same losses as a run that never stopped, SIGTERM abort with a
- * checkpoint, the lock refusing a second trainer, and full fine-tuning's HF-layout checkpoint.
+ * checkpoint, the lock (heartbeat, refusal, a stale lock from another host), resume past damaged
+ * checkpoints, and full fine-tuning's HF-layout checkpoint.
  */
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { listEventFiles, readEventFile, type ScalarEvent } from "../trainer/tfevents.ts";
 import { createRun, readStatus } from "../trainer/run_dir.ts";
-import { acquireLock, readLock, releaseLock } from "../trainer/lock.ts";
+import { hostname } from "node:os";
+import { LOCK_STALE_MS, readLock } from "../trainer/lock.ts";
 import { runWorker } from "../trainer/worker.ts";
-import { listCheckpoints, readTrainerState } from "../trainer/checkpoint.ts";
+import { checkpointProblem, listCheckpoints, readTrainerState } from "../trainer/checkpoint.ts";
 import { readHeader } from "../engine/safetensors.ts";
 import { estimateRunMemory } from "../engine/mod.ts";
 import { readConfig } from "../engine/model_dir.ts";
@@ -172,22 +174,103 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a live lock makes a second trainer refuse to start; a bad dataset fails before training",
+  name: "a live trainer's lock carries a refreshed heartbeat; a second trainer refuses naming host, pid and age, and does not say queued",
   sanitizeResources: false,
   async fn() {
-    const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
+    const first = createRun(parseRunConfig(config({ maxSteps: 100000, saveEvery: 0, evalEvery: 0 })), DATA);
+    const p = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", join(ROOT, "main.ts"), "train", "--run", first],
+      cwd: ROOT, stdout: "piped", stderr: "piped", env: { GEMMA_TUNER_LOCK_HEARTBEAT_MS: "200" },
+    }).spawn();
     try {
-      ok(acquireLock(DATA, "other-run", sleeper.pid).ok);
-      const runDir = createRun(parseRunConfig(config({ maxSteps: 1 })), DATA);
-      const r = await finish(spawnTrain(["--run", runDir]));
+      await waitFor(() => (readStatus(first)?.step ?? 0) >= 1, 120_000, "the first trainer's first step");
+      const started = readLock(DATA)!;
+      eq([started.pid, started.runId, started.hostname], [p.pid, first.split("/").at(-1), hostname()]);
+      // The heartbeat advances while steps run (they block the trainer's main thread).
+      await waitFor(() => Date.parse(readLock(DATA)?.heartbeatAt ?? "") > Date.parse(started.heartbeatAt), 30_000, "a heartbeat");
+      const second = createRun(parseRunConfig(config({ maxSteps: 1 })), DATA);
+      const r = await finish(spawnTrain(["--run", second]));
       eq(r.code, 1);
-      ok(r.stderr.includes(`Another training process holds the lock (pid ${sleeper.pid}, run other-run`), r.stderr);
-      eq(readStatus(runDir)!.state, "queued");
+      ok(r.stderr.includes(`(run ${started.runId}, pid ${p.pid} on this host, heartbeat `) && r.stderr.includes("s ago)"), r.stderr);
+      const line = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+      eq([line.state, line.step, line.lock.pid, line.lock.runId, line.lock.hostname], ["not_started", 0, p.pid, started.runId, hostname()]);
+      ok(typeof line.lock.heartbeatAgeS === "number" && line.lock.heartbeatAgeS < 120 && line.error.includes("Another training process holds the lock"), JSON.stringify(line));
+      ok(Deno.readTextFileSync(join(second, "status.log")).includes("Not started: Another training process holds the lock"));
     } finally {
-      releaseLock(DATA, sleeper.pid);
-      sleeper.kill("SIGKILL");
-      await sleeper.status;
+      p.kill("SIGTERM");
+      await finish(p);
     }
+    eq(readStatus(first)!.state, "aborted");
+    eq(readLock(DATA), null, "the heartbeat re-created the lock after the trainer released it");
+  },
+});
+
+Deno.test({
+  name: "a lock written on another host: refused while its heartbeat is fresh, replaced with a note once it is older than the limit",
+  sanitizeResources: false,
+  async fn() {
+    const lockFile = join(DATA, ".training.lock");
+    const ago = (s: number) => new Date(Date.now() - s * 1000).toISOString();
+    const foreign = (beat: number) => JSON.stringify({ pid: 31337, runId: "run-on-old-container", startedAt: ago(7200), hostname: "container-before-restart", heartbeatAt: ago(beat) });
+    const runDir = createRun(parseRunConfig(config({ maxSteps: 1, evalEvery: 0 })), DATA);
+    Deno.writeTextFileSync(lockFile, foreign(3));
+    const refused = await runWorker(runDir, DATA, { log: quiet });
+    eq([refused.state, refused.lock?.hostname, refused.lock?.pid], ["not_started", "container-before-restart", 31337]);
+    ok(refused.error!.includes('pid 31337 on host "container-before-restart", heartbeat '), refused.error ?? "");
+    eq(readLock(DATA)?.hostname, "container-before-restart");
+
+    Deno.writeTextFileSync(lockFile, foreign(LOCK_STALE_MS / 1000 + 480));
+    const ran = await runWorker(runDir, DATA, { log: quiet });
+    eq(ran.state, "completed");
+    const log = Deno.readTextFileSync(join(runDir, "status.log"));
+    ok(/Replaced a stale lock \(run run-on-old-container, pid 31337 on host "container-before-restart", heartbeat 60\d s ago\): its heartbeat is 60\d s old \(the limit is 120 s\)/.test(log), log);
+    eq(readLock(DATA), null);
+  },
+});
+
+Deno.test({
+  name: "resume skips a truncated newest checkpoint, then a same-size corrupted one, with a note, and reaches the same losses",
+  sanitizeResources: false,
+  async fn() {
+    const cfg = parseRunConfig(config({ maxSteps: 8, saveEvery: 4, evalEvery: 0 }));
+    const runDir = createRun(cfg, DATA);
+    eq((await runWorker(runDir, DATA, { log: quiet })).state, "completed");
+    const ref = series(runDir, "train/loss");
+    eq(listCheckpoints(runDir).map((c) => c.step), [4, 8]);
+    const ck8 = join(runDir, "checkpoints", "checkpoint-8");
+    for (const damage of ["truncated", "bytes flipped"] as const) {
+      if (damage === "truncated") {
+        const f = join(ck8, "optimizer.safetensors");
+        Deno.truncateSync(f, Deno.statSync(f).size - 100);
+      } else {
+        const f = join(ck8, "adapter_model.safetensors");
+        const bytes = Deno.readFileSync(f);
+        for (let i = bytes.length - 64; i < bytes.length; i += 8) bytes[i] ^= 0x5a;
+        Deno.writeFileSync(f, bytes);
+      }
+      const lines: string[] = [];
+      const res = await runWorker(runDir, DATA, { log: (l) => lines.push(l) });
+      eq([res.state, res.step], ["completed", 8], damage);
+      ok(lines.some((l) => l.startsWith("Resumed from step 4 ")), `${damage}: ${lines.join("\n")}`);
+      const log = Deno.readTextFileSync(join(runDir, "status.log"));
+      const want = damage === "truncated"
+        ? /Checkpoint checkpoint-8 is damaged: optimizer\.safetensors is \d+ bytes; \d+ were written \(truncated\)/
+        : /Checkpoint checkpoint-8 is damaged: adapter_model\.safetensors does not match its checksum/;
+      ok(want.test(log), `${damage}: ${log}`);
+      ok(log.includes("Resuming from checkpoint-4 instead of the damaged checkpoint-8"), log);
+      // Steps 5-8 were trained again from checkpoint-4 and land where they did; checkpoint-8 is whole again.
+      const got = series(runDir, "train/loss");
+      for (const step of [5, 6, 7, 8]) ok(Math.abs(got.get(step)! - ref.get(step)!) <= 1e-5 * Math.max(1, ref.get(step)!), `${damage} step ${step}: ${got.get(step)} vs ${ref.get(step)}`);
+      eq(checkpointProblem(ck8, { full: true }), null);
+      Deno.writeTextFileSync(join(runDir, "status.log"), "");
+    }
+  },
+});
+
+Deno.test({
+  name: "a bad dataset fails before training",
+  sanitizeResources: false,
+  async fn() {
     const bad = join(DATA, "bad.jsonl");
     Deno.writeTextFileSync(bad, '{"question":"a","answer":"b"}\n');
     const runDir = createRun(parseRunConfig(config({ dataset: { path: bad } })), DATA);

@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { LoraSchema } from "../config/training.ts";
 import { AdamW } from "../engine/optim.ts";
 import {
-  cleanPartialCheckpoints, type CheckpointContent, latestCheckpoint, listCheckpoints, pruneCheckpoints, readCheckpoint,
-  readTrainerState, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, writeCheckpoint, writeFinal,
+  checkpointProblem, CHECKSUMS_FILE, cleanPartialCheckpoints, type CheckpointContent, DAMAGED_FILE, damagedCheckpoints, latestCheckpoint,
+  listCheckpoints, newestIntactCheckpoint, pruneCheckpoints, readCheckpoint, readTrainerState, sha256File, TRAINER_STATE_FORMAT,
+  TRAINER_STATE_VERSION, writeCheckpoint, writeFinal,
 } from "./checkpoint.ts";
 import { modelCard } from "./model_card.ts";
 import { describeFailure } from "./worker.ts";
@@ -60,9 +61,63 @@ Deno.test("checkpoints: atomic write, partial dirs ignored and cleaned, prune, e
     const ac = JSON.parse(Deno.readTextFileSync(join(run, "checkpoints", "checkpoint-4", "adapter_config.json")));
     eq([ac.peft_type, ac.r, ac.lora_alpha, ac.target_modules], ["LORA", 2, 4, ["q_proj"]]);
     const final = writeFinal(run, join(run, "checkpoints", "checkpoint-10"), "# card\n");
+    ok(fs.existsSync(join(run, "checkpoints", "checkpoint-10", "checksums.json")));
     eq(fs.readdirSync(final).sort(), ["README.md", "adapter_config.json", "adapter_model.safetensors", "checkpoint.txt", "trainer_state.json"]);
     Deno.writeTextFileSync(join(run, "checkpoints", "checkpoint-10", "trainer_state.json"), JSON.stringify({ format: "other", version: 9 }));
     throws(() => readTrainerState(join(run, "checkpoints", "checkpoint-10")), /expected gemma-tuner-trainer-state version 1.*start a new run/);
+  } finally {
+    Deno.removeSync(run, { recursive: true });
+  }
+});
+
+Deno.test("checkpoint checksums: a truncated and a same-size corrupted checkpoint are found, marked, skipped and rewritten", () => {
+  const run = Deno.makeTempDirSync();
+  try {
+    for (const step of [2, 4, 6]) writeCheckpoint(run, content(step, step));
+    const dir = (step: number) => join(run, "checkpoints", `checkpoint-${step}`);
+    const sums = JSON.parse(Deno.readTextFileSync(join(dir(6), CHECKSUMS_FILE)));
+    eq(Object.keys(sums.files).sort(), ["adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors", "trainer_state.json"]);
+    eq(sums.files["optimizer.safetensors"].sha256, sha256File(join(dir(6), "optimizer.safetensors")));
+    eq(checkpointProblem(dir(6), { full: true }), null);
+
+    // Newest truncated: the cheap check (every poll) already leaves it out of the list.
+    const opt6 = join(dir(6), "optimizer.safetensors");
+    const size6 = fs.statSync(opt6).size;
+    fs.truncateSync(opt6, size6 - 10);
+    eq(listCheckpoints(run).map((c) => c.step), [2, 4]);
+    eq(latestCheckpoint(run)?.step, 4);
+    eq(damagedCheckpoints(run).map((d) => [d.step, d.damaged]), [[6, `optimizer.safetensors is ${size6 - 10} bytes; ${size6} were written (truncated)`]]);
+
+    // Same size, bytes flipped in the next one: only the full check (resume) sees it.
+    const ad4 = join(dir(4), "adapter_model.safetensors");
+    const bytes = fs.readFileSync(ad4);
+    bytes[bytes.length - 3] ^= 0xff;
+    fs.writeFileSync(ad4, bytes);
+    eq(checkpointProblem(dir(4)), null);
+    ok(/^adapter_model\.safetensors does not match its checksum/.test(checkpointProblem(dir(4), { full: true }) ?? ""));
+
+    const notes: string[] = [];
+    eq(newestIntactCheckpoint(run, (n) => notes.push(n))?.step, 2);
+    eq(notes.length, 3, notes.join("\n"));
+    ok(notes[0].startsWith("Checkpoint checkpoint-6 is damaged: optimizer.safetensors is") && notes[0].includes("(truncated)"), notes[0]);
+    ok(notes[1].startsWith("Checkpoint checkpoint-4 is damaged: adapter_model.safetensors does not match its checksum"), notes[1]);
+    eq(notes[2], "Resuming from checkpoint-2 instead of the damaged checkpoint-6, checkpoint-4");
+    // Marked: the UI no longer offers step 4 either, and the marker says why.
+    eq(listCheckpoints(run).map((c) => c.step), [2]);
+    ok(Deno.readTextFileSync(join(dir(4), DAMAGED_FILE)).includes("does not match its checksum"));
+    // Training past step 4 again writes a fresh checkpoint-4 over the damaged one.
+    writeCheckpoint(run, content(4, 4));
+    eq(checkpointProblem(dir(4), { full: true }), null);
+    eq(listCheckpoints(run).map((c) => c.step), [2, 4]);
+    // Pruning keeps the damaged newest (the evidence) and drops damaged ones older than those kept.
+    pruneCheckpoints(run, 1);
+    eq(listCheckpoints(run).map((c) => c.step), [4]);
+    eq(damagedCheckpoints(run).map((d) => d.step), [6]);
+    // None intact: say so and start from step 0.
+    fs.truncateSync(join(dir(4), "trainer_state.json"), 5);
+    const none: string[] = [];
+    eq(newestIntactCheckpoint(run, (n) => none.push(n)), null);
+    eq(none.at(-1), "No intact checkpoint (checkpoint-6, checkpoint-4 damaged): starting from step 0");
   } finally {
     Deno.removeSync(run, { recursive: true });
   }

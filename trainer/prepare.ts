@@ -10,7 +10,8 @@
  */
 import type { RunConfig } from "../config/training.ts";
 import { type Batch, BatchPlan, prepareDataset, type PreparedDataset } from "../engine/data/mod.ts";
-import { type LoadedModel, loadModel, resolveModelPath } from "../engine/model_dir.ts";
+import { type LoadedModel, resolveModelPath } from "../engine/model_dir.ts";
+import { loadForTraining } from "../engine/quant/base.ts";
 import { AdamW, clipFactor, globalNorm, lrAt, type Schedule } from "../engine/optim.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
 import type { TrainEngine } from "../engine/train_engine.ts";
@@ -40,7 +41,9 @@ export function totalSteps(cfg: Pick<RunConfig, "maxSteps" | "epochs" | "gradAcc
 export async function prepareRun(cfg: RunConfig, dataDir: string, onPhase: (message: string) => void = () => {}): Promise<PreparedRun> {
   onPhase("Loading model");
   const modelDir = await resolveModelPath(cfg.model, dataDir);
-  const model = await loadModel(modelDir);
+  // LoRA keeps the frozen base in its precision (engine/quant: the configured one, else the size policy).
+  const model = await loadForTraining(modelDir, cfg);
+  if (cfg.method === "lora") onPhase(`Loading model (base weights: ${model.precision.reason})`);
   const tokenizer = await loadTokenizer(modelDir);
   onPhase("Reading dataset");
   const data = await prepareDataset(cfg.dataset, tokenizer, { maxLength: cfg.maxLength, seed: cfg.seed, chat: tokenizer.chat });

@@ -39,24 +39,6 @@ export function spawnWorker(runDir: string, command = selfCommand(["train", "--r
   return child.pid;
 }
 
-/**
- * Whether `pid` is a gemma-tuner trainer (`… train …` on its command line). A lock can outlive its
- * process and the pid be reused by something else; that process must never be shown as a run or
- * signalled. Where the command line cannot be read (not Linux), a live pid is taken as the trainer.
- */
-export function isTrainerPid(pid: number): boolean {
-  if (!isPidAlive(pid)) return false;
-  if (Deno.build.os !== "linux") return true;
-  try {
-    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
-    // Empty while the process is between fork and exec (just spawned): a live pid, so take it as ours.
-    if (cmdline === "") return true;
-    return cmdline.split("\0").includes("train");
-  } catch {
-    return false;
-  }
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** SIGTERM now; SIGKILL after `graceMs` if the process is still there. Resolves when it is gone. */

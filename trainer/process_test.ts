@@ -1,8 +1,8 @@
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { findOnPath, isTrainerPid, spawnWorker, STDERR_LOG, STDOUT_LOG, stopProcess, TensorBoard } from "./process.ts";
-import { isPidAlive } from "./lock.ts";
+import { findOnPath, spawnWorker, STDERR_LOG, STDOUT_LOG, stopProcess, TensorBoard } from "./process.ts";
+import { isPidAlive, isTrainerPid } from "./lock.ts";
 import { TIMEOUTS, waitFor as waitUntil } from "../tests/_timeouts.ts";
 
 const tmp = () => fs.mkdtempSync(path.join(Deno.env.get("TMPDIR") ?? "/tmp", "gt-proc-"));

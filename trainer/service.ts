@@ -9,11 +9,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { RunConfig } from "../config/training.ts";
-import { hostname } from "node:os";
-import { isPidAlive, type LockInfo, lockPath, readLock } from "./lock.ts";
-import { createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunState, type RunStatus, type StatusPatch, updateStatus } from "./run_dir.ts";
-import { type CheckpointInfo, listCheckpoints } from "./checkpoint.ts";
-import { isTrainerPid, spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
+import { describeHolder, isPidAlive, isTrainerPid, type LockInfo, lockPath, lockStaleness, readLock, removeStaleLock } from "./lock.ts";
+import { appendStatusLog, createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunState, type RunStatus, type StatusPatch, updateStatus } from "./run_dir.ts";
+import { type CheckpointInfo, damagedCheckpoints, type DamagedCheckpoint, listCheckpoints } from "./checkpoint.ts";
+import { spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { MetricsReader, RunMetrics } from "./metrics.ts";
 import { RunStore } from "./runs.ts";
 import { tailLines } from "./logs.ts";
@@ -21,7 +20,7 @@ import { tailLines } from "./logs.ts";
 export const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export class ServiceError extends Error {
-  constructor(readonly status: 400 | 404 | 409, message: string) {
+  constructor(readonly status: 400 | 404 | 409 | 413, message: string) {
     super(message);
   }
 }
@@ -34,7 +33,10 @@ export interface RunView {
   /** Held by a live trainer that this server did not start. */
   orphan: boolean;
   queuePosition?: number;
+  /** Intact checkpoints, oldest first: the ones offered for resume and chat. */
   checkpoints: CheckpointInfo[];
+  /** Checkpoints found damaged (truncated files, or a failed checksum at resume), with what is wrong. */
+  damagedCheckpoints: DamagedCheckpoint[];
   hasFinal: boolean;
   trainLoss?: number;
   evalLoss?: number;
@@ -49,13 +51,9 @@ export interface ServiceOptions {
   workerCommand?: (runDir: string) => { cmd: string; args: string[] };
 }
 
-/**
- * A lock is held while its process is a live trainer. A lock from another host is taken as held; a
- * live pid that is not a trainer (the pid was reused after a crash) is not.
- */
+/** A lock is held while lock.ts does not find it stale (dead owner on this host, or an old heartbeat). */
 function lockHeld(lock: LockInfo): boolean {
-  if (lock.hostname && lock.hostname !== hostname()) return true;
-  return isTrainerPid(lock.pid);
+  return lockStaleness(lock) === null;
 }
 
 /**
@@ -157,13 +155,16 @@ export class TrainingService {
     this.reconciling = true;
     try {
       const lock = readLock(this.dataDir);
-      if (lock && !lockHeld(lock)) {
+      const why = lock && lockStaleness(lock);
+      if (lock && why) {
         const dir = path.join(this.dataDir, "runs", lock.runId);
         const st = RUN_ID.test(lock.runId) ? readStatus(dir) : null;
         if (st && !isFinalState(st.state)) this.finishDead(lock.runId, dir, st);
         try {
-          fs.unlinkSync(lockPath(this.dataDir));
-        } catch { /* someone else cleared it */ }
+          if (removeStaleLock(this.dataDir, lock) && st) appendStatusLog(dir, `The server cleared a stale training lock (${describeHolder(lock)}): ${why}`);
+        } catch (e) {
+          console.error(`Cannot clear the stale lock ${lockPath(this.dataDir)}: ${(e as Error).message}`);
+        }
       }
       for (const id of this.ids()) {
         const dir = path.join(this.dataDir, "runs", id);
@@ -240,6 +241,7 @@ export class TrainingService {
       orphan,
       queuePosition: status.state === "queued" ? queue.indexOf(id) + 1 : undefined,
       checkpoints: listCheckpoints(dir),
+      damagedCheckpoints: damagedCheckpoints(dir),
       hasFinal: fs.existsSync(path.join(dir, "final")),
       trainLoss: this.metrics.last(dir, "train/loss")?.[1],
       evalLoss: this.metrics.last(dir, "eval/loss")?.[1],
@@ -311,7 +313,11 @@ export class TrainingService {
     if (!st || (st.state !== "aborted" && st.state !== "failed")) {
       throw new ServiceError(409, `Only aborted or failed runs can be resumed; "${id}" is ${st?.state ?? "unknown"}`);
     }
-    if (listCheckpoints(dir).length === 0) throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
+    if (listCheckpoints(dir).length === 0) {
+      const damaged = damagedCheckpoints(dir).map((d) => `${path.basename(d.dir)}: ${d.damaged}`);
+      if (damaged.length) throw new ServiceError(409, `Run "${id}" has no intact checkpoint to resume from (${damaged.join("; ")}); start it again from the beginning`);
+      throw new ServiceError(409, `Run "${id}" has no checkpoint to resume from; start a new run instead`);
+    }
     const out = transition(dir, [st.state], { state: "queued", message: "Queued to resume from its latest checkpoint", error: undefined });
     if (!out) throw new ServiceError(409, `Run "${id}" changed state while being resumed; it is ${readStatus(dir)?.state ?? "unknown"}`);
     this.reconcile(0);

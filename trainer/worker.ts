@@ -18,10 +18,11 @@ import type { LoadedModel } from "../engine/model_dir.ts";
 import type { AdamW } from "../engine/optim.ts";
 import type { TrainEngine } from "../engine/train_engine.ts";
 import type { Device } from "../engine/device.ts";
-import { estimateRunMemory } from "../engine/gemma/params.ts";
+import { countParams as countModelParams } from "../engine/gemma/params.ts";
+import { estimateRunMemory } from "../engine/quant/policy.ts";
 import { gpuMemoryMb } from "../engine/gpu_memory.ts";
-import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
-import { acquireLock, releaseLock } from "./lock.ts";
+import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, newestIntactCheckpoint, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
+import { acquireLock, describeHolder, heartbeatAgeSeconds, LOCK_STALE_MS, lockPath, releaseLock, startHeartbeat } from "./lock.ts";
 import { modelCard } from "./model_card.ts";
 import { createTrainer, type PreparedRun, prepareRun, trainStep } from "./prepare.ts";
 import { appendStatusLog, readRunJson, type RunJson, type RunState, updateRunJson, writeStatus } from "./run_dir.ts";
@@ -31,10 +32,13 @@ import { EventWriter } from "./tfevents.ts";
 export interface TrainResult {
   runId: string;
   runDir: string;
-  state: RunState;
+  /** "not_started": another trainer holds the lock (`error` and `lock` say which); nothing was trained. */
+  state: RunState | "not_started";
   step: number;
   trainLoss: number | null;
   evalLoss: number | null;
+  error?: string;
+  lock?: { runId: string; pid: number; hostname: string; heartbeatAgeS: number | null };
 }
 
 export interface WorkerOptions {
@@ -50,18 +54,28 @@ export async function runWorker(runDir: string, dataDir: string, opts: WorkerOpt
   fs.mkdirSync(dataDir, { recursive: true });
   const lock = acquireLock(dataDir, run.id);
   if (!lock.ok) {
-    const h = lock.holder;
-    const msg = `Another training process holds the lock (pid ${h.pid}, run ${h.runId}, since ${h.startedAt}); wait for it to finish or abort it`;
+    const msg = `Another training process holds the lock ${lockPath(dataDir)} (${describeHolder(lock.holder)}). ` +
+      `It is stale once that process ends or its heartbeat is over ${LOCK_STALE_MS / 1000} s old; wait for it to finish or abort it`;
     console.error(`train: ${msg}`);
     appendStatusLog(runDir, `Not started: ${msg}`);
-    return { runId: run.id, runDir, state: "queued", step: 0, trainLoss: null, evalLoss: null };
+    const heartbeatAgeS = heartbeatAgeSeconds(lock.holder);
+    return {
+      runId: run.id, runDir, state: "not_started", step: 0, trainLoss: null, evalLoss: null, error: msg,
+      lock: { runId: lock.holder.runId, pid: lock.holder.pid, hostname: lock.holder.hostname, heartbeatAgeS },
+    };
   }
   if (lock.replacedStale) {
-    appendStatusLog(runDir, `Replaced a stale lock from pid ${lock.replacedStale.pid} (run ${lock.replacedStale.runId || "unknown"}), whose process is gone`);
+    const h = lock.replacedStale;
+    appendStatusLog(runDir, `Replaced a stale lock (${describeHolder(h)}): ${lock.staleReason}`);
   }
+  const heartbeat = startHeartbeat(dataDir, lock.info, (why) => {
+    console.error(`train: lost the training lock (${why}); another trainer may start in this data directory`);
+    appendStatusLog(runDir, `Lost the training lock: ${why}`);
+  });
   try {
     return await train(runDir, dataDir, run, { saveOnAbort: opts.saveOnAbort ?? true, log });
   } finally {
+    await heartbeat.stop();
     releaseLock(dataDir);
   }
 }
@@ -218,11 +232,12 @@ async function prepare(
 }
 
 /**
- * Resume, part 1: the newest complete checkpoint, read and checked against run.json; for full
+ * Resume, part 1: the newest intact checkpoint (checksums verified; a damaged one is named in
+ * status.log and skipped), read and checked against run.json; for full
  * fine-tuning its weights replace the base model's. Null when the run starts fresh.
  */
 function findResume(runDir: string, prep: PreparedRun, status: Training["status"]): Resumed | null {
-  const latest = latestCheckpoint(runDir);
+  const latest = newestIntactCheckpoint(runDir, (note) => appendStatusLog(runDir, note));
   if (!latest) return null;
   status("initializing", `Resuming from ${latest.dir.split(/[\\/]/).at(-1)}`);
   const checkpoint = readCheckpoint(latest.dir);
@@ -381,9 +396,8 @@ function reportDataset(d: PreparedDataset, log: (l: string) => void): void {
 }
 
 function countParams(m: LoadedModel): number {
-  let n = 0;
-  for (const w of m.weights.values()) n += w.length;
-  return n;
+  // From the config: a low-precision base holds only the norms in `weights` (engine/quant/base.ts).
+  return countModelParams(m.config);
 }
 
 function countTrainable(e: TrainEngine): number {

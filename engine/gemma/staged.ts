@@ -26,8 +26,12 @@ export interface BodyOptions extends Omit<ModelGraphOptions, "logits"> {
    * "save": the forward outputs every activation the backward reads (they cross into JS and back).
    * "recompute": the backward graph runs the forward again itself and nothing is saved (activation
    * checkpointing: one more body forward per step for no saved copies; see notes/PERF.md).
+   * "layer": per-layer checkpointing: the forward saves only each layer's input h [N,H]; the backward
+   * recomputes one layer at a time from it, right before that layer's backward, so only one layer's
+   * activations (and dequantized weights) are alive at once (docs/QUANT.md "Memory"). Gemma 1–3;
+   * layers that read another layer's keys or the per-layer inputs (Gemma 4) fall back to "save".
    */
-  activations?: "save" | "recompute";
+  activations?: "save" | "recompute" | "layer";
 }
 
 export interface BodyGraphs {
@@ -54,6 +58,10 @@ export const PLE_TABLE = "model.embed_tokens_per_layer.weight";
  * selected positions, zero on padding rows (tw = 0).
  */
 export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
+  if (opts.activations === "layer" && opts.method !== "forward") {
+    if (layerCheckpointable(c)) return buildLayerCheckpointed(c, opts);
+    opts = { ...opts, activations: "save" };
+  }
   const float = opts.float ?? "float32";
   const g = new Graph(float);
   const ctx = new Ctx(g, c, opts);
@@ -94,6 +102,111 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
     saved: split.saved.map((v) => v.name),
     trainable: wrt.map((w) => w.name),
     dropoutInputs,
+  };
+}
+
+/** Whether each layer depends on the one before it alone (no KV sharing, no per-layer inputs, no MoE). */
+export function layerCheckpointable(c: GemmaConfig): boolean {
+  return !c.ple && !c.moe && c.layers.every((l, i) => l.kvSource === i);
+}
+
+/**
+ * A scalar 0 that ONNX Runtime can only compute after every value in `deps`: added to a layer's
+ * saved input (and to the frozen weights' LUT / scales), it orders that layer's recompute after the
+ * backward of the layer above, so the planner frees each layer's activations before the next is made.
+ */
+function zeroAfter(g: Graph, deps: Value[]): Value {
+  let s: Value | null = null;
+  for (const d of deps) {
+    const r = o.reduceSum(g, d, d.shape.map((_, i) => i), false);
+    s = s ? o.add(g, s, r) : r;
+  }
+  return o.mul(g, s!, g.scalar(0));
+}
+
+/** The body with per-layer checkpointing (BodyOptions.activations "layer"). */
+function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
+  const float = opts.float ?? "float32";
+  const L = c.numLayers, H = c.hiddenSize, P = opts.positions;
+  const normalizer = float === "float32" ? Math.fround(Math.sqrt(H)) : Math.sqrt(H);
+  const ckpt = (i: number) => `ckpt.${i}`;
+  if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
+  const start = (g: Graph) => {
+    const ctx = new Ctx(g, c, opts);
+    const embeds = g.input("embeds", [ctx.N, H]);
+    positionInputs(ctx);
+    const sel = g.input("sel", [P], "int64");
+    const tw = g.input("tw", [P]);
+    declareWeights(ctx, (name) => name === EMBED || name === PLE_TABLE);
+    const { dropoutInputs } = loraInputsOf(ctx);
+    return { ctx, embeds, sel, tw, dropoutInputs };
+  };
+  const top = (g: Graph, ctx: Ctx, h: Value, sel: Value, tw: Value) => {
+    const hn = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps, c.normOffset);
+    return o.mul(g, o.gather(g, hn, sel), o.reshape(g, tw, [P, 1])); // [P,H]
+  };
+
+  // Forward: hs and each layer's input (layer 0's is recomputed from embeds).
+  const f = new Graph(float);
+  const F = start(f);
+  let h = o.scale(f, F.embeds, normalizer);
+  for (let i = 0; i < L; i++) {
+    h = layer(F.ctx, h, i);
+    f.output(h, ckpt(i + 1));
+  }
+  f.output(top(f, F.ctx, h, F.sel, F.tw), "hs");
+
+  // Backward: the head's norm, then layer by layer from the top, each recomputed just before its backward.
+  const g = new Graph(float);
+  const B = start(g);
+  const ctx = B.ctx;
+  const dHs = g.input("d_hs", [P, H]);
+  const trainables = opts.method === "lora" ? [...ctx.lora.values()] : trainableWeights(ctx);
+  const ofLayer = (i: number) => trainables.filter((v) => v.name.includes(`model.layers.${i}.`));
+  const covered = new Set<Value>();
+  const outs: { name: string; v: Value }[] = [];
+  const emit = (grads: Map<Value, Value>, vs: Value[]) => {
+    for (const v of vs) {
+      outs.push({ name: `grad.${v.name}`, v: grads.get(v)! });
+      covered.add(v);
+    }
+  };
+  const hL = g.input(ckpt(L), [ctx.N, H]);
+  const topW = trainables.filter((v) => !/model\.layers\.\d+\./.test(v.name));
+  let gr = gradientsFromSeeds(g, new Map([[top(g, ctx, hL, B.sel, B.tw), dHs]]), [hL, ...topW]);
+  emit(gr, topW);
+  let dh = gr.get(hL)!;
+  let deps = [dh, ...topW.map((v) => gr.get(v)!)];
+  for (let i = L - 1; i >= 0; i--) {
+    const zero = zeroAfter(g, deps);
+    const start = i === 0 ? o.scale(g, B.embeds, normalizer) : g.input(ckpt(i), [ctx.N, H]);
+    const hi = o.add(g, start, zero);
+    ctx.frozen.after = zero;
+    const mine = ofLayer(i);
+    // Layer 0 too differentiates w.r.t. its input h, not embeds: embeds carries the batch*seq dim
+    // that every Reshape reads, and as a wanted leaf it would make those shape paths look live.
+    const wrt = [...mine, hi];
+    gr = gradientsFromSeeds(g, new Map([[layer(ctx, hi, i), dh]]), wrt);
+    emit(gr, mine);
+    dh = gr.get(wrt.at(-1)!)!;
+    deps = [dh, ...mine.map((v) => gr.get(v)!)];
+  }
+  ctx.frozen.after = null;
+  const wrtAll = opts.method === "full" ? [...trainables, B.embeds] : trainables;
+  const missing = trainables.filter((v) => !covered.has(v));
+  if (missing.length) throw new Error(`Per-layer checkpointing: no gradient for ${missing.map((v) => v.name).join(", ")}`);
+  const gradOuts = outs.map((x) => g.output(x.v, x.name));
+  if (opts.method === "full") gradOuts.push(g.output(o.scale(g, dh, normalizer), "grad.embeds")); // h0 = √H·embeds
+  const backward = pruneGraph(g, gradOuts);
+  const forward = pruneGraph(f, f.outputs);
+  return {
+    forward: forward.toBytes(),
+    backward: backward.toBytes(),
+    forwardInputs: feedNames(forward.inputs),
+    backwardInputs: feedNames(backward.inputs),
+    saved: Array.from({ length: L }, (_, i) => ckpt(i + 1)).filter((n) => backward.inputs.some((v) => v.name === n)),
+    trainable: wrtAll.map((w) => w.name),
+    dropoutInputs: F.dropoutInputs,
   };
 }
 

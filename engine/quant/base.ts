@@ -6,18 +6,26 @@
  */
 import type { GemmaConfig } from "../gemma/config.ts";
 import { paramSpecs } from "../gemma/params.ts";
-import { readConfig } from "../model_dir.ts";
-import { listCheckpoint, readTensorF32, type TensorEntry } from "../safetensors.ts";
+import { describeModel, type LoadedModel, loadModel, resolveCheckpoint } from "../model_dir.ts";
+import { type PrecisionChoice, resolveBasePrecision } from "./policy.ts";
+import { readTensorF32, type TensorEntry } from "../safetensors.ts";
 import * as fs from "node:fs";
 import { type BasePrecision, frozenBytes, type FrozenTensor, quantize, toBf16Bits } from "./blocks.ts";
 import { EmbeddingTable } from "./table.ts";
+import * as v8 from "node:v8";
+import * as vm from "node:vm";
 
 export interface FrozenBase {
   precision: BasePrecision;
   /** Projection weights by HF name. */
   linears: Map<string, FrozenTensor>;
   embedding: EmbeddingTable;
+  /** Gemma 4's per-layer embedding table [vocab, L·Dp], also kept in bf16 and read by rows. */
+  ple?: EmbeddingTable;
 }
+
+/** Gemma 4's per-layer embedding table (engine/gemma/staged.ts PLE_TABLE). */
+const PLE_TABLE = "model.embed_tokens_per_layer.weight";
 
 /** A model the engines take with a low-precision base: `weights` then holds only the norms. */
 export interface FrozenModel {
@@ -32,16 +40,18 @@ export interface FrozenModel {
  */
 export function freezeWeights(config: GemmaConfig, weights: Map<string, Float32Array>, precision: Exclude<BasePrecision, "fp32">): FrozenModel {
   const linears = new Map<string, FrozenTensor>();
-  let embedding: EmbeddingTable | null = null;
+  let embedding: EmbeddingTable | null = null, ple: EmbeddingTable | undefined;
   for (const s of paramSpecs(config)) {
     const w = weights.get(s.name);
     if (!w) throw new RangeError(`Model has no tensor "${s.name}"`);
-    if (s.kind === "norm") continue;
-    if (s.kind === "embedding") embedding = EmbeddingTable.fromBf16(toBf16Bits(w), config.vocabSize, config.hiddenSize);
+    // Norms, buffers and MoE experts (3-d, frozen, fed as they are) stay float32 in `weights`.
+    if (s.kind === "norm" || s.kind === "buffer" || s.kind === "expert") continue;
+    if (s.name === PLE_TABLE) ple = EmbeddingTable.fromBf16(toBf16Bits(w), s.shape[0], s.shape[1]);
+    else if (s.kind === "embedding") embedding = EmbeddingTable.fromBf16(toBf16Bits(w), config.vocabSize, config.hiddenSize);
     else linears.set(s.name, quantize(w, s.shape, precision));
     weights.delete(s.name);
   }
-  return { config, weights, base: { precision, linears, embedding: embedding! } };
+  return { config, weights, base: { precision, linears, embedding: embedding!, ...(ple ? { ple } : {}) } };
 }
 
 /** Reads a bf16 tensor's bits as stored (no float32 in between). */
@@ -59,25 +69,25 @@ function readBf16Bits(e: TensorEntry): Uint16Array {
 
 /** Loads a model directory straight into a frozen base (names and shapes checked as loadModel does). */
 export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32">): FrozenModel {
-  const config = readConfig(dir);
-  const entries = listCheckpoint(dir);
+  // Names, shapes and dtypes checked (and a multimodal checkpoint's text prefix found) as loadModel does.
+  const { config, entries, text } = resolveCheckpoint(dir);
   const weights = new Map<string, Float32Array>();
   const linears = new Map<string, FrozenTensor>();
-  let embedding: EmbeddingTable | null = null;
+  let embedding: EmbeddingTable | null = null, ple: EmbeddingTable | undefined;
   for (const s of paramSpecs(config)) {
-    const e = entries.get(s.name);
-    if (!e) throw new RangeError(`Cannot load "${dir}": tensor "${s.name}" is missing from the checkpoint`);
-    if (e.shape.join(",") !== s.shape.join(",")) {
-      throw new RangeError(`Cannot load "${dir}": tensor "${s.name}" has shape [${e.shape}], config.json implies [${s.shape}]`);
-    }
-    if (s.kind === "norm") weights.set(s.name, readTensorF32(e));
+    const e = text.get(s.name)!;
+    if (s.kind === "norm" || s.kind === "buffer" || s.kind === "expert") weights.set(s.name, readTensorF32(e));
+    else if (s.name === PLE_TABLE) ple = EmbeddingTable.fromBf16(e.dtype === "BF16" ? readBf16Bits(e) : toBf16Bits(readTensorF32(e)), s.shape[0], s.shape[1]);
     else if (s.kind === "embedding") {
       const bits = e.dtype === "BF16" ? readBf16Bits(e) : toBf16Bits(readTensorF32(e));
       embedding = EmbeddingTable.fromBf16(bits, config.vocabSize, config.hiddenSize);
     } else if (precision === "bf16" && e.dtype === "BF16") linears.set(s.name, { kind: "bf16", shape: s.shape as [number, number], bits: readBf16Bits(e) });
-    else linears.set(s.name, quantize(readTensorF32(e), s.shape, precision));
+    else {
+      linears.set(s.name, quantize(readTensorF32(e), s.shape, precision));
+      collectGarbage(); // the float32 read is garbage: collect it before the next one piles up
+    }
   }
-  const head = entries.get("lm_head.weight");
+  const head = [...entries.values()].find((e) => e.name.endsWith("lm_head.weight"));
   if (head) {
     // Tied in every released Gemma; an untied head would silently differ, so refuse it (as loadModel does).
     const a = head.dtype === "BF16" ? readBf16Bits(head) : toBf16Bits(readTensorF32(head));
@@ -86,12 +96,47 @@ export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32"
       if (a[i] !== b[i]) throw new RangeError(`Cannot load "${dir}": lm_head.weight differs from the embeddings (untied heads are not supported)`);
     }
   }
-  return { config, weights, base: { precision, linears, embedding: embedding! } };
+  return { config, weights, base: { precision, linears, embedding: embedding!, ...(ple ? { ple } : {}) } };
+}
+
+/**
+ * A full V8 collection (as engine/session.ts collectGarbage, without importing ONNX Runtime: the
+ * server loads this module through trainer/prepare.ts and must start without ORT).
+ */
+let gcFn: (() => void) | null | undefined;
+function collectGarbage(): void {
+  if (gcFn === undefined) {
+    try {
+      v8.setFlagsFromString("--expose-gc");
+      const f = vm.runInNewContext("gc");
+      gcFn = typeof f === "function" ? f as () => void : null;
+    } catch {
+      gcFn = null;
+    }
+  }
+  gcFn?.();
 }
 
 /** Bytes the frozen base holds (projections + table; the norms are negligible). */
 export function baseBytes(b: FrozenBase): number {
-  let n = b.embedding.bytes;
+  let n = b.embedding.bytes + (b.ple?.bytes ?? 0);
   for (const t of b.linears.values()) n += frozenBytes(t);
   return n;
+}
+
+/**
+ * The model a training run loads (trainer/worker.ts): float32 as loadModel gives it, or, for LoRA
+ * with a low base precision (the configured one, else the default policy, engine/quant/policy.ts),
+ * the frozen base straight from the checkpoint. `precision` says which and why, for the run log.
+ */
+export async function loadForTraining(
+  dir: string,
+  cfg: { method: "lora" | "full"; basePrecision?: BasePrecision },
+): Promise<LoadedModel & { base?: FrozenBase; precision: PrecisionChoice }> {
+  const info = describeModel(dir);
+  const precision = resolveBasePrecision(info.config, cfg);
+  if (precision.precision === "fp32") return { ...(await loadModel(dir)), precision };
+  const frozen = loadFrozen(dir, precision.precision);
+  const shapes = new Map(paramSpecs(frozen.config).map((s) => [s.name, s.shape]));
+  return { dir, ...frozen, shapes, storedDtype: info.storedDtype, sizeBytes: info.sizeBytes, precision };
 }

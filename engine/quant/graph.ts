@@ -36,6 +36,12 @@ export function bf16Lut(): Float32Array {
 export class FrozenInputs {
   private values = new Map<string, Value>();
   private lut: Value | null = null;
+  /**
+   * A scalar 0 (engine/gemma/staged.ts zeroAfter): weights declared while it is set pass through a
+   * Reshape (no copy) whose shape depends on it, so their dequantization cannot run before it and
+   * per-layer checkpointing dequantizes each layer's weights only when that layer is recomputed.
+   */
+  after: Value | null = null;
   constructor(readonly g: Graph, readonly precision: BasePrecision) {}
 
   weight(name: string, shape: readonly [number, number]): Value {
@@ -47,19 +53,26 @@ export class FrozenInputs {
     return v;
   }
 
+  private ordered(v: Value): Value {
+    if (!this.after) return v;
+    const g = this.g;
+    const shape = o.add(g, g.ints(v.shape as number[]), o.cast(g, this.after, "int64"));
+    return g.node("Reshape", [v, shape], [{ shape: v.shape, dtype: v.dtype }])[0];
+  }
+
   private declare(name: string, [out, inp]: readonly [number, number]): Value {
     const g = this.g;
     if (this.precision === "fp32") return g.input(name, [out, inp]);
     if (this.precision === "bf16") {
       this.lut ??= g.input(BF16_LUT, [65536]);
-      return o.gather(g, this.lut, o.cast(g, g.input(name, [out, inp], "uint16"), "int32"));
+      return o.gather(g, this.lut, o.cast(g, this.ordered(g.input(name, [out, inp], "uint16")), "int32"));
     }
     const nb = blocksPerRow(inp);
     const scales = g.input(`${name}.scales`, [out, nb]);
     let q: Value;
-    if (this.precision === "int8") q = g.input(name, [out, inp], "uint8");
+    if (this.precision === "int8") q = this.ordered(g.input(name, [out, inp], "uint8"));
     else {
-      const packed = g.input(name, [out, inp / 2], "uint8");
+      const packed = this.ordered(g.input(name, [out, inp / 2], "uint8"));
       const lo = g.node("BitwiseAnd", [packed, g.constant([15], [], "uint8")], [{ shape: packed.shape, dtype: "uint8" }])[0];
       const hi = g.node("BitShift", [packed, g.constant([4], [], "uint8")], [{ shape: packed.shape, dtype: "uint8" }], { direction: "RIGHT" })[0];
       const pair = o.concat(g, [o.reshape(g, lo, [out, inp / 2, 1]), o.reshape(g, hi, [out, inp / 2, 1])], 2);
