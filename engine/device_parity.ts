@@ -11,7 +11,7 @@
  */
 import { type Device, DEVICES } from "./session.ts";
 import { TrainEngine } from "./train_engine.ts";
-import { Generator, generateIds } from "./generate.ts";
+import { generateIds, Generator } from "./generate.ts";
 import { type Gemma4Variant, randomWeights, runSequence, tinyConfig, tinyConfig4 } from "./gemma/testing.ts";
 import type { GemmaConfig } from "./gemma/config.ts";
 

@@ -28,7 +28,9 @@ Deno.test({
       stderr: "piped",
     }).output();
     const out = new TextDecoder().decode(child.stdout), err = new TextDecoder().decode(child.stderr);
-    if (!child.success) throw new Error(`device_parity.ts failed (${child.code}):\n${err.split("\n").filter((l) => !l.includes("[V:") && !l.includes("[I:")).slice(-20).join("\n")}`);
+    if (!child.success) {
+      throw new Error(`device_parity.ts failed (${child.code}):\n${err.split("\n").filter((l) => !l.includes("[V:") && !l.includes("[I:")).slice(-20).join("\n")}`);
+    }
     const figures = out.trim().split("\n").map((l) => JSON.parse(l) as ParityFigure & { ok: boolean });
     for (const f of figures) console.log(JSON.stringify(f));
     for (const m of models) {

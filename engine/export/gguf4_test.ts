@@ -15,7 +15,7 @@ import { loadModel } from "../model_dir.ts";
 import { ARCHS, GgufUnsupportedError } from "./gguf_arch.ts";
 import { writeModelGguf } from "./gguf.ts";
 import { realisticTiny } from "./testing.ts";
-import { llamaProbe, NLL_BOUND, ourProbe, type ProbeResult, probeIds, verifyGguf } from "./verify.ts";
+import { llamaProbe, NLL_BOUND, ourProbe, probeIds, type ProbeResult, verifyGguf } from "./verify.ts";
 import type { GemmaConfig } from "../gemma/config.ts";
 
 /** Refused with a GgufUnsupportedError whose message contains `what`. */
@@ -100,7 +100,7 @@ Deno.test("Gemma 4 GGUF: what llama.cpp's gemma4 architecture cannot express is 
     () => row.check(cfg({ layer_types: ["full_attention", "sliding_attention", "sliding_attention", "full_attention"] })),
     "num_kv_shared_layers: shared sliding layer 2 takes keys/values from layer 1, but llama.cpp's gemma4 architecture takes them from layer 0",
   );
-  const rp = (tinyRawConfig4("ple").rope_parameters as Record<string, Record<string, unknown>>);
+  const rp = tinyRawConfig4("ple").rope_parameters as Record<string, Record<string, unknown>>;
   refused(
     () => row.check(cfg({ rope_parameters: { ...rp, full_attention: { ...rp.full_attention, factor: 8 } } })),
     "rope_parameters.full_attention.factor is 8",

@@ -98,7 +98,9 @@ function swaPattern(c: GemmaConfig, preferred: number): number {
   if (p === null) {
     const shown = c.layerTypes.map((t) => (t === "sliding" ? "S" : "F")).join("");
     throw new GgufUnsupportedError(
-      `layer_types (${shown}) is not a repeating run of sliding layers ending in one full-attention layer, the only layer pattern llama.cpp's ${c.modelType === "gemma2" ? "gemma2" : "gemma3"} architecture has`,
+      `layer_types (${shown}) is not a repeating run of sliding layers ending in one full-attention layer, the only layer pattern llama.cpp's ${
+        c.modelType === "gemma2" ? "gemma2" : "gemma3"
+      } architecture has`,
     );
   }
   return p;
@@ -144,9 +146,13 @@ function gemma4Name(hf: string): string | null {
 function gemma4HeadDims(c: GemmaConfig): { swa: number; full: number } {
   const of = (t: "sliding" | "full") => [...new Set(c.layers.filter((l) => (l.type === "sliding") === (t === "sliding")).map((l) => l.headDim))];
   const swa = of("sliding"), full = of("full");
-  if (swa.length === 0) throw new GgufUnsupportedError("layer_types has no sliding_attention layer, but llama.cpp's gemma4 architecture always builds a sliding-window cache and needs one");
+  if (swa.length === 0) {
+    throw new GgufUnsupportedError("layer_types has no sliding_attention layer, but llama.cpp's gemma4 architecture always builds a sliding-window cache and needs one");
+  }
   if (swa.length > 1 || full.length > 1) {
-    throw new GgufUnsupportedError(`per-layer head dims differ within a layer type (sliding ${swa.join("/")}, full ${full.join("/")}); llama.cpp's gemma4 architecture has one head dim per type`);
+    throw new GgufUnsupportedError(
+      `per-layer head dims differ within a layer type (sliding ${swa.join("/")}, full ${full.join("/")}); llama.cpp's gemma4 architecture has one head dim per type`,
+    );
   }
   return { swa: swa[0], full: full[0] ?? swa[0] };
 }
@@ -203,24 +209,34 @@ const GEMMA4: ArchRow = {
     if (c.attnSoftcap !== null) throw new GgufUnsupportedError("attn_logit_softcapping is set, but llama.cpp's gemma4 architecture has no attention soft-cap");
     if (c.normOffset !== 0) throw new GgufUnsupportedError("RMSNorm with (1 + w) is not Gemma 4's; llama.cpp's gemma4 architecture multiplies by the weight");
     if (c.ropeScalingFull !== 1) {
-      throw new GgufUnsupportedError(`rope_parameters.full_attention.factor is ${c.ropeScalingFull}, but llama.cpp's gemma4 architecture would apply a linear RoPE factor to the sliding layers too`);
+      throw new GgufUnsupportedError(
+        `rope_parameters.full_attention.factor is ${c.ropeScalingFull}, but llama.cpp's gemma4 architecture would apply a linear RoPE factor to the sliding layers too`,
+      );
     }
     // KV sharing: llama.cpp's shared layers take the keys/values of layer first−2 (sliding) or
     // first−1 (full), where transformers takes the last unshared layer of the same type.
     const first = gemma4FirstShared(c);
     for (let i = first; i < c.numLayers; i++) {
       const l = c.layers[i];
-      if (l.kvSource === i) throw new GgufUnsupportedError(`layer ${i} has its own keys/values after KV-shared layer ${first}; llama.cpp's gemma4 architecture shares the last num_kv_shared_layers layers only`);
+      if (l.kvSource === i) {
+        throw new GgufUnsupportedError(
+          `layer ${i} has its own keys/values after KV-shared layer ${first}; llama.cpp's gemma4 architecture shares the last num_kv_shared_layers layers only`,
+        );
+      }
       const theirs = first - (l.type === "sliding" ? 2 : 1);
       if (l.kvSource !== theirs) {
         throw new GgufUnsupportedError(
-          `num_kv_shared_layers: shared ${l.type} layer ${i} takes keys/values from layer ${l.kvSource}, but llama.cpp's gemma4 architecture takes them from layer ${theirs} (the ${l.type === "sliding" ? "second-to-last" : "last"} unshared layer); the layer_types before layer ${first} must end sliding, full`,
+          `num_kv_shared_layers: shared ${l.type} layer ${i} takes keys/values from layer ${l.kvSource}, but llama.cpp's gemma4 architecture takes them from layer ${theirs} (the ${
+            l.type === "sliding" ? "second-to-last" : "last"
+          } unshared layer); the layer_types before layer ${first} must end sliding, full`,
         );
       }
     }
     const warnings: string[] = [];
     if (c.ple && c.ple.vocab !== c.vocabSize) {
-      warnings.push(`vocab_size_per_layer_input ${c.ple.vocab} ≠ vocab_size ${c.vocabSize}: per_layer_token_embd is written with ${c.vocabSize} rows, ids past ${c.ple.vocab} using row 0 as transformers does`);
+      warnings.push(
+        `vocab_size_per_layer_input ${c.ple.vocab} ≠ vocab_size ${c.vocabSize}: per_layer_token_embd is written with ${c.vocabSize} rows, ids past ${c.ple.vocab} using row 0 as transformers does`,
+      );
     }
     return warnings;
   },
@@ -249,7 +265,10 @@ export const ARCHS: Partial<Record<GemmaConfig["modelType"], ArchRow>> = {
     tensorName: namer("ffn_norm"),
     normPlusOne: true,
     meta: (c) => [...common("gemma", c), ["gemma.rope.freq_base", { f32: c.ropeThetaFull }]],
-    check: (c) => (checkQueryScale(c, null), c.ropeScalingFull !== 1 ? [`rope_scaling factor ${c.ropeScalingFull} is not written: llama.cpp's gemma architecture reads no RoPE scaling`] : []),
+    check: (
+      c,
+    ) => (checkQueryScale(c, null),
+      c.ropeScalingFull !== 1 ? [`rope_scaling factor ${c.ropeScalingFull} is not written: llama.cpp's gemma architecture reads no RoPE scaling`] : []),
   },
   gemma2: {
     arch: "gemma2",
@@ -268,7 +287,9 @@ export const ARCHS: Partial<Record<GemmaConfig["modelType"], ArchRow>> = {
       // llama.cpp's gemma2 graph always soft-caps (defaults 50 and 30 when the keys are absent).
       if (c.attnSoftcap === null) throw new GgufUnsupportedError("attn_logit_softcapping is null, but llama.cpp's gemma2 architecture always soft-caps attention logits");
       if (c.finalSoftcap === null) throw new GgufUnsupportedError("final_logit_softcapping is null, but llama.cpp's gemma2 architecture always soft-caps the final logits");
-      if (c.ropeThetaSliding !== c.ropeThetaFull) throw new GgufUnsupportedError("Gemma 2 with a different RoPE base on sliding layers is not expressible for llama.cpp's gemma2 architecture");
+      if (c.ropeThetaSliding !== c.ropeThetaFull) {
+        throw new GgufUnsupportedError("Gemma 2 with a different RoPE base on sliding layers is not expressible for llama.cpp's gemma2 architecture");
+      }
       swaPattern(c, 2);
       return [];
     },
@@ -296,8 +317,14 @@ export const ARCHS: Partial<Record<GemmaConfig["modelType"], ArchRow>> = {
       if (c.slidingWindow !== null) {
         const p = swaPattern(c, 6);
         // Older llama.cpp builds hard-code 5 sliding : 1 full and a sliding RoPE base of 10000.
-        if (p !== 6) warnings.push(`layer pattern: every ${p}th layer is full attention (llama.cpp's gemma3 default is every 6th); written as gemma3.attention.sliding_window_pattern, which llama.cpp builds before 2025 ignore`);
-        if (c.ropeThetaSliding !== 10000) warnings.push(`rope_local_base_freq is ${c.ropeThetaSliding} (llama.cpp's gemma3 default is 10000); written as gemma3.rope.freq_base_swa`);
+        if (p !== 6) {
+          warnings.push(
+            `layer pattern: every ${p}th layer is full attention (llama.cpp's gemma3 default is every 6th); written as gemma3.attention.sliding_window_pattern, which llama.cpp builds before 2025 ignore`,
+          );
+        }
+        if (c.ropeThetaSliding !== 10000) {
+          warnings.push(`rope_local_base_freq is ${c.ropeThetaSliding} (llama.cpp's gemma3 default is 10000); written as gemma3.rope.freq_base_swa`);
+        }
       }
       return warnings;
     },

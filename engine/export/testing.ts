@@ -54,10 +54,13 @@ async function initModelAt(dir: string, seed: number): Promise<string> {
   const next = rng(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(Math.max(next(), 1e-12))) * Math.cos(2 * Math.PI * next());
   const file = path.join(dir, "model.fresh.safetensors");
-  writeSafetensors(file, paramSpecs(c).map((s) => {
-    const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-    if (s.kind !== "norm") for (let i = 0; i < data.length; i++) data[i] = gauss() * (s.kind === "embedding" ? 0.3 : 0.1);
-    return { name: s.name, dtype: "F32" as const, shape: s.shape, data };
-  }));
+  writeSafetensors(
+    file,
+    paramSpecs(c).map((s) => {
+      const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
+      if (s.kind !== "norm") { for (let i = 0; i < data.length; i++) data[i] = gauss() * (s.kind === "embedding" ? 0.3 : 0.1); }
+      return { name: s.name, dtype: "F32" as const, shape: s.shape, data };
+    }),
+  );
   return file;
 }
