@@ -9,7 +9,7 @@ import { defineVerb } from "./verb.ts";
 import { UsageError } from "./flags.ts";
 import { resolveDataDir } from "../config/app.ts";
 import { buildBundle, writeBundle } from "../engine/handoff/bundle.ts";
-import { LAUNCHERS, type Launcher, parseHandoffConfig, STRATEGIES, type Strategy, TARGETS, type Target } from "../engine/handoff/mapping.ts";
+import { type Launcher, LAUNCHERS, parseHandoffConfig, STRATEGIES, type Strategy, type Target, TARGETS } from "../engine/handoff/mapping.ts";
 
 function oneOf<T extends string>(flag: string, v: string, allowed: readonly T[]): T {
   if (!allowed.includes(v as T)) throw new UsageError(`export-job: --${flag} must be one of ${allowed.join(", ")}, got "${v}"`);
@@ -22,7 +22,9 @@ export function readJobConfig(file: string, isRunDir: boolean) {
   try {
     raw = JSON.parse(fs.readFileSync(file, "utf8"));
   } catch (e) {
-    if ((e as { code?: string }).code === "ENOENT") throw new RangeError(isRunDir ? `"${path.dirname(file)}" is not a run directory: run.json is missing` : `Config file "${file}" does not exist`);
+    if ((e as { code?: string }).code === "ENOENT") {
+      throw new RangeError(isRunDir ? `"${path.dirname(file)}" is not a run directory: run.json is missing` : `Config file "${file}" does not exist`);
+    }
     throw new SyntaxError(`Cannot read "${file}": ${(e as Error).message}`);
   }
   if (isRunDir && raw.config && typeof raw.config === "object") return parseHandoffConfig(raw.config, file);
@@ -60,7 +62,16 @@ export const exportJobVerb = defineVerb({
     const cfg = runDir ? readJobConfig(path.join(runDir, "run.json"), true) : readJobConfig(path.resolve(f.config!), false);
     // A run lives in <data>/runs/<id>, so its data dir (where the demo model is) is two levels up.
     const dataDir = f.data ? resolveDataDir(f.data) : runDir ? path.dirname(path.dirname(runDir)) : resolveDataDir();
-    const bundle = await buildBundle(cfg, dataDir, { target, launcher, gpus: f.gpus, nodes: f.nodes, time: f.time, strategy, baseModel: f["base-model"], accelerator: f.accelerator });
+    const bundle = await buildBundle(cfg, dataDir, {
+      target,
+      launcher,
+      gpus: f.gpus,
+      nodes: f.nodes,
+      time: f.time,
+      strategy,
+      baseModel: f["base-model"],
+      accelerator: f.accelerator,
+    });
     const out = path.resolve(f.out);
     const files = writeBundle(bundle, out);
     console.log(JSON.stringify({

@@ -11,7 +11,11 @@ async function cli(args: string[], env: Record<string, string> = {}) {
   return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
 }
 
-Deno.test({ name: "export-job writes the bundle and prints the mapping with the unmapped fields; import --repo brings a Hub model back as a run", sanitizeResources: false, sanitizeOps: false }, async () => {
+Deno.test({
+  name: "export-job writes the bundle and prints the mapping with the unmapped fields; import --repo brings a Hub model back as a run",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
   const dir = fs.mkdtempSync("/tmp/gt-exportjob-");
   const data = path.join(dir, "data");
   const cfg = path.join(dir, "run.json");

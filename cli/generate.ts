@@ -2,7 +2,7 @@
 import { DEVICE_FLAGS, parseDevice, parseIds } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { chatPromptIds } from "../engine/chat_format.ts";
-import { Generator, generateIds, loadForGeneration } from "../engine/generate.ts";
+import { generateIds, Generator, loadForGeneration } from "../engine/generate.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";

@@ -3,7 +3,7 @@
  * turns that into the `run(args)` that main.ts dispatches to, so every verb refuses unknown flags,
  * answers --help and names a missing flag the same way. A verb's body gets typed values.
  */
-import { type FlagSpec, flagHelp, type FlagValues, parseFlags, UsageError } from "./flags.ts";
+import { flagHelp, type FlagSpec, type FlagValues, parseFlags, UsageError } from "./flags.ts";
 
 type ValueOf<S extends FlagSpec> = S["kind"] extends "number" ? number : S["kind"] extends "boolean" ? boolean : string;
 

@@ -55,6 +55,9 @@ Deno.test("defineVerb: --help prints the usage and every flag, and does not run 
     console.log = log;
   }
   const text = lines.join("\n");
-  assert(text.startsWith("gemma-tuner demo --model DIR") && text.includes("--model DIR") && text.includes("--steps N") && text.includes("(default 3)") && text.includes("--help"), text);
+  assert(
+    text.startsWith("gemma-tuner demo --model DIR") && text.includes("--model DIR") && text.includes("--steps N") && text.includes("(default 3)") && text.includes("--help"),
+    text,
+  );
   assert(seen.length === 0, "the body ran for --help");
 });

@@ -58,7 +58,11 @@ export const RunConfigSchema = z.object({
   threads: z.number().int().min(1).max(256).optional(),
 }).strict().superRefine((c, ctx) => {
   if (c.method === "full" && c.basePrecision && c.basePrecision !== "fp32") {
-    ctx.addIssue({ code: "custom", path: ["basePrecision"], message: `a ${c.basePrecision} base works with LoRA only; full fine-tuning trains every weight in fp32 (choose method lora, or basePrecision fp32)` });
+    ctx.addIssue({
+      code: "custom",
+      path: ["basePrecision"],
+      message: `a ${c.basePrecision} base works with LoRA only; full fine-tuning trains every weight in fp32 (choose method lora, or basePrecision fp32)`,
+    });
   }
   if (c.maxSteps === undefined && c.epochs === undefined) {
     ctx.addIssue({ code: "custom", path: ["maxSteps"], message: "set maxSteps or epochs" });

@@ -154,8 +154,14 @@ export function turnMarkers(generation: ChatStyle["generation"]): { start: strin
 }
 
 const GENERATION_OF_MODEL_TYPE: Record<string, ChatStyle["generation"]> = {
-  gemma: 1, gemma2: 2, gemma3: 3, gemma3_text: 3,
-  gemma4: 4, gemma4_text: 4, gemma4_unified: 4, gemma4_unified_text: 4,
+  gemma: 1,
+  gemma2: 2,
+  gemma3: 3,
+  gemma3_text: 3,
+  gemma4: 4,
+  gemma4_text: 4,
+  gemma4_unified: 4,
+  gemma4_unified_text: 4,
 };
 
 /**

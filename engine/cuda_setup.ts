@@ -89,9 +89,7 @@ export async function setupCuda(dir: string, opts: { index?: string; onProgress?
   const expected = String(catalog?.packageHash ?? "");
   const algorithm = String(catalog?.packageHashAlgorithm ?? "");
   if (!expected || algorithm.toUpperCase() !== "SHA512") throw new Error(`${leafUrl}: the catalog entry has no SHA512 packageHash to verify the download against`);
-  const contentUrl = typeof leaf.packageContent === "string"
-    ? leaf.packageContent
-    : `${resource(index, "PackageBaseAddress", pkg.index)}${id}/${version}/${id}.${version}.nupkg`;
+  const contentUrl = typeof leaf.packageContent === "string" ? leaf.packageContent : `${resource(index, "PackageBaseAddress", pkg.index)}${id}/${version}/${id}.${version}.nupkg`;
 
   fs.mkdirSync(dir, { recursive: true });
   const partial = path.join(dir, `.${id}.${version}.nupkg.partial`);
@@ -114,7 +112,9 @@ export async function setupCuda(dir: string, opts: { index?: string; onProgress?
       fs.closeSync(fd);
     }
     const got = hash.digest("base64");
-    if (got !== expected) throw new Error(`${contentUrl}: SHA-512 of the download is ${got}, the feed says ${expected}; nothing was installed (a proxy or mirror changed the file?)`);
+    if (got !== expected) {
+      throw new Error(`${contentUrl}: SHA-512 of the download is ${got}, the feed says ${expected}; nothing was installed (a proxy or mirror changed the file?)`);
+    }
     const entries = listZip(partial);
     for (const [name, inner] of Object.entries(pkg.files)) {
       const e = entries.find((x) => x.name === inner);

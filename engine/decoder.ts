@@ -13,7 +13,7 @@
 import { Graph, type Value } from "./onnx/builder.ts";
 import * as o from "./onnx/ops.ts";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
-import { attentionWeights, type Attend, Ctx, expandKv, layer, perLayerInputs, rmsNorm, softcap, typeHeadDim } from "./gemma/model.ts";
+import { type Attend, attentionWeights, Ctx, expandKv, layer, perLayerInputs, rmsNorm, softcap, typeHeadDim } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
 
 /** Cache slots of a layer type for a full-attention capacity C. */

@@ -5,19 +5,38 @@
  * the KV-cache decoder. The device parity test and `scripts/device_check.sh` both run this.
  *
  * Run as a script it prints one JSON line per figure:
- *   deno run -A engine/device_parity.ts --device webgpu [--generations 1,2,3]
+ *   deno run -A engine/device_parity.ts --device webgpu [--models 1,2,3,4-ple,4-kv,4-moe]
  * With GEMMA_TUNER_ORT_VERBOSE=1 ORT also logs every session's node placement to stderr, which
  * `nodePlacements` parses (the test fails if any node of ours runs on the CPU provider).
  */
 import { type Device, DEVICES } from "./session.ts";
 import { TrainEngine } from "./train_engine.ts";
-import { Generator, generateIds } from "./generate.ts";
-import { randomWeights, runSequence, tinyConfig } from "./gemma/testing.ts";
+import { generateIds, Generator } from "./generate.ts";
+import { type Gemma4Variant, randomWeights, runSequence, tinyConfig, tinyConfig4 } from "./gemma/testing.ts";
 import type { GemmaConfig } from "./gemma/config.ts";
+
+/**
+ * The tiny stress models compared: Gemma 1–3, and Gemma 4's three (per-layer embeddings with KV
+ * sharing and the double-wide MLP; K=V full layers; the mixture of experts, which has no full
+ * fine-tuning and so no full-step figure).
+ */
+export const PARITY_MODELS = ["1", "2", "3", "4-ple", "4-kv", "4-moe"] as const;
+export type ParityModel = typeof PARITY_MODELS[number];
+
+/** The figures a model must produce (MoE: full fine-tuning is refused, docs/GEMMA4.md). */
+export function parityKinds(model: ParityModel): ParityFigure["what"][] {
+  return model === "4-moe" ? ["lora-step", "score-grad", "generate"] : ["lora-step", "full-step", "score-grad", "generate"];
+}
+
+function parityConfig(model: ParityModel): GemmaConfig {
+  return model.startsWith("4-") ? tinyConfig4(model.slice(2) as Gemma4Variant) : tinyConfig(Number(model) as 1 | 2 | 3, true);
+}
 
 export interface ParityFigure {
   device: Device;
   generation: number;
+  /** Which of PARITY_MODELS. */
+  model: ParityModel;
   what: "lora-step" | "full-step" | "score-grad" | "generate";
   /** |loss(device) − loss(cpu)| (steps), max |Δ token NLL| (score), or 0/1 mismatch (generate). */
   lossDiff: number;
@@ -68,18 +87,23 @@ async function step(c: GemmaConfig, w: Map<string, Float32Array>, method: "lora"
   return { loss: r.lossSum, grads };
 }
 
-/** Every figure for one generation on `device` against the CPU. */
-export async function parityFigures(device: Device, generation: 1 | 2 | 3): Promise<ParityFigure[]> {
-  const c = tinyConfig(generation, true);
-  const w = randomWeights(c, 41 + generation, 0.1);
+/** Every figure for one model (a generation's tiny stress model) on `device` against the CPU. */
+export async function parityFigures(device: Device, which: ParityModel | 1 | 2 | 3): Promise<ParityFigure[]> {
+  const model = String(which) as ParityModel;
+  if (!PARITY_MODELS.includes(model)) throw new RangeError(`no parity model "${which}": one of ${PARITY_MODELS.join(", ")}`);
+  const c = parityConfig(model);
+  const generation = c.generation;
+  const w = randomWeights(c, 41 + generation + (generation === 4 ? PARITY_MODELS.indexOf(model) : 0), 0.1);
   const out: ParityFigure[] = [];
+  const kinds = parityKinds(model);
   for (const method of ["lora", "full"] as const) {
+    if (!kinds.includes(`${method}-step`)) continue;
     const t0 = performance.now();
     const dev = await step(c, w, method, device);
     const ms = performance.now() - t0;
     const cpu = await step(c, w, method, "cpu");
     const g = maxRel(dev.grads, cpu.grads);
-    out.push({ device, generation, what: `${method}-step`, lossDiff: Math.abs(dev.loss - cpu.loss), gradRelDiff: g.rel, count: g.count, ms });
+    out.push({ device, generation, model, what: `${method}-step`, lossDiff: Math.abs(dev.loss - cpu.loss), gradRelDiff: g.rel, count: g.count, ms });
   }
   {
     const ids = ROWS[0];
@@ -90,7 +114,7 @@ export async function parityFigures(device: Device, generation: 1 | 2 | 3): Prom
     let nll = 0;
     dev.nll.forEach((x, i) => (nll = Math.max(nll, Math.abs(x - cpu.nll[i]))));
     const g = maxRel(dev.grads, cpu.grads);
-    out.push({ device, generation, what: "score-grad", lossDiff: nll, gradRelDiff: g.rel, count: g.count, ms });
+    out.push({ device, generation, model, what: "score-grad", lossDiff: nll, gradRelDiff: g.rel, count: g.count, ms });
   }
   {
     const prompt = [2, 17, 5, 33];
@@ -99,7 +123,7 @@ export async function parityFigures(device: Device, generation: 1 | 2 | 3): Prom
     const ms = performance.now() - t0;
     const cpu = await generateIds(new Generator({ config: c, weights: w }, { threads: 1 }), prompt, { temperature: 0, maxNewTokens: 12, stopIds: [] });
     const same = dev.ids.length === cpu.ids.length && dev.ids.every((x, i) => x === cpu.ids[i]);
-    out.push({ device, generation, what: "generate", lossDiff: same ? 0 : 1, gradRelDiff: 0, count: cpu.ids.length, ms });
+    out.push({ device, generation, model, what: "generate", lossDiff: same ? 0 : 1, gradRelDiff: 0, count: cpu.ids.length, ms });
   }
   return out;
 }
@@ -156,8 +180,8 @@ if (import.meta.main) {
   };
   const device = (flag("device") ?? "webgpu") as Device;
   if (!DEVICES.includes(device)) throw new RangeError(`--device must be one of ${DEVICES.join(", ")}`);
-  const gens = (flag("generations") ?? "1,2,3").split(",").map(Number) as (1 | 2 | 3)[];
-  for (const gen of gens) {
-    for (const f of await parityFigures(device, gen)) console.log(JSON.stringify({ ...f, ok: figureOk(f) }));
+  const models = (flag("models") ?? flag("generations") ?? PARITY_MODELS.join(",")).split(",") as ParityModel[];
+  for (const model of models) {
+    for (const f of await parityFigures(device, model)) console.log(JSON.stringify({ ...f, ok: figureOk(f) }));
   }
 }

@@ -1,5 +1,5 @@
 /**
- * WebGPU against the CPU on every generation's tiny stress model: training loss and every gradient
+ * WebGPU against the CPU on every generation's tiny stress model (Gemma 4: PLE + KV sharing, K=V, MoE): training loss and every gradient
  * (LoRA and full), score gradients, greedy generation — and no node of ours placed on the CPU provider.
  * Runs wherever a WebGPU adapter exists (CI: Mesa's lavapipe, installed by .ci/run); elsewhere it is
  * skipped with the reason printed.
@@ -8,51 +8,40 @@
  * can be read from its stderr; Mesa's shader cache goes to a temp dir so a second run is faster.
  */
 import { probeDevice } from "./devices.ts";
-import { figureOk, nodePlacements, type ParityFigure } from "./device_parity.ts";
-import { tinyConfig } from "./gemma/testing.ts";
+import { figureOk, nodePlacements, PARITY_MODELS, type ParityFigure, parityKinds } from "./device_parity.ts";
 
 const webgpu = await probeDevice("webgpu");
 /** Ops of int64 shape subgraphs, which ORT runs on the host by design. */
 const SHAPE_OPS = new Set(["Shape", "Gather", "Concat", "ConstantOfShape", "Unsqueeze", "Squeeze", "Slice", "Range"]);
 if (!webgpu.available) console.log(`device parity: skipped, WebGPU is not available here: ${webgpu.reason}`);
 
-/** Generations whose tiny stress config exists (Gemma 4 once the engine has it). */
-function generations(): number[] {
-  return [1, 2, 3, 4].filter((g) => {
-    try {
-      return tinyConfig(g as 1 | 2 | 3, true).generation === g;
-    } catch {
-      return false;
-    }
-  });
-}
-
 Deno.test({
   name: "webgpu equals cpu (loss, every gradient, generation) and places no node on the CPU",
   ignore: !webgpu.available,
   async fn() {
-    const gens = generations();
+    const models = PARITY_MODELS;
     const cache = Deno.makeTempDirSync({ prefix: "mesa-shader-cache-" });
     const child = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("./device_parity.ts", import.meta.url).pathname, "--device", "webgpu", "--generations", gens.join(",")],
+      args: ["run", "-A", new URL("./device_parity.ts", import.meta.url).pathname, "--device", "webgpu", "--models", models.join(",")],
       env: { GEMMA_TUNER_ORT_VERBOSE: "1", MESA_SHADER_CACHE_DIR: cache },
       stdout: "piped",
       stderr: "piped",
     }).output();
     const out = new TextDecoder().decode(child.stdout), err = new TextDecoder().decode(child.stderr);
-    if (!child.success) throw new Error(`device_parity.ts failed (${child.code}):\n${err.split("\n").filter((l) => !l.includes("[V:") && !l.includes("[I:")).slice(-20).join("\n")}`);
+    if (!child.success) {
+      throw new Error(`device_parity.ts failed (${child.code}):\n${err.split("\n").filter((l) => !l.includes("[V:") && !l.includes("[I:")).slice(-20).join("\n")}`);
+    }
     const figures = out.trim().split("\n").map((l) => JSON.parse(l) as ParityFigure & { ok: boolean });
     for (const f of figures) console.log(JSON.stringify(f));
-    const kinds = ["lora-step", "full-step", "score-grad", "generate"];
-    for (const g of gens) {
-      for (const k of kinds) if (!figures.some((f) => f.generation === g && f.what === k)) throw new Error(`no ${k} figure for Gemma ${g}`);
+    for (const m of models) {
+      for (const k of parityKinds(m)) if (!figures.some((f) => f.model === m && f.what === k)) throw new Error(`no ${k} figure for Gemma ${m}`);
     }
     const bad = figures.filter((f) => !figureOk(f));
     if (bad.length) throw new Error(`outside the limits: ${JSON.stringify(bad)}`);
 
     const { sessions, placements } = nodePlacements(err);
-    // Each generation creates at least: body forward + backward and head chunks (LoRA, full), the single graph, the decoder.
-    if (sessions < gens.length * 4) throw new Error(`only ${sessions} WebGPU sessions logged their placement`);
+    // Each model creates at least: body forward + backward and head chunks (LoRA, full), the single graph, the decoder.
+    if (sessions < models.length * 4) throw new Error(`only ${sessions} WebGPU sessions logged their placement`);
     // The symbolic-shape graphs (docs/GRAPHS.md) compute sizes at run time with small int64 shape
     // subgraphs (Shape → Gather → Concat / ConstantOfShape …). ORT places shape computations on the CPU
     // by design (their outputs are read on the host as shape inputs); no data tensor passes through

@@ -16,12 +16,10 @@ import { Graph } from "./onnx/builder.ts";
 import * as o from "./onnx/ops.ts";
 import { type Device, DeviceError } from "./device.ts";
 
-
 /** The ORT version whose provider libraries we fetch (the onnxruntime-node pinned in deno.json). */
 export const ORT_VERSION = "1.30.0";
 /** The libraries ORT needs beside libonnxruntime.so for the CUDA provider (linux-x64). */
 export const CUDA_PROVIDER_FILES = ["libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"];
-
 
 /** The providers folder: the flag's value, else $GEMMA_TUNER_ORT_PROVIDERS, else under the data dir. */
 export function providersDir(flag?: string): string {
@@ -52,11 +50,15 @@ const SETUP_HINT = "run `gemma-tuner setup-cuda` (downloads them; needs network)
  */
 export function prepareCudaProviders(dir: string, ortDir: string | null): void {
   if (`${Deno.build.os}/${Deno.build.arch}` !== "linux/x86_64") {
-    throw new DeviceError(`Device "cuda" is not available here: ORT's CUDA provider is built for linux-x64, this is ${Deno.build.os}-${Deno.build.arch}; use --device cpu or webgpu`);
+    throw new DeviceError(
+      `Device "cuda" is not available here: ORT's CUDA provider is built for linux-x64, this is ${Deno.build.os}-${Deno.build.arch}; use --device cpu or webgpu`,
+    );
   }
   const missing = CUDA_PROVIDER_FILES.filter((f) => !fs.existsSync(path.join(dir, f)));
   if (missing.length) {
-    throw new DeviceError(`Device "cuda" is not available here: ${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"} missing from ${dir}; ${SETUP_HINT}. Use --device cpu otherwise`);
+    throw new DeviceError(
+      `Device "cuda" is not available here: ${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"} missing from ${dir}; ${SETUP_HINT}. Use --device cpu otherwise`,
+    );
   }
   if (!ortDir) throw new DeviceError(`Device "cuda" is not available here: cannot find the folder of the loaded libonnxruntime.so to link the providers into. Use --device cpu`);
   if (path.resolve(dir) === path.resolve(ortDir)) return;
@@ -72,7 +74,11 @@ export function prepareCudaProviders(dir: string, ortDir: string | null): void {
       if (st) fs.unlinkSync(link);
       fs.symlinkSync(target, link);
     } catch (e) {
-      throw new DeviceError(`Device "cuda" is not available here: cannot link ${target} into ORT's folder ${ortDir} (${(e as Error).message}); copy ${CUDA_PROVIDER_FILES.join(" and ")} there by hand, or use --device cpu`);
+      throw new DeviceError(
+        `Device "cuda" is not available here: cannot link ${target} into ORT's folder ${ortDir} (${(e as Error).message}); copy ${
+          CUDA_PROVIDER_FILES.join(" and ")
+        } there by hand, or use --device cpu`,
+      );
     }
   }
 }

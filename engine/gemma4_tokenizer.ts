@@ -10,8 +10,18 @@ import { gemma4Template } from "./chat_templates.ts";
 
 /** Gemma 4's text control tokens by id (the image/audio ones are left out: text-only checkpoints). */
 export const GEMMA4_CONTROL_TOKENS: Record<number, string> = {
-  46: "<|tool>", 47: "<tool|>", 48: "<|tool_call>", 49: "<tool_call|>", 50: "<|tool_response>", 51: "<tool_response|>",
-  52: '<|"|>', 98: "<|think|>", 100: "<|channel>", 101: "<channel|>", 105: "<|turn>", 106: "<turn|>",
+  46: "<|tool>",
+  47: "<tool|>",
+  48: "<|tool_call>",
+  49: "<tool_call|>",
+  50: "<|tool_response>",
+  51: "<tool_response|>",
+  52: '<|"|>',
+  98: "<|think|>",
+  100: "<|channel>",
+  101: "<channel|>",
+  105: "<|turn>",
+  106: "<turn|>",
 };
 
 type Json = Record<string, unknown>;

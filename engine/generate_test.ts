@@ -1,5 +1,5 @@
 /** KV-cache generation: cached logits equal full-forward logits, greedy equals the full-forward argmax, stops. */
-import { Generator, generateIds } from "./generate.ts";
+import { generateIds, Generator } from "./generate.ts";
 import { argmax, Sampler } from "./sampling.ts";
 import { randomWeights, runSequence, tinyConfig, tinyConfig4 } from "./gemma/testing.ts";
 

@@ -76,15 +76,24 @@ function explain(e: unknown, o: HubOptions): Error {
   if (e instanceof HubApiError) {
     const page = `${o.endpoint.replace(/\/$/, "")}/${o.repo}`;
     if (e.statusCode === 404) {
-      return new HubError("not-found", `No model "${o.repo}"${o.revision ? ` at revision "${o.revision}"` : ""} on ${o.endpoint}: check the spelling (ORG/NAME, as in the model page's address)`);
+      return new HubError(
+        "not-found",
+        `No model "${o.repo}"${o.revision ? ` at revision "${o.revision}"` : ""} on ${o.endpoint}: check the spelling (ORG/NAME, as in the model page's address)`,
+      );
     }
     if (e.statusCode === 401) {
-      return new HubError("gated", `${o.repo} is gated or private: the Hub wants to know who you are. Sign in on ${page}, accept the licence there ` +
-        `(one click, "Acknowledge license"), create a read token under Settings → Access Tokens, and give it with --token or HF_TOKEN (in the app: the Token field).`);
+      return new HubError(
+        "gated",
+        `${o.repo} is gated or private: the Hub wants to know who you are. Sign in on ${page}, accept the licence there ` +
+          `(one click, "Acknowledge license"), create a read token under Settings → Access Tokens, and give it with --token or HF_TOKEN (in the app: the Token field).`,
+      );
     }
     if (e.statusCode === 403) {
-      return new HubError("gated", `Your token cannot read ${o.repo}: its licence has not been accepted for this account (or the request is pending). ` +
-        `Open ${page} signed in as the token's owner, accept the licence, wait for access to be granted, then try again.`);
+      return new HubError(
+        "gated",
+        `Your token cannot read ${o.repo}: its licence has not been accepted for this account (or the request is pending). ` +
+          `Open ${page} signed in as the token's owner, accept the licence, wait for access to be granted, then try again.`,
+      );
     }
     return new HubError("network", `The Hub answered ${e.statusCode} for ${o.repo}: ${e.message}`);
   }
@@ -116,14 +125,18 @@ export async function planDownload(o: HubOptions): Promise<RepoPlan> {
       files.push({ path: f.path, size: f.size, etag: f.lfs?.oid ?? f.oid ?? "", sha256: f.lfs?.oid });
     }
     const adapterOnly = o.allowAdapter && !files.some((f) => f.path === "config.json") && files.some((f) => f.path === "adapter_config.json");
-    if (!adapterOnly && !files.some((f) => f.path === "config.json")) throw new HubError("not-gemma", `${o.repo} has no config.json: it is not a Transformers model gemma-tuner can train`);
+    if (!adapterOnly && !files.some((f) => f.path === "config.json")) {
+      throw new HubError("not-gemma", `${o.repo} has no config.json: it is not a Transformers model gemma-tuner can train`);
+    }
     const cfg = await fetch(resolveUrl(o, sha, adapterOnly ? "adapter_config.json" : "config.json"), { headers: authHeaders(o.token), signal: o.signal });
     if (!cfg.ok) throw new HubError("network", `Cannot read ${o.repo}/config.json: the Hub answered ${cfg.status}`);
     const raw = await cfg.json();
-    if (!adapterOnly) try {
-      normalizeConfig(raw, `${o.repo}/config.json`);
-    } catch (e) {
-      throw new HubError("not-gemma", `${o.repo} is not a Gemma model gemma-tuner can train (${(e as Error).message})`);
+    if (!adapterOnly) {
+      try {
+        normalizeConfig(raw, `${o.repo}/config.json`);
+      } catch (e) {
+        throw new HubError("not-gemma", `${o.repo} is not a Gemma model gemma-tuner can train (${(e as Error).message})`);
+      }
     }
     const repoDir = repoFolder(o.cacheDir, o.repo);
     const have = (f: HubFile) => fs.existsSync(path.join(repoDir, "blobs", f.etag));
@@ -164,7 +177,10 @@ export async function downloadRepo(o: HubOptions, plan?: RepoPlan): Promise<Repo
 export function ensureSpace(o: Pick<HubOptions, "repo" | "cacheDir" | "freeBytes">, plan: Pick<RepoPlan, "neededBytes">): void {
   const free = (o.freeBytes ?? freeBytesAt)(o.cacheDir);
   if (plan.neededBytes + MARGIN > free) {
-    throw new HubError("disk-full", `${o.repo} needs ${mb(plan.neededBytes)} more in ${o.cacheDir} but only ${mb(free)} is free: free some space or point HF_HUB_CACHE at a larger disk`);
+    throw new HubError(
+      "disk-full",
+      `${o.repo} needs ${mb(plan.neededBytes)} more in ${o.cacheDir} but only ${mb(free)} is free: free some space or point HF_HUB_CACHE at a larger disk`,
+    );
   }
 }
 

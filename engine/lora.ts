@@ -3,7 +3,7 @@
  * base weights, and the deterministic dropout masks fed to the training graph.
  */
 import type { GemmaConfig } from "./gemma/config.ts";
-import { type LoraSpec, loraScaling, loraSpecs } from "./gemma/model.ts";
+import { loraScaling, type LoraSpec, loraSpecs } from "./gemma/model.ts";
 
 export { loraScaling, loraSpecs };
 export type { LoraSpec };

@@ -72,12 +72,16 @@ export function resolveCheckpoint(dir: string): { config: GemmaConfig; entries: 
   const base = readConfig(dir);
   const entries = listCheckpoint(dir);
   for (const name of entries.keys()) {
-    if (QUANT_NAME.test(name)) throw new RangeError(`Cannot load "${dir}": tensor "${name}" is part of a quantized checkpoint; only unquantized F32/BF16/F16 safetensors are supported`);
+    if (QUANT_NAME.test(name)) {
+      throw new RangeError(`Cannot load "${dir}": tensor "${name}" is part of a quantized checkpoint; only unquantized F32/BF16/F16 safetensors are supported`);
+    }
   }
   const candidates = base.multimodal ? ["model.language_model.", "language_model.model."] : ["model."];
   const prefix = candidates.find((p) => entries.has(`${p}embed_tokens.weight`));
   if (!prefix) {
-    throw new RangeError(`Cannot load "${dir}": no text decoder found (expected ${candidates.map((p) => `"${p}embed_tokens.weight"`).join(" or ")}; config.json says ${base.architecture})`);
+    throw new RangeError(
+      `Cannot load "${dir}": no text decoder found (expected ${candidates.map((p) => `"${p}embed_tokens.weight"`).join(" or ")}; config.json says ${base.architecture})`,
+    );
   }
   const config = { ...base, textPrefix: prefix };
   const text = new Map<string, TensorEntry>();
@@ -115,7 +119,11 @@ function lmHeadEntry(entries: Map<string, TensorEntry>): TensorEntry | undefined
 export function modelNotes(c: GemmaConfig): string[] {
   const notes: string[] = [];
   if (c.multimodal) notes.push(`Multimodal checkpoint (${c.architecture}): the text decoder is trained; vision/audio tensors are kept byte for byte in merged exports.`);
-  if (c.moe) notes.push(`Mixture of experts (${c.moe.experts} experts, top ${c.moe.topK}): LoRA trains attention and the dense MLP with the experts frozen; full fine-tuning is not supported for this model.`);
+  if (c.moe) {
+    notes.push(
+      `Mixture of experts (${c.moe.experts} experts, top ${c.moe.topK}): LoRA trains attention and the dense MLP with the experts frozen; full fine-tuning is not supported for this model.`,
+    );
+  }
   if (c.layers.some((l, i) => l.kvSource !== i)) notes.push("KV-shared layers reuse earlier layers' keys and values: LoRA never targets their k_proj/v_proj.");
   return notes;
 }

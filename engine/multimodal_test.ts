@@ -38,7 +38,9 @@ for (const [preset, prefix] of [["tiny-3-mm", "language_model.model."], ["tiny-3
     const root = fs.mkdtempSync("/tmp/gt-mm-");
     const dir = await initModel({ preset, out: path.join(root, "mm"), seed: 3, std: 0.1, embedStd: 0.5 });
     const info = describeModel(dir);
-    if (!info.multimodal || info.architecture !== "Gemma3ForConditionalGeneration" || info.otherTensors !== 6) throw new Error(`model info: ${JSON.stringify({ ...info, config: undefined })}`);
+    if (!info.multimodal || info.architecture !== "Gemma3ForConditionalGeneration" || info.otherTensors !== 6) {
+      throw new Error(`model info: ${JSON.stringify({ ...info, config: undefined })}`);
+    }
     if (!info.notes.some((n) => n.includes("Multimodal"))) throw new Error(`notes: ${info.notes}`);
     const m = await loadModel(dir);
     if (m.config.textPrefix !== prefix) throw new Error(`prefix ${m.config.textPrefix}`);
@@ -72,7 +74,13 @@ Deno.test("multimodal LoRA: trained adapter names follow the checkpoint; target_
   // PEFT full-matches a string target_modules against module names (Python re; this subset reads the same in JS).
   const re = new RegExp(`^(?:${cfg.target_modules})$`);
   for (const m of ["language_model.model.layers.0.self_attn.q_proj", "model.language_model.layers.1.mlp.down_proj"]) if (!re.test(m)) throw new Error(`${m} not targeted`);
-  for (const m of ["vision_tower.vision_model.encoder.layers.0.self_attn.q_proj", "model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj", "language_model.model.layers.0.self_attn.k_proj"]) {
+  for (
+    const m of [
+      "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj",
+      "model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj",
+      "language_model.model.layers.0.self_attn.k_proj",
+    ]
+  ) {
     if (re.test(m)) throw new Error(`${m} would be wrapped`);
   }
   const back = readAdapter(path.join(runDir, "final"));

@@ -1,8 +1,7 @@
 import { deepStrictEqual as eq, ok, throws } from "node:assert/strict";
 import { AdamW, clipFactor, defaultDecay, globalNorm, lrAt, type Param } from "./optim.ts";
 
-const near = (a: number, b: number, tol: number, label: string) =>
-  ok(Math.abs(a - b) <= tol, `${label}: ${a} vs ${b} (diff ${Math.abs(a - b)})`);
+const near = (a: number, b: number, tol: number, label: string) => ok(Math.abs(a - b) <= tol, `${label}: ${a} vs ${b} (diff ${Math.abs(a - b)})`);
 
 function params(values: Record<string, number[]>): Map<string, Param> {
   return new Map(Object.entries(values).map(([k, v]) => [k, { shape: [v.length], data: Float32Array.from(v) }]));

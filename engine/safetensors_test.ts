@@ -31,7 +31,10 @@ Deno.test("sharded checkpoints via model.safetensors.index.json; a missing shard
   const dir = fs.mkdtempSync("/tmp/gt-st-");
   writeSafetensors(path.join(dir, "model-00001-of-00002.safetensors"), [{ name: "x", dtype: "F32", shape: [2], data: Float32Array.from([1, 2]) }]);
   writeSafetensors(path.join(dir, "model-00002-of-00002.safetensors"), [{ name: "y", dtype: "BF16", shape: [1], data: Float32Array.from([3]) }]);
-  fs.writeFileSync(path.join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: 10 }, weight_map: { x: "model-00001-of-00002.safetensors", y: "model-00002-of-00002.safetensors" } }));
+  fs.writeFileSync(
+    path.join(dir, "model.safetensors.index.json"),
+    JSON.stringify({ metadata: { total_size: 10 }, weight_map: { x: "model-00001-of-00002.safetensors", y: "model-00002-of-00002.safetensors" } }),
+  );
   const all = listCheckpoint(dir);
   if (readTensorF32(all.get("y")!)[0] !== 3 || readTensorF32(all.get("x")!)[1] !== 2) throw new Error("shards not read");
   fs.unlinkSync(path.join(dir, "model-00002-of-00002.safetensors"));

@@ -72,7 +72,9 @@ async function load(dir: string): Promise<Tokenizer> {
   const chat = chatStyleOf(readOptionalJson(path.join(dir, "config.json")), chatTemplateText(dir, config), gemma4Turns);
   if ((chat.generation === 4) !== gemma4Turns) {
     throw new RangeError(
-      `Cannot use the tokenizer in "${dir}": config.json is a Gemma ${chat.generation} model but the tokenizer has ${gemma4Turns ? "Gemma 4's <|turn>/<turn|>" : "<start_of_turn>/<end_of_turn>"} tokens; use the tokenizer files that came with the model`,
+      `Cannot use the tokenizer in "${dir}": config.json is a Gemma ${chat.generation} model but the tokenizer has ${
+        gemma4Turns ? "Gemma 4's <|turn>/<turn|>" : "<start_of_turn>/<end_of_turn>"
+      } tokens; use the tokenizer files that came with the model`,
     );
   }
   // Gemma 4 also stops at <|tool_response> (its generation_config lists it).

@@ -115,7 +115,11 @@ export default function Chat(props: ChatProps) {
       try {
         const body = {
           messages: [...(system.trim() ? [{ role: "system", content: system }] : []), ...history],
-          temperature, top_p: topP, top_k: topK, max_tokens: maxTokens, seed,
+          temperature,
+          top_p: topP,
+          top_k: topK,
+          max_tokens: maxTokens,
+          seed,
         };
         const stats = await streamChat(cols[i].model, body, ac.signal, (t) =>
           update(i, (c) => {
@@ -171,11 +175,21 @@ export default function Chat(props: ChatProps) {
         <label for="chat-system">System prompt</label>
         <textarea id="chat-system" rows={2} cols={60} value={system} onInput={(e) => setSystem((e.target as HTMLTextAreaElement).value)} />
         <div class="grid">
-          <label>Temperature <input type="number" step="0.05" min="0" max="5" value={temperature} onInput={(e) => setTemperature(Number((e.target as HTMLInputElement).value))} /></label>
-          <label>Top-p <input type="number" step="0.05" min="0.01" max="1" value={topP} onInput={(e) => setTopP(Number((e.target as HTMLInputElement).value))} /></label>
-          <label>Top-k <input type="number" step="1" min="0" value={topK} onInput={(e) => setTopK(Number((e.target as HTMLInputElement).value))} /></label>
-          <label>Max new tokens <input type="number" step="1" min="1" max="8192" value={maxTokens} onInput={(e) => setMaxTokens(Number((e.target as HTMLInputElement).value))} /></label>
-          <label>Seed <input type="number" step="1" min="0" value={seed} onInput={(e) => setSeed(Number((e.target as HTMLInputElement).value))} /></label>
+          <label>
+            Temperature <input type="number" step="0.05" min="0" max="5" value={temperature} onInput={(e) => setTemperature(Number((e.target as HTMLInputElement).value))} />
+          </label>
+          <label>
+            Top-p <input type="number" step="0.05" min="0.01" max="1" value={topP} onInput={(e) => setTopP(Number((e.target as HTMLInputElement).value))} />
+          </label>
+          <label>
+            Top-k <input type="number" step="1" min="0" value={topK} onInput={(e) => setTopK(Number((e.target as HTMLInputElement).value))} />
+          </label>
+          <label>
+            Max new tokens <input type="number" step="1" min="1" max="8192" value={maxTokens} onInput={(e) => setMaxTokens(Number((e.target as HTMLInputElement).value))} />
+          </label>
+          <label>
+            Seed <input type="number" step="1" min="0" value={seed} onInput={(e) => setSeed(Number((e.target as HTMLInputElement).value))} />
+          </label>
         </div>
       </details>
       <div class={sideBySide ? "grid chat-cols" : "chat-cols"}>
@@ -193,10 +207,16 @@ export default function Chat(props: ChatProps) {
       {error && <p class="field-error" role="alert">{error}</p>}
       <form onSubmit={send} class="chat-input">
         <label for="chat-input">Message</label>
-        <textarea id="chat-input" rows={3} cols={60} value={input} onInput={(e) => setInput((e.target as HTMLTextAreaElement).value)}
+        <textarea
+          id="chat-input"
+          rows={3}
+          cols={60}
+          value={input}
+          onInput={(e) => setInput((e.target as HTMLTextAreaElement).value)}
           onKeyDown={(e) => {
             if (e.key === "Enter" && !e.shiftKey) send(e);
-          }} />
+          }}
+        />
         <p class="actions">
           <button type="submit" class="primary" disabled={busy} data-chat="send">Send</button>
           <button type="button" onClick={stop} disabled={!busy}>Stop</button>

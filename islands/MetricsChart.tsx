@@ -38,7 +38,7 @@ export function downsample(points: [number, number][], max = MAX_POINTS): [numbe
 export function smooth(points: [number, number][], w: number): [number, number][] {
   if (!w) return points;
   let ema = points[0]?.[1] ?? 0;
-  return points.map(([x, y]) => [x, (ema = w * ema + (1 - w) * y)]);
+  return points.map(([x, y]) => [x, ema = w * ema + (1 - w) * y]);
 }
 
 export default function MetricsChart(props: MetricsChartProps) {

@@ -75,7 +75,17 @@ export function apiRoutes(deps: AppDeps) {
 
   app.get("/api/runs/:id", (c) => {
     const v = service.get(c.req.param("id"));
-    return c.json({ id: v.id, status: v.status, config: v.run.config, modelInfo: v.run.modelInfo ?? null, orphan: v.orphan, queuePosition: v.queuePosition ?? null, checkpoints: v.checkpoints.map((k) => ({ step: k.step, name: path.basename(k.dir) })), damagedCheckpoints: v.damagedCheckpoints.map((k) => ({ step: k.step, name: path.basename(k.dir), problem: k.damaged })), hasFinal: v.hasFinal });
+    return c.json({
+      id: v.id,
+      status: v.status,
+      config: v.run.config,
+      modelInfo: v.run.modelInfo ?? null,
+      orphan: v.orphan,
+      queuePosition: v.queuePosition ?? null,
+      checkpoints: v.checkpoints.map((k) => ({ step: k.step, name: path.basename(k.dir) })),
+      damagedCheckpoints: v.damagedCheckpoints.map((k) => ({ step: k.step, name: path.basename(k.dir), problem: k.damaged })),
+      hasFinal: v.hasFinal,
+    });
   });
 
   // From the dashboard (htmx), a state change reloads the page so its panels poll again.

@@ -139,7 +139,9 @@ function NotFound(props: { path: string }) {
   return (
     <>
       <h1>Not found</h1>
-      <p>There is nothing at <code>{props.path}</code>. <a href="/">Back to the start</a>.</p>
+      <p>
+        There is nothing at <code>{props.path}</code>. <a href="/">Back to the start</a>.
+      </p>
     </>
   );
 }

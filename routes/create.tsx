@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { formatBytes, formatCount, formatDuration, fragment, page } from "./_layout.tsx";
 import type { AppDeps } from "./deps.ts";
 import { DeviceSelect } from "./devices.tsx";
-import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, PRESETS, presetConfig, scanHuggingFaceCache } from "./create_form.ts";
+import { ALL_TARGETS, DEFAULT_PRESET, formToConfig, type FormValues, presetConfig, PRESETS, scanHuggingFaceCache } from "./create_form.ts";
 import { ClusterForm } from "./handoff.tsx";
 import { type RunConfig, RunConfigSchema } from "../config/training.ts";
 import { checkBasePrecision, resolveBasePrecision } from "../engine/quant/policy.ts";
@@ -20,7 +20,33 @@ import { probeStep } from "../trainer/preflight.ts";
 import { receiveUpload, type Upload, UploadError } from "./_upload.ts";
 
 const LAST_SETTINGS = "create.last";
-const FIELDS = ["name", "model", "model_path", "dataset_path", "format", "validation", "method", "base_precision", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "maxSteps", "epochs", "batchSize", "gradAccum", "learningRate", "schedule", "warmupSteps", "maxLength", "evalEvery", "saveEvery", "seed", "device", "form"];
+const FIELDS = [
+  "name",
+  "model",
+  "model_path",
+  "dataset_path",
+  "format",
+  "validation",
+  "method",
+  "base_precision",
+  "lora_r",
+  "lora_alpha",
+  "lora_dropout",
+  "lora_targets",
+  "maxSteps",
+  "epochs",
+  "batchSize",
+  "gradAccum",
+  "learningRate",
+  "schedule",
+  "warmupSteps",
+  "maxLength",
+  "evalEvery",
+  "saveEvery",
+  "seed",
+  "device",
+  "form",
+];
 
 async function formValues(c: Context): Promise<FormValues> {
   const body = await c.req.parseBody({ all: true });
@@ -44,8 +70,17 @@ function Num(props: { name: string; label: string; value?: number; step?: string
   return (
     <div class="field">
       <label for={`f-${props.name}`}>{props.label}</label>
-      <input id={`f-${props.name}`} name={props.name} type="number" inputmode="decimal" value={props.value ?? ""} step={props.step ?? "any"} min={props.min} max={props.max}
-        aria-describedby={`err-${props.name}`} />
+      <input
+        id={`f-${props.name}`}
+        name={props.name}
+        type="number"
+        inputmode="decimal"
+        value={props.value ?? ""}
+        step={props.step ?? "any"}
+        min={props.min}
+        max={props.max}
+        aria-describedby={`err-${props.name}`}
+      />
       {props.hint && <small class="muted">{props.hint}</small>}
       <Err name={props.name} />
     </div>
@@ -72,7 +107,9 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           <option value="demo" selected={cfg.model === "demo"}>demo: a tiny random Gemma 3 (built in); it learns your data's pattern, not language</option>
           {props.cached.map((m) => <option value={m.dir} selected={cfg.model === m.dir}>{m.label}</option>)}
         </select>
-        <p class="muted"><a href="/hub">Download from the Hub…</a> (a Gemma model from huggingface.co into the cache; it is listed here once downloaded)</p>
+        <p class="muted">
+          <a href="/hub">Download from the Hub…</a> (a Gemma model from huggingface.co into the cache; it is listed here once downloaded)
+        </p>
         <label for="f-model_path">…or a local Hugging Face model directory</label>
         <input id="f-model_path" name="model_path" type="text" size={60} placeholder="/path/to/gemma-3-270m" value={custom ? cfg.model : ""} aria-describedby="err-model_path" />
         <Err name="model_path" />
@@ -83,7 +120,9 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
       </section>
       <section class="panel" aria-labelledby="h-data">
         <h2 id="h-data">2. Dataset</h2>
-        <label for="f-dataset_path">Dataset: <code>sample</code>, a path, or upload a file below</label>
+        <label for="f-dataset_path">
+          Dataset: <code>sample</code>, a path, or upload a file below
+        </label>
         <input id="f-dataset_path" name="dataset_path" type="text" size={60} value={cfg.dataset.path} aria-describedby="err-dataset_path" />
         <Err name="dataset_path" />
         <label for="f-upload">Upload (JSONL, JSON, CSV or Parquet)</label>
@@ -96,20 +135,31 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </select>
         <Err name="format" />
         <Num name="validation" label="Validation fraction" value={cfg.dataset.validation} min={0} max={0.5} />
-        <label><input type="checkbox" name="skip_invalid" checked={cfg.dataset.skipInvalid} /> Skip invalid rows (train on the rest; otherwise a file with unusable rows is refused)</label>
+        <label>
+          <input type="checkbox" name="skip_invalid" checked={cfg.dataset.skipInvalid} /> Skip invalid rows (train on the rest; otherwise a file with unusable rows is refused)
+        </label>
         <PreviewBox />
       </section>
       <section class="panel" aria-labelledby="h-method">
         <h2 id="h-method">3. Method and settings</h2>
         <fieldset>
           <legend>Method</legend>
-          <label><input type="radio" name="method" value="lora" checked={cfg.method === "lora"} /> LoRA (small adapter, little memory)</label>
-          <label><input type="radio" name="method" value="full" checked={cfg.method === "full"} /> Full fine-tuning (every weight)</label>
+          <label>
+            <input type="radio" name="method" value="lora" checked={cfg.method === "lora"} /> LoRA (small adapter, little memory)
+          </label>
+          <label>
+            <input type="radio" name="method" value="full" checked={cfg.method === "full"} /> Full fine-tuning (every weight)
+          </label>
           <Err name="method" />
         </fieldset>
-        <DeviceSelect choices={[{ device: "cpu", available: true }, { device: "webgpu", available: false }, { device: "cuda", available: false }]} selected={cfg.device} probed={false} />
+        <DeviceSelect
+          choices={[{ device: "cpu", available: true }, { device: "webgpu", available: false }, { device: "cuda", available: false }]}
+          selected={cfg.device}
+          probed={false}
+        />
         <Err name="device" />
-        <label class="lora-only">Base weights (LoRA){" "}
+        <label class="lora-only">
+          Base weights (LoRA){" "}
           <select name="base_precision" aria-describedby="err-base_precision">
             <option value="" selected={!cfg.basePrecision}>default for the model's size (see Model)</option>
             {(["fp32", "bf16", "int8", "int4"] as const).map((p) => <option value={p} selected={cfg.basePrecision === p}>{p}</option>)}
@@ -121,16 +171,26 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} />
           <Num name="lora_dropout" label="LoRA dropout" value={cfg.lora.dropout} min={0} max={0.9} />
         </div>
-        <label><input type="checkbox" name="lora_rslora" checked={cfg.lora.rslora} /> rsLoRA (scale α/√r)</label>
+        <label>
+          <input type="checkbox" name="lora_rslora" checked={cfg.lora.rslora} /> rsLoRA (scale α/√r)
+        </label>
         <fieldset>
           <legend>LoRA target modules</legend>
-          {ALL_TARGETS.map((t) => <label class="inline"><input type="checkbox" name="lora_targets" value={t} checked={cfg.lora.targets.includes(t)} /> {t}</label>)}
+          {ALL_TARGETS.map((t) => (
+            <label class="inline">
+              <input type="checkbox" name="lora_targets" value={t} checked={cfg.lora.targets.includes(t)} /> {t}
+            </label>
+          ))}
           <Err name="lora_targets" />
         </fieldset>
         <fieldset>
           <legend>Length of training</legend>
-          <label><input type="radio" name="until" value="steps" checked={cfg.epochs === undefined} /> Steps</label>
-          <label><input type="radio" name="until" value="epochs" checked={cfg.epochs !== undefined} /> Epochs</label>
+          <label>
+            <input type="radio" name="until" value="steps" checked={cfg.epochs === undefined} /> Steps
+          </label>
+          <label>
+            <input type="radio" name="until" value="epochs" checked={cfg.epochs !== undefined} /> Epochs
+          </label>
         </fieldset>
         <div class="grid">
           <Num name="maxSteps" label="Max steps" value={cfg.maxSteps} min={1} step="1" />
@@ -159,7 +219,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           <button type="button" hx-post="/create/fragments/estimate" hx-include="#create-form" hx-target="#estimate" hx-indicator="#estimate-busy">
             Estimate time (measures a few real steps)
           </button>
-          <span id="estimate-busy" class="htmx-indicator muted"> measuring…</span>
+          <span id="estimate-busy" class="htmx-indicator muted">measuring…</span>
         </p>
         <div id="estimate" aria-live="polite"></div>
       </section>
@@ -174,8 +234,15 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
 
 function PreviewBox(props: { oob?: boolean }) {
   return (
-    <div id="preview" hx-post="/create/fragments/preview" hx-target="this" hx-swap-oob={props.oob ? "true" : undefined}
-      hx-trigger="load, change from:#f-dataset_path, change from:#f-format, change from:#f-maxLength, change from:.map-field" hx-include="#create-form" aria-live="polite">
+    <div
+      id="preview"
+      hx-post="/create/fragments/preview"
+      hx-target="this"
+      hx-swap-oob={props.oob ? "true" : undefined}
+      hx-trigger="load, change from:#f-dataset_path, change from:#f-format, change from:#f-maxLength, change from:.map-field"
+      hx-include="#create-form"
+      aria-live="polite"
+    >
       <p class="muted">Loading the preview…</p>
     </div>
   );
@@ -188,17 +255,41 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
   const total = os.totalmem();
   return (
     <div class="kpi">
-      {cfg.model === "demo" && <p data-demo-note>The demo model is a tiny random-init Gemma 3 with the real tokenizer: tuned, it repeats the pattern of your data (the Quick demo teaches it the sample's answers), but it knows no language.</p>}
+      {cfg.model === "demo" && (
+        <p data-demo-note>
+          The demo model is a tiny random-init Gemma 3 with the real tokenizer: tuned, it repeats the pattern of your data (the Quick demo teaches it the sample's answers), but it
+          knows no language.
+        </p>
+      )}
       <dl>
-        <dt>Generation</dt><dd>Gemma {info.generation} ({info.modelType})</dd>
-        <dt>Architecture</dt><dd>{info.architecture}</dd>
-        <dt>Layers</dt><dd>{info.layers}</dd>
-        <dt>Parameters</dt><dd>{formatCount(info.parameters)}{info.multimodal ? " (text decoder)" : ""}</dd>
-        {info.otherTensors > 0 && <><dt>Kept as is</dt><dd>{info.otherTensors} vision/audio tensors ({formatBytes(info.otherBytes)})</dd></>}
-        <dt>Stored dtype</dt><dd>{info.storedDtype}</dd>
-        <dt>Size on disk</dt><dd>{formatBytes(info.sizeBytes)}</dd>
-        {cfg.method === "lora" && <><dt>Base weights (LoRA)</dt><dd data-base-precision={precision.precision}>{precision.reason}</dd></>}
-        <dt>Memory for {cfg.method === "lora" ? "LoRA" : "full fine-tuning"}</dt><dd data-memory={mem.totalBytes}>{formatBytes(mem.totalBytes)} (weights {formatBytes(mem.weightsBytes)}, optimizer {formatBytes(mem.optimizerBytes)}, activations {formatBytes(mem.activationBytes)})</dd>
+        <dt>Generation</dt>
+        <dd>Gemma {info.generation} ({info.modelType})</dd>
+        <dt>Architecture</dt>
+        <dd>{info.architecture}</dd>
+        <dt>Layers</dt>
+        <dd>{info.layers}</dd>
+        <dt>Parameters</dt>
+        <dd>{formatCount(info.parameters)}{info.multimodal ? " (text decoder)" : ""}</dd>
+        {info.otherTensors > 0 && (
+          <>
+            <dt>Kept as is</dt>
+            <dd>{info.otherTensors} vision/audio tensors ({formatBytes(info.otherBytes)})</dd>
+          </>
+        )}
+        <dt>Stored dtype</dt>
+        <dd>{info.storedDtype}</dd>
+        <dt>Size on disk</dt>
+        <dd>{formatBytes(info.sizeBytes)}</dd>
+        {cfg.method === "lora" && (
+          <>
+            <dt>Base weights (LoRA)</dt>
+            <dd data-base-precision={precision.precision}>{precision.reason}</dd>
+          </>
+        )}
+        <dt>Memory for {cfg.method === "lora" ? "LoRA" : "full fine-tuning"}</dt>
+        <dd data-memory={mem.totalBytes}>
+          {formatBytes(mem.totalBytes)} (weights {formatBytes(mem.weightsBytes)}, optimizer {formatBytes(mem.optimizerBytes)}, activations {formatBytes(mem.activationBytes)})
+        </dd>
       </dl>
       {info.notes.map((n) => <p class="muted" data-model-note>{n}</p>)}
       {mem.totalBytes > total * 0.8 && (
@@ -293,7 +384,9 @@ export function createRoutes(deps: AppDeps) {
         <div data-preview="ok">
           <p>
             <strong>{ins.total}</strong> rows, <strong>{ins.valid}</strong> usable, format <strong data-format={ins.format}>{ins.format}</strong> ({ins.chosenBecause}).{" "}
-            {truncated > 0 ? <span class="field-error">{truncated} of the first {lengths.length} rows are longer than max length {maxLength} and will be truncated.</span> : <span>No row is longer than max length {maxLength}.</span>}
+            {truncated > 0
+              ? <span class="field-error">{truncated} of the first {lengths.length} rows are longer than max length {maxLength} and will be truncated.</span>
+              : <span>No row is longer than max length {maxLength}.</span>}
           </p>
           {columns.length > 0 && ins.fileKind !== "sample" && (
             <details>
@@ -346,8 +439,22 @@ export function createRoutes(deps: AppDeps) {
                 {skipInvalid ? "(skipped)" : "(training refuses this file unless “Skip invalid rows” is ticked)"}
               </h3>
               <table>
-                <thead><tr><th scope="col">Line</th><th scope="col">Field</th><th scope="col">Reason</th></tr></thead>
-                <tbody>{ins.invalid.slice(0, 200).map((i) => <tr><td>{i.line}</td><td>{i.field}</td><td>{i.reason}</td></tr>)}</tbody>
+                <thead>
+                  <tr>
+                    <th scope="col">Line</th>
+                    <th scope="col">Field</th>
+                    <th scope="col">Reason</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {ins.invalid.slice(0, 200).map((i) => (
+                    <tr>
+                      <td>{i.line}</td>
+                      <td>{i.field}</td>
+                      <td>{i.reason}</td>
+                    </tr>
+                  ))}
+                </tbody>
               </table>
             </>
           )}
@@ -368,11 +475,16 @@ export function createRoutes(deps: AppDeps) {
         c,
         <div class="kpi" data-estimate="ok">
           <dl>
-            <dt>Training examples</dt><dd>{est.trainExamples}</dd>
-            <dt>Tokens per epoch</dt><dd>{formatCount(est.tokensPerEpoch)}</dd>
-            <dt>Steps</dt><dd>{est.steps}</dd>
-            <dt>Measured step</dt><dd>{est.stepMs.toFixed(0)} ms, optimizer {est.optimizerMs.toFixed(0)} ms of it ({est.probeSteps} probe steps on this machine)</dd>
-            <dt>Estimated time</dt><dd data-eta={est.totalMs}>{formatDuration(est.totalMs)}</dd>
+            <dt>Training examples</dt>
+            <dd>{est.trainExamples}</dd>
+            <dt>Tokens per epoch</dt>
+            <dd>{formatCount(est.tokensPerEpoch)}</dd>
+            <dt>Steps</dt>
+            <dd>{est.steps}</dd>
+            <dt>Measured step</dt>
+            <dd>{est.stepMs.toFixed(0)} ms, optimizer {est.optimizerMs.toFixed(0)} ms of it ({est.probeSteps} probe steps on this machine)</dd>
+            <dt>Estimated time</dt>
+            <dd data-eta={est.totalMs}>{formatDuration(est.totalMs)}</dd>
           </dl>
         </div>,
       );
@@ -385,11 +497,25 @@ export function createRoutes(deps: AppDeps) {
     const f = await formValues(c);
     const { config, errors } = formToConfig(f);
     if (!config) {
-      return fragment(c, <>{FIELDS.map((k) => <Err name={k} msg={errors[k]} oob />)}<p class="field-error" role="alert">Fix the marked settings before starting.</p></>, 422);
+      return fragment(
+        c,
+        <>
+          {FIELDS.map((k) => <Err name={k} msg={errors[k]} oob />)}
+          <p class="field-error" role="alert">Fix the marked settings before starting.</p>
+        </>,
+        422,
+      );
     }
     // Each refusal is shown beside the field it concerns and, in short, beside the Start button.
     const refuse = (field: string, message: string) =>
-      fragment(c, <><Err name={field} msg={message} oob /><p class="field-error" role="alert">Not started: {message}</p></>, 422);
+      fragment(
+        c,
+        <>
+          <Err name={field} msg={message} oob />
+          <p class="field-error" role="alert">Not started: {message}</p>
+        </>,
+        422,
+      );
     let modelDir: string;
     try {
       modelDir = await resolveModelPath(config.model, dataDir);
@@ -416,14 +542,26 @@ export function createRoutes(deps: AppDeps) {
     deps.service.saveSetting(LAST_SETTINGS, JSON.stringify(config));
     const { id } = deps.service.create(config);
     c.header("HX-Redirect", `/runs/${encodeURIComponent(id)}`);
-    return fragment(c, <p>Created <a href={`/runs/${encodeURIComponent(id)}`}>{id}</a>.</p>, 201);
+    return fragment(
+      c,
+      <p>
+        Created <a href={`/runs/${encodeURIComponent(id)}`}>{id}</a>.
+      </p>,
+      201,
+    );
   });
 
   app.post("/create/upload", async (c) => {
     const limit = deps.settings.maxUploadBytes;
     const len = Number(c.req.header("Content-Length") ?? 0);
     if (len > limit + 64 * 1024) {
-      return fragment(c, <p class="field-error" role="alert">The upload is {formatBytes(len)}; the limit is {formatBytes(limit)}. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).</p>, 413);
+      return fragment(
+        c,
+        <p class="field-error" role="alert">
+          The upload is {formatBytes(len)}; the limit is {formatBytes(limit)}. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).
+        </p>,
+        413,
+      );
     }
     // Streamed to disk as it arrives, with a running count: a client without Content-Length cannot
     // exceed the limit either, and the server holds a chunk at a time, not the file.
@@ -443,7 +581,9 @@ export function createRoutes(deps: AppDeps) {
       });
     } catch (e) {
       if (!(e instanceof UploadError)) throw e;
-      const msg = e.status === 413 ? `The upload is over the ${formatBytes(limit)} limit; nothing was kept. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).` : e.message;
+      const msg = e.status === 413
+        ? `The upload is over the ${formatBytes(limit)} limit; nothing was kept. Use a local path instead, or raise the limit (GEMMA_TUNER_MAX_UPLOAD_MB).`
+        : e.message;
       return fragment(c, <p class="field-error" role="alert">{msg}</p>, e.status);
     }
     const file = { name: up.filename, size: up.bytes };

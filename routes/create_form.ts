@@ -24,11 +24,41 @@ function fromFile(file: Record<string, unknown>): PresetValues {
 
 export const PRESETS: Record<string, { label: string; method: "lora" | "full"; values: PresetValues }> = {
   "quick-demo": { label: "Quick demo", method: quickDemo.method as "full" | "lora", values: fromFile(quickDemo) },
-  "quick-lora": { label: "Quick (LoRA)", method: "lora", values: { maxSteps: 150, batchSize: 8, learningRate: 0.01, warmupSteps: 5, maxLength: 128, evalEvery: 50, saveEvery: 50, lora: { r: 8, alpha: 16, dropout: 0 } } },
-  "balanced-lora": { label: "Balanced (LoRA)", method: "lora", values: { epochs: 2, batchSize: 8, learningRate: 2e-4, warmupSteps: 20, maxLength: 512, evalEvery: 100, saveEvery: 100, lora: { r: 16, alpha: 32, dropout: 0.05 } } },
-  "thorough-lora": { label: "Thorough (LoRA)", method: "lora", values: { epochs: 4, batchSize: 8, gradAccum: 2, learningRate: 1e-4, warmupSteps: 50, maxLength: 1024, evalEvery: 200, saveEvery: 200, lora: { r: 32, alpha: 64, dropout: 0.05, rslora: true } } },
-  "balanced-full": { label: "Balanced (full)", method: "full", values: { epochs: 2, batchSize: 8, learningRate: 2e-5, warmupSteps: 20, maxLength: 512, evalEvery: 100, saveEvery: 100 } },
-  "thorough-full": { label: "Thorough (full)", method: "full", values: { epochs: 3, batchSize: 4, gradAccum: 4, learningRate: 1e-5, warmupSteps: 50, maxLength: 1024, evalEvery: 200, saveEvery: 200 } },
+  "quick-lora": {
+    label: "Quick (LoRA)",
+    method: "lora",
+    values: { maxSteps: 150, batchSize: 8, learningRate: 0.01, warmupSteps: 5, maxLength: 128, evalEvery: 50, saveEvery: 50, lora: { r: 8, alpha: 16, dropout: 0 } },
+  },
+  "balanced-lora": {
+    label: "Balanced (LoRA)",
+    method: "lora",
+    values: { epochs: 2, batchSize: 8, learningRate: 2e-4, warmupSteps: 20, maxLength: 512, evalEvery: 100, saveEvery: 100, lora: { r: 16, alpha: 32, dropout: 0.05 } },
+  },
+  "thorough-lora": {
+    label: "Thorough (LoRA)",
+    method: "lora",
+    values: {
+      epochs: 4,
+      batchSize: 8,
+      gradAccum: 2,
+      learningRate: 1e-4,
+      warmupSteps: 50,
+      maxLength: 1024,
+      evalEvery: 200,
+      saveEvery: 200,
+      lora: { r: 32, alpha: 64, dropout: 0.05, rslora: true },
+    },
+  },
+  "balanced-full": {
+    label: "Balanced (full)",
+    method: "full",
+    values: { epochs: 2, batchSize: 8, learningRate: 2e-5, warmupSteps: 20, maxLength: 512, evalEvery: 100, saveEvery: 100 },
+  },
+  "thorough-full": {
+    label: "Thorough (full)",
+    method: "full",
+    values: { epochs: 3, batchSize: 4, gradAccum: 4, learningRate: 1e-5, warmupSteps: 50, maxLength: 1024, evalEvery: 200, saveEvery: 200 },
+  },
 };
 
 /** The preset opened when none is chosen. */
@@ -51,8 +81,13 @@ export function presetConfig(name: string): RunConfig {
 export function fieldOf(p: (string | number)[]): string {
   const k = p.join(".");
   const map: Record<string, string> = {
-    "dataset.path": "dataset_path", "dataset.format": "format", "dataset.validation": "validation",
-    "lora.r": "lora_r", "lora.alpha": "lora_alpha", "lora.dropout": "lora_dropout", "lora.targets": "lora_targets",
+    "dataset.path": "dataset_path",
+    "dataset.format": "format",
+    "dataset.validation": "validation",
+    "lora.r": "lora_r",
+    "lora.alpha": "lora_alpha",
+    "lora.dropout": "lora_dropout",
+    "lora.targets": "lora_targets",
   };
   return map[k] ?? (k.startsWith("lora.") ? "lora_targets" : k.startsWith("dataset.") ? "dataset_path" : k || "form");
 }

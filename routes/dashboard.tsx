@@ -34,7 +34,9 @@ function Control(props: { v: RunView }) {
   if (v.orphan) {
     body = (
       <>
-        <p><strong>Training in a process this server did not start</strong> (pid {s.pid}). It is monitored here; you can abort it.</p>
+        <p>
+          <strong>Training in a process this server did not start</strong> (pid {s.pid}). It is monitored here; you can abort it.
+        </p>
         <p>{s.message}</p>
         <div class="actions">{abort}</div>
       </>
@@ -72,13 +74,18 @@ function Control(props: { v: RunView }) {
         <p role="status">{s.state === "failed" ? "Failed" : "Aborted"}: {s.message}</p>
         {s.error && <pre class="error">{s.error}</pre>}
         {v.damagedCheckpoints.map((d) => <p class="warning" data-damaged={d.step}>Checkpoint {path.basename(d.dir)} is damaged and is not offered: {d.damaged}.</p>)}
-        {!latest && <p class="warning">{v.damagedCheckpoints.length ? "No intact checkpoint" : "No checkpoint was saved"}: nothing to resume or try. Start it again from the beginning, or start a new run.</p>}
+        {!latest && (
+          <p class="warning">
+            {v.damagedCheckpoints.length ? "No intact checkpoint" : "No checkpoint was saved"}: nothing to resume or try. Start it again from the beginning, or start a new run.
+          </p>
+        )}
         <div class="actions">
           {latest && <button type="button" class="primary" hx-post={`/api/runs/${id}/resume`} hx-swap="none">Resume from step {latest.step}</button>}
           {latest && <a class="button" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try the checkpoint</a>}
           {!latest && <button type="button" class="primary" hx-post={`/api/runs/${id}/restart`} hx-swap="none">Start again</button>}
           <a class="button" href="/create">New model</a>
-          <button type="button"
+          <button
+            type="button"
             class="danger"
             hx-delete={`/api/runs/${id}`}
             hx-confirm={`Reset: delete run "${v.run.config.name}" with its logs${latest ? " and checkpoints" : ""}? This cannot be undone.`}
@@ -132,32 +139,48 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
         <section class="kpi" aria-label="Model">
           <h3>Model</h3>
           <dl>
-            <dt>Architecture</dt><dd>{String(info.architecture ?? "–")}</dd>
-            <dt>Layers</dt><dd>{String(info.layers ?? "–")}</dd>
-            <dt>Parameters</dt><dd>{info.parameters ? formatCount(Number(info.parameters)) : "–"}</dd>
-            <dt>Trainable</dt><dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
-            <dt>Device</dt><dd data-kpi="device">{v.run.config.device}{gpuMem ? ` · ${formatBytes(gpuMem[1] * 2 ** 20)} GPU memory` : ""}</dd>
-            <dt>Memory (est.)</dt><dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
+            <dt>Architecture</dt>
+            <dd>{String(info.architecture ?? "–")}</dd>
+            <dt>Layers</dt>
+            <dd>{String(info.layers ?? "–")}</dd>
+            <dt>Parameters</dt>
+            <dd>{info.parameters ? formatCount(Number(info.parameters)) : "–"}</dd>
+            <dt>Trainable</dt>
+            <dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
+            <dt>Device</dt>
+            <dd data-kpi="device">{v.run.config.device}{gpuMem ? ` · ${formatBytes(gpuMem[1] * 2 ** 20)} GPU memory` : ""}</dd>
+            <dt>Memory (est.)</dt>
+            <dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
           </dl>
         </section>
         <section class="kpi" aria-label="Progress">
           <h3>Progress</h3>
           <dl>
-            <dt>Step</dt><dd data-kpi="step">{s.totalSteps ? `${lastLoss[0]} / ${s.totalSteps}` : lastLoss[0]}</dd>
-            <dt>Epoch</dt><dd>{epoch ? epoch[1].toFixed(2) : "–"}</dd>
-            <dt>Loss</dt><dd data-kpi="loss">{lastLoss[1].toFixed(4)}</dd>
-            <dt>Eval loss</dt><dd>{evalLoss ? evalLoss[1].toFixed(4) : "–"}</dd>
-            <dt>Elapsed</dt><dd>{formatDuration(elapsedMs)}</dd>
+            <dt>Step</dt>
+            <dd data-kpi="step">{s.totalSteps ? `${lastLoss[0]} / ${s.totalSteps}` : lastLoss[0]}</dd>
+            <dt>Epoch</dt>
+            <dd>{epoch ? epoch[1].toFixed(2) : "–"}</dd>
+            <dt>Loss</dt>
+            <dd data-kpi="loss">{lastLoss[1].toFixed(4)}</dd>
+            <dt>Eval loss</dt>
+            <dd>{evalLoss ? evalLoss[1].toFixed(4) : "–"}</dd>
+            <dt>Elapsed</dt>
+            <dd>{formatDuration(elapsedMs)}</dd>
           </dl>
         </section>
         <section class="kpi" aria-label="Performance">
           <h3>Performance</h3>
           <dl>
-            <dt>Tokens/s</dt><dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
-            <dt>Step time</dt><dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
-            <dt>ETA</dt><dd>{isFinalState(s.state) ? "done" : remaining ? formatDuration(remaining) : "–"}</dd>
-            <dt>Eval time</dt><dd>{evalSecs === undefined ? "–" : evalSecs < 60 ? `${evalSecs.toFixed(1)} s` : formatDuration(evalSecs * 1000)}</dd>
-            <dt>Memory in use</dt><dd>{rss ? formatBytes(rss[1] * 2 ** 20) : "–"}</dd>
+            <dt>Tokens/s</dt>
+            <dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
+            <dt>Step time</dt>
+            <dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
+            <dt>ETA</dt>
+            <dd>{isFinalState(s.state) ? "done" : remaining ? formatDuration(remaining) : "–"}</dd>
+            <dt>Eval time</dt>
+            <dd>{evalSecs === undefined ? "–" : evalSecs < 60 ? `${evalSecs.toFixed(1)} s` : formatDuration(evalSecs * 1000)}</dd>
+            <dt>Memory in use</dt>
+            <dd>{rss ? formatBytes(rss[1] * 2 ** 20) : "–"}</dd>
           </dl>
         </section>
       </div>
@@ -222,8 +245,9 @@ export function dashboardRoutes(service: TrainingService) {
       <>
         <h1>{v.run.config.name}</h1>
         <p class="muted">
-          {v.run.config.method === "lora" ? `LoRA r=${v.run.config.lora.r}` : "Full fine-tuning"} of <code>{v.run.config.model}</code> on{" "}
-          <code>{v.run.config.dataset.path}</code> · run <code>{v.id}</code>
+          {v.run.config.method === "lora" ? `LoRA r=${v.run.config.lora.r}` : "Full fine-tuning"} of <code>{v.run.config.model}</code> on <code>{v.run.config.dataset.path}</code>
+          {" "}
+          · run <code>{v.id}</code>
         </p>
         <section class="panel" aria-label="Control">
           <div id="control" hx-get={`/runs/${id}/fragments/control`} hx-trigger={live ? "every 1s" : "none"}>
@@ -244,7 +268,9 @@ export function dashboardRoutes(service: TrainingService) {
           </div>
         </section>
         <section class="panel logs" aria-label="Logs">
-          <h2>Logs <span id="log-errors" class="muted" data-errors={errors}>({errors} error line{errors === 1 ? "" : "s"})</span></h2>
+          <h2>
+            Logs <span id="log-errors" class="muted" data-errors={errors}>({errors} error line{errors === 1 ? "" : "s"})</span>
+          </h2>
           <h3>stdout</h3>
           <pre id="log-stdout" tabIndex={0} aria-live="off">{out.text || (live ? "" : "(no output)")}</pre>
           <h3>stderr</h3>

@@ -26,7 +26,8 @@ export function DeviceSelect(props: { choices: DeviceChoice[]; selected: Device;
       <select id="f-device" name="device" aria-describedby="device-notes err-device">
         {props.choices.map((c) => (
           <option value={c.device} selected={c.device === props.selected} disabled={!c.available}>
-            {LABEL[c.device]}{c.available ? "" : " — not available here"}
+            {LABEL[c.device]}
+            {c.available ? "" : " — not available here"}
           </option>
         ))}
       </select>

@@ -13,7 +13,20 @@ import { HTTPException } from "hono/http-exception";
 import { fragment, page } from "./_layout.tsx";
 import type { AppDeps } from "./deps.ts";
 import { formToConfig, type FormValues } from "./create_form.ts";
-import { buildBundle, type HandoffConfig, LAUNCHERS, mapAxolotl, mapTrl, parseHandoffConfig, readConfig, resolveModelPath, slug, STRATEGIES, TARGETS, zipFiles } from "../engine/mod.ts";
+import {
+  buildBundle,
+  type HandoffConfig,
+  LAUNCHERS,
+  mapAxolotl,
+  mapTrl,
+  parseHandoffConfig,
+  readConfig,
+  resolveModelPath,
+  slug,
+  STRATEGIES,
+  TARGETS,
+  zipFiles,
+} from "../engine/mod.ts";
 import { hubSettings } from "../config/app.ts";
 import { downloadRepo, HubError } from "../engine/hub.ts";
 import { importModel } from "../trainer/import_run.ts";
@@ -26,17 +39,32 @@ export function ClusterForm(props: { run?: string }) {
     <details class="panel handoff" id="cluster">
       <summary>Run on a cluster…</summary>
       <p class="muted">
-        A job bundle for Axolotl or TRL: the data exactly as this app trains on it, their config mapped field by field, DeepSpeed for several GPUs, and a Slurm,
-        SkyPilot or local launcher with a README. Bring the result back with <a href="/import">Import</a>.
+        A job bundle for Axolotl or TRL: the data exactly as this app trains on it, their config mapped field by field, DeepSpeed for several GPUs, and a Slurm, SkyPilot or local
+        launcher with a README. Bring the result back with <a href="/import">Import</a>.
       </p>
       <form id="cluster-form" hx-post="/handoff/prepare" hx-target="#cluster-result" hx-include={props.run ? undefined : "#create-form"}>
         {props.run && <input type="hidden" name={FIELD("run")} value={props.run} />}
-        <label>Trainer <select name={FIELD("target")}>{TARGETS.map((t) => <option value={t}>{t === "trl" ? "TRL" : "Axolotl"}</option>)}</select></label>
-        <label>Launcher <select name={FIELD("launcher")}>{LAUNCHERS.map((l) => <option value={l}>{l === "slurm" ? "Slurm (sbatch)" : l === "skypilot" ? "SkyPilot" : "local torchrun"}</option>)}</select></label>
-        <label>GPUs per node <input name={FIELD("gpus")} type="number" min={1} max={64} value="1" /></label>
-        <label>Nodes <input name={FIELD("nodes")} type="number" min={1} max={1024} value="1" /></label>
-        <label>Time limit <input name={FIELD("time")} type="text" size={11} value="24:00:00" /></label>
-        <label>Base model on the cluster <input name={FIELD("base")} type="text" size={30} placeholder="google/gemma-3-270m (default: derived)" /></label>
+        <label>
+          Trainer <select name={FIELD("target")}>{TARGETS.map((t) => <option value={t}>{t === "trl" ? "TRL" : "Axolotl"}</option>)}</select>
+        </label>
+        <label>
+          Launcher{" "}
+          <select name={FIELD("launcher")}>
+            {LAUNCHERS.map((l) => <option value={l}>{l === "slurm" ? "Slurm (sbatch)" : l === "skypilot" ? "SkyPilot" : "local torchrun"}</option>)}
+          </select>
+        </label>
+        <label>
+          GPUs per node <input name={FIELD("gpus")} type="number" min={1} max={64} value="1" />
+        </label>
+        <label>
+          Nodes <input name={FIELD("nodes")} type="number" min={1} max={1024} value="1" />
+        </label>
+        <label>
+          Time limit <input name={FIELD("time")} type="text" size={11} value="24:00:00" />
+        </label>
+        <label>
+          Base model on the cluster <input name={FIELD("base")} type="text" size={30} placeholder="google/gemma-3-270m (default: derived)" />
+        </label>
         <button type="submit">Prepare bundle</button>
       </form>
       <div id="cluster-result" aria-live="polite"></div>
@@ -63,7 +91,9 @@ function options(get: (name: string) => string): Options {
   if (!TARGETS.includes(target as Options["target"])) throw new HTTPException(400, { message: `Trainer must be one of ${TARGETS.join(", ")}` });
   if (!LAUNCHERS.includes(launcher as Options["launcher"])) throw new HTTPException(400, { message: `Launcher must be one of ${LAUNCHERS.join(", ")}` });
   const strategy = get("strategy");
-  if (strategy && !STRATEGIES.includes(strategy as Options["strategy"] & string)) throw new HTTPException(400, { message: `Multi-GPU strategy must be one of ${STRATEGIES.join(", ")}` });
+  if (strategy && !STRATEGIES.includes(strategy as Options["strategy"] & string)) {
+    throw new HTTPException(400, { message: `Multi-GPU strategy must be one of ${STRATEGIES.join(", ")}` });
+  }
   return {
     target: target as Options["target"],
     launcher: launcher as Options["launcher"],
@@ -106,7 +136,14 @@ export function handoffRoutes(deps: AppDeps) {
     } else {
       const { config, errors } = formToConfig(f);
       if (!config) {
-        return fragment(c, <div class="field-error" role="alert"><p>Fix the form first:</p><ul>{Object.entries(errors).map(([k, m]) => <li>{k}: {m}</li>)}</ul></div>, 400);
+        return fragment(
+          c,
+          <div class="field-error" role="alert">
+            <p>Fix the form first:</p>
+            <ul>{Object.entries(errors).map(([k, m]) => <li>{k}: {m}</li>)}</ul>
+          </div>,
+          400,
+        );
       }
       cfg = config;
       source = `config=${b64url(JSON.stringify(cfg))}`;
@@ -125,7 +162,14 @@ export function handoffRoutes(deps: AppDeps) {
       files: { train: "data/train.jsonl", validation: "data/validation.jsonl", deepspeed: `deepspeed/${strategy}.json` },
     };
     const mapped = o.target === "axolotl" ? mapAxolotl(cfg, ctx) : mapTrl(cfg, ctx);
-    const q = new URLSearchParams({ target: o.target, launcher: o.launcher, gpus: String(o.gpus), nodes: String(o.nodes), time: o.time, ...(o.baseModel ? { base: o.baseModel } : {}) });
+    const q = new URLSearchParams({
+      target: o.target,
+      launcher: o.launcher,
+      gpus: String(o.gpus),
+      nodes: String(o.nodes),
+      time: o.time,
+      ...(o.baseModel ? { base: o.baseModel } : {}),
+    });
     return fragment(
       c,
       <div class="handoff-result">
@@ -135,10 +179,18 @@ export function handoffRoutes(deps: AppDeps) {
         {mapped.unmapped.length > 0 && (
           <>
             <p>No equivalent (listed in the bundle's README):</p>
-            <ul>{mapped.unmapped.map((u) => <li><code>{u.ours}</code> = {JSON.stringify(u.value)}: {u.note}</li>)}</ul>
+            <ul>
+              {mapped.unmapped.map((u) => (
+                <li>
+                  <code>{u.ours}</code> = {JSON.stringify(u.value)}: {u.note}
+                </li>
+              ))}
+            </ul>
           </>
         )}
-        <p><a class="button primary" id="cluster-download" href={`/handoff/bundle?${source}&${q}`} download>Download bundle (zip)</a></p>
+        <p>
+          <a class="button primary" id="cluster-download" href={`/handoff/bundle?${source}&${q}`} download>Download bundle (zip)</a>
+        </p>
       </div>,
     );
   });
@@ -170,15 +222,25 @@ export function handoffRoutes(deps: AppDeps) {
       <>
         <h1>Import a model trained elsewhere</h1>
         <p class="muted">
-          A PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) or a merged model (config.json, *.safetensors, tokenizer files), for example the
-          output of a job bundle. It becomes a completed run: in the history, in the playground, exportable. TensorBoard events found with it are kept.
+          A PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) or a merged model (config.json, *.safetensors, tokenizer files), for example the output of a job
+          bundle. It becomes a completed run: in the history, in the playground, exportable. TensorBoard events found with it are kept.
         </p>
         <form id="import-form" method="post" action="/import" hx-post="/import" hx-encoding="multipart/form-data" hx-target="#import-result">
-          <label>Folder on this machine <input name="folder" type="text" size={60} placeholder="/path/to/outputs/my-run" /></label>
-          <label>or a zip <input name="file" type="file" accept=".zip" /></label>
-          <label>or a Hub repo <input name="repo" type="text" size={40} placeholder="org/my-gemma-adapter" /></label>
-          <label>Name <input name="name" type="text" size={30} placeholder="(from the bundle or folder)" /></label>
-          <label>Base model <input name="base" type="text" size={40} placeholder="(adapter_config.json's; demo, a folder or org/name)" /></label>
+          <label>
+            Folder on this machine <input name="folder" type="text" size={60} placeholder="/path/to/outputs/my-run" />
+          </label>
+          <label>
+            or a zip <input name="file" type="file" accept=".zip" />
+          </label>
+          <label>
+            or a Hub repo <input name="repo" type="text" size={40} placeholder="org/my-gemma-adapter" />
+          </label>
+          <label>
+            Name <input name="name" type="text" size={30} placeholder="(from the bundle or folder)" />
+          </label>
+          <label>
+            Base model <input name="base" type="text" size={40} placeholder="(adapter_config.json's; demo, a folder or org/name)" />
+          </label>
           <button type="submit" class="primary">Import</button>
         </form>
         <div id="import-result" aria-live="polite"></div>
@@ -227,4 +289,3 @@ export function handoffRoutes(deps: AppDeps) {
 
   return app;
 }
-

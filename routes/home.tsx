@@ -10,7 +10,13 @@ export function liveRun(runs: RunView[]): RunView | undefined {
 }
 
 function RecentRuns(props: { runs: RunView[]; live?: string }) {
-  if (props.runs.length === 0) return <p class="muted">No runs yet. <a href="/create">Fine-tune a model</a> to start one.</p>;
+  if (props.runs.length === 0) {
+    return (
+      <p class="muted">
+        No runs yet. <a href="/create">Fine-tune a model</a> to start one.
+      </p>
+    );
+  }
   return (
     <ul class="recent">
       {props.runs.map((r) => (
@@ -42,9 +48,8 @@ export function homeRoutes(deps: AppDeps) {
         <section class="hero">
           <h1>Fine-tune Gemma on your own data, on this machine</h1>
           <p>
-            gemma-tuner trains Gemma 1, 2 and 3 models with LoRA or full fine-tuning on your CPU or GPU, shows the run live,
-            and lets you chat with the result. Adapters are saved in PEFT format and metrics in TensorBoard format, so
-            everything opens in the tools you already use.
+            gemma-tuner trains Gemma 1, 2 and 3 models with LoRA or full fine-tuning on your CPU or GPU, shows the run live, and lets you chat with the result. Adapters are saved
+            in PEFT format and metrics in TensorBoard format, so everything opens in the tools you already use.
           </p>
           <div class="actions">
             <a class="button primary" href="/create">Fine-tune a model</a>
@@ -54,7 +59,11 @@ export function homeRoutes(deps: AppDeps) {
         <section aria-labelledby="recent">
           <h2 id="recent">Recent runs</h2>
           <RecentRuns runs={runs} live={live?.id} />
-          {runs.length > 0 && <p><a href="/runs">All runs</a></p>}
+          {runs.length > 0 && (
+            <p>
+              <a href="/runs">All runs</a>
+            </p>
+          )}
         </section>
         {shown && (
           <section aria-labelledby="latest" class={live ? "panel live" : undefined} data-highlight={shown.id}>
@@ -63,7 +72,8 @@ export function homeRoutes(deps: AppDeps) {
             </h2>
             {live && (
               <p>
-                Step {live.status.step}{live.status.totalSteps ? ` of ${live.status.totalSteps}` : ""}. <a href={`/runs/${encodeURIComponent(live.id)}`}>Open its dashboard</a> to follow it live.
+                Step {live.status.step}
+                {live.status.totalSteps ? ` of ${live.status.totalSteps}` : ""}. <a href={`/runs/${encodeURIComponent(live.id)}`}>Open its dashboard</a> to follow it live.
               </p>
             )}
             <Island name="MetricsChart" props={{ runId: shown.id, title: "Training loss", tags: ["train/loss", "eval/loss"] }} />

@@ -59,10 +59,12 @@ function HubForm() {
         <label for="hub-token">Access token (gated models only)</label>
         <input id="hub-token" name="token" type="password" size={40} autocomplete="off" placeholder="hf_… (default: HF_TOKEN or the saved login)" />
         <p class="muted">
-          Gemma models are gated: sign in on the model's page, accept the licence ("Acknowledge license"), then create a read token under Settings → Access
-          Tokens. The token is sent to the Hub only; it is not stored here.
+          Gemma models are gated: sign in on the model's page, accept the licence ("Acknowledge license"), then create a read token under Settings → Access Tokens. The token is
+          sent to the Hub only; it is not stored here.
         </p>
-        <p class="actions"><button type="submit" class="primary">List files</button></p>
+        <p class="actions">
+          <button type="submit" class="primary">List files</button>
+        </p>
       </form>
       <div id="hub-error" role="alert"></div>
       <div id="hub-plan" aria-live="polite"></div>
@@ -79,20 +81,28 @@ function PlanView(props: { plan: RepoPlan; free: number; cacheDir: string }) {
   const have = (etag: string) => fs.existsSync(path.join(p.repoDir, "blobs", etag));
   return (
     <section class="panel hub-plan" aria-labelledby="h-hub-plan">
-      <h2 id="h-hub-plan">{p.repo} at {p.revision} <code>{p.sha.slice(0, 7)}</code></h2>
+      <h2 id="h-hub-plan">
+        {p.repo} at {p.revision} <code>{p.sha.slice(0, 7)}</code>
+      </h2>
       <p>
-        A <code>{p.modelType}</code> model{p.gated ? " (gated: your token has access)" : ""}: {p.files.length} files, {mb(p.totalBytes)}; {mb(p.neededBytes)} still to fetch.
-        {" "}Free space in <code>{props.cacheDir}</code>: <span id="hub-free">{mb(props.free)}</span>.
+        A <code>{p.modelType}</code> model{p.gated ? " (gated: your token has access)" : ""}: {p.files.length} files, {mb(p.totalBytes)}; {mb(p.neededBytes)} still to fetch.{" "}
+        Free space in <code>{props.cacheDir}</code>: <span id="hub-free">{mb(props.free)}</span>.
       </p>
       <div class="scroll-x">
         <table class="hub-files">
           <thead>
-            <tr><th scope="col">File</th><th scope="col">Size</th><th scope="col">In the cache</th></tr>
+            <tr>
+              <th scope="col">File</th>
+              <th scope="col">Size</th>
+              <th scope="col">In the cache</th>
+            </tr>
           </thead>
           <tbody>
             {p.files.map((f) => (
               <tr>
-                <td><code>{f.path}</code></td>
+                <td>
+                  <code>{f.path}</code>
+                </td>
                 <td>{mb(f.size)}</td>
                 <td>{have(f.etag) ? "yes" : "no"}</td>
               </tr>
@@ -122,7 +132,11 @@ function JobView(props: { job: Job }) {
     >
       <p role="status">
         {j.state === "running" && <>Downloading {j.repo}: {j.file ? <code>{j.file}</code> : "starting"}, {mb(j.doneBytes)} of {mb(j.totalBytes)} ({pct.toFixed(1)}%)</>}
-        {j.state === "completed" && <>Downloaded {j.repo} ({mb(j.totalBytes)}) into <code>{j.dir}</code>. It is in the model list of <a href="/create">Fine-tune</a> now.</>}
+        {j.state === "completed" && (
+          <>
+            Downloaded {j.repo} ({mb(j.totalBytes)}) into <code>{j.dir}</code>. It is in the model list of <a href="/create">Fine-tune</a> now.
+          </>
+        )}
         {j.state === "cancelled" && <>Download of {j.repo} cancelled; the partial file was removed.</>}
         {j.state === "failed" && <>Download of {j.repo} stopped.</>}
       </p>
@@ -159,8 +173,8 @@ export function hubRoutes(deps: AppDeps) {
       <>
         <h1>Download a model from the Hugging Face Hub</h1>
         <p class="muted hub-intro">
-          Into the standard Hugging Face cache (<code>{hubSettings().cacheDir}</code>), so transformers and other tools reuse it. Only the safetensors weights,
-          config and tokenizer are fetched; an interrupted download resumes.
+          Into the standard Hugging Face cache (<code>{hubSettings().cacheDir}</code>), so transformers and other tools reuse it. Only the safetensors weights, config and tokenizer
+          are fetched; an interrupted download resumes.
         </p>
         <HubForm />
       </>,
@@ -170,7 +184,13 @@ export function hubRoutes(deps: AppDeps) {
     const o = await options(c);
     try {
       const plan = await planDownload(o);
-      return fragment(c, <><PlanView plan={plan} free={(o.freeBytes ?? freeBytesAt)(o.cacheDir)} cacheDir={o.cacheDir} />{CLEAR_ERROR}</>);
+      return fragment(
+        c,
+        <>
+          <PlanView plan={plan} free={(o.freeBytes ?? freeBytesAt)(o.cacheDir)} cacheDir={o.cacheDir} />
+          {CLEAR_ERROR}
+        </>,
+      );
     } catch (e) {
       throw refusal(e);
     }
@@ -179,7 +199,15 @@ export function hubRoutes(deps: AppDeps) {
   app.post("/hub/download", async (c) => {
     const o = await options(c);
     const busy = [...jobs.values()].find((j) => j.repo === o.repo && j.state === "running");
-    if (busy) return fragment(c, <><JobView job={busy} />{CLEAR_ERROR}</>);
+    if (busy) {
+      return fragment(
+        c,
+        <>
+          <JobView job={busy} />
+          {CLEAR_ERROR}
+        </>,
+      );
+    }
     let plan: RepoPlan;
     try {
       plan = await planDownload(o);
@@ -187,7 +215,16 @@ export function hubRoutes(deps: AppDeps) {
     } catch (e) {
       throw refusal(e);
     }
-    const job: Job = { id: crypto.randomUUID(), repo: o.repo, revision: plan.revision, state: "running", file: "", doneBytes: plan.totalBytes - plan.neededBytes, totalBytes: plan.totalBytes, ctl: new AbortController() };
+    const job: Job = {
+      id: crypto.randomUUID(),
+      repo: o.repo,
+      revision: plan.revision,
+      state: "running",
+      file: "",
+      doneBytes: plan.totalBytes - plan.neededBytes,
+      totalBytes: plan.totalBytes,
+      ctl: new AbortController(),
+    };
     jobs.set(job.id, job);
     for (const [id, j] of jobs) if (jobs.size > 20 && j.state !== "running") jobs.delete(id);
     // Not awaited: the request answers the progress fragment at once and the fragment polls.
@@ -195,10 +232,19 @@ export function hubRoutes(deps: AppDeps) {
       .then((r) => Object.assign(job, { state: "completed", dir: r.dir, doneBytes: r.totalBytes }))
       .catch((e) => {
         const cancelled = e instanceof HubError && e.kind === "cancelled";
-        Object.assign(job, { state: cancelled ? "cancelled" : "failed", error: cancelled ? undefined : e instanceof HubError ? e.message : `Download failed: ${(e as Error).message}` });
+        Object.assign(job, {
+          state: cancelled ? "cancelled" : "failed",
+          error: cancelled ? undefined : e instanceof HubError ? e.message : `Download failed: ${(e as Error).message}`,
+        });
         if (!(e instanceof HubError)) console.error(`hub download ${o.repo}:`, e);
       });
-    return fragment(c, <><JobView job={job} />{CLEAR_ERROR}</>);
+    return fragment(
+      c,
+      <>
+        <JobView job={job} />
+        {CLEAR_ERROR}
+      </>,
+    );
   });
 
   const jobOf = (id: string) => {

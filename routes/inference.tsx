@@ -39,14 +39,25 @@ function ModelsTable(props: { models: ModelCache }) {
     <div id="models" class="scroll-x" hx-get="/inference/models" hx-trigger="every 2s" hx-swap="outerHTML">
       <table class="models" aria-labelledby="models-h">
         <thead>
-          <tr><th scope="col">Model</th><th scope="col">Kind</th><th scope="col">Loaded</th><th scope="col"><span class="sr-only">Actions</span></th></tr>
+          <tr>
+            <th scope="col">Model</th>
+            <th scope="col">Kind</th>
+            <th scope="col">Loaded</th>
+            <th scope="col">
+              <span class="sr-only">Actions</span>
+            </th>
+          </tr>
         </thead>
         <tbody>
           {cache.list().map((m) => {
             const loaded = cache.isLoaded(m.id);
             return (
               <tr data-model={m.id}>
-                <td>{m.label}<br /><small class="muted model-id">{m.id}</small></td>
+                <td>
+                  {m.label}
+                  <br />
+                  <small class="muted model-id">{m.id}</small>
+                </td>
                 <td data-label="Kind">{m.kind === "base" ? "base" : m.method === "full" ? `${m.kind}, full fine-tune` : `${m.kind}, LoRA adapter`}</td>
                 <td data-label="Loaded" data-loaded={loaded ? "yes" : "no"}>{loaded ? "yes" : "no"}</td>
                 <td class="model-actions">

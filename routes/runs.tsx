@@ -85,13 +85,27 @@ function Comparison(props: { runs: RunView[] }) {
       <div class="scroll-x">
         <table class="compare" data-settings-diff>
           <thead>
-            <tr><th scope="col">Setting</th>{props.runs.map((r) => <th scope="col">{names[r.id]}</th>)}</tr>
+            <tr>
+              <th scope="col">Setting</th>
+              {props.runs.map((r) => <th scope="col">{names[r.id]}</th>)}
+            </tr>
           </thead>
           <tbody>
-            <tr><th scope="row">Train loss (last)</th>{props.runs.map((r) => <td>{loss(r.trainLoss)}</td>)}</tr>
-            <tr><th scope="row">Eval loss (last)</th>{props.runs.map((r) => <td data-eval-loss={r.id}>{loss(r.evalLoss)}</td>)}</tr>
+            <tr>
+              <th scope="row">Train loss (last)</th>
+              {props.runs.map((r) => <td>{loss(r.trainLoss)}</td>)}
+            </tr>
+            <tr>
+              <th scope="row">Eval loss (last)</th>
+              {props.runs.map((r) => <td data-eval-loss={r.id}>{loss(r.evalLoss)}</td>)}
+            </tr>
             {diff.map((d) => (
-              <tr data-diff={d.key}><th scope="row"><code>{d.key}</code></th>{d.values.map((v) => <td>{v}</td>)}</tr>
+              <tr data-diff={d.key}>
+                <th scope="row">
+                  <code>{d.key}</code>
+                </th>
+                {d.values.map((v) => <td>{v}</td>)}
+              </tr>
             ))}
           </tbody>
         </table>
@@ -113,47 +127,76 @@ export function runsRoutes(deps: AppDeps) {
       "Runs",
       <>
         <h1>Runs</h1>
-        <p><a class="button" href="/import">Import a model trained elsewhere</a></p>
-        {runs.length === 0 ? <p class="muted">No runs yet. <a href="/create">Fine-tune a model</a> to start one.</p> : (
-          <form method="get" action="/runs">
-            <table class="runs">
-              <thead>
-                <tr>
-                  <th scope="col"><span class="sr-only">Compare</span></th>
-                  <th scope="col">Run</th><th scope="col">State</th><th scope="col">Model</th>
-                  <th scope="col">Dataset</th><th scope="col">Step</th><th scope="col">Train loss</th><th scope="col">Eval loss</th>
-                  <th scope="col">Duration</th><th scope="col"><span class="sr-only">Actions</span></th>
-                </tr>
-              </thead>
-              <tbody>
-                {runs.map((r) => (
-                  <tr data-run={r.id} data-state={r.status.state}>
-                    <td><input type="checkbox" name="compare" value={r.id} checked={compare.includes(r.id)} aria-label={`Compare ${r.run.config.name}`} /></td>
-                    <td class="run-name">
-                      <a href={`/runs/${encodeURIComponent(r.id)}`}>{r.run.config.name}</a>
-                      <small class="muted run-id" title={r.id}>{whenCreated(r)} · <code>{shortId(r)}</code></small>
-                    </td>
-                    <td data-label="State"><span class={`state state-${r.status.state}`}>{r.orphan ? "orphan" : r.status.state}</span></td>
-                    <td data-label="Model" title={r.run.config.model}>
-                      {modelLabel(r.run.config.model)}, {r.run.config.method === "lora" ? `LoRA r=${r.run.config.lora.r}` : "full"}
-                    </td>
-                    <td data-label="Dataset" title={r.run.config.dataset.path}>{datasetLabel(r.run.config.dataset.path)}</td>
-                    <td data-label="Step" class="num">{r.status.totalSteps ? `${r.status.step}/${r.status.totalSteps}` : r.status.step}</td>
-                    <td data-label="Train loss" class="num">{r.trainLoss?.toFixed(4) ?? "–"}</td>
-                    <td data-label="Eval loss" class="num">{r.evalLoss?.toFixed(4) ?? "–"}</td>
-                    <td data-label="Duration" class="num" data-duration>{runDuration(r)}</td>
-                    <td class="row-actions">
-                      {isFinalState(r.status.state) && (
-                        <DeleteButton url={`/api/runs/${encodeURIComponent(r.id)}`} confirm={`Delete run "${r.run.config.name}" and all its checkpoints? This cannot be undone.`} />
-                      )}
-                    </td>
+        <p>
+          <a class="button" href="/import">Import a model trained elsewhere</a>
+        </p>
+        {runs.length === 0
+          ? (
+            <p class="muted">
+              No runs yet. <a href="/create">Fine-tune a model</a> to start one.
+            </p>
+          )
+          : (
+            <form method="get" action="/runs">
+              <table class="runs">
+                <thead>
+                  <tr>
+                    <th scope="col">
+                      <span class="sr-only">Compare</span>
+                    </th>
+                    <th scope="col">Run</th>
+                    <th scope="col">State</th>
+                    <th scope="col">Model</th>
+                    <th scope="col">Dataset</th>
+                    <th scope="col">Step</th>
+                    <th scope="col">Train loss</th>
+                    <th scope="col">Eval loss</th>
+                    <th scope="col">Duration</th>
+                    <th scope="col">
+                      <span class="sr-only">Actions</span>
+                    </th>
                   </tr>
-                ))}
-              </tbody>
-            </table>
-            <p><button type="submit">Compare selected runs</button></p>
-          </form>
-        )}
+                </thead>
+                <tbody>
+                  {runs.map((r) => (
+                    <tr data-run={r.id} data-state={r.status.state}>
+                      <td>
+                        <input type="checkbox" name="compare" value={r.id} checked={compare.includes(r.id)} aria-label={`Compare ${r.run.config.name}`} />
+                      </td>
+                      <td class="run-name">
+                        <a href={`/runs/${encodeURIComponent(r.id)}`}>{r.run.config.name}</a>
+                        <small class="muted run-id" title={r.id}>
+                          {whenCreated(r)} · <code>{shortId(r)}</code>
+                        </small>
+                      </td>
+                      <td data-label="State">
+                        <span class={`state state-${r.status.state}`}>{r.orphan ? "orphan" : r.status.state}</span>
+                      </td>
+                      <td data-label="Model" title={r.run.config.model}>
+                        {modelLabel(r.run.config.model)}, {r.run.config.method === "lora" ? `LoRA r=${r.run.config.lora.r}` : "full"}
+                      </td>
+                      <td data-label="Dataset" title={r.run.config.dataset.path}>{datasetLabel(r.run.config.dataset.path)}</td>
+                      <td data-label="Step" class="num">{r.status.totalSteps ? `${r.status.step}/${r.status.totalSteps}` : r.status.step}</td>
+                      <td data-label="Train loss" class="num">{r.trainLoss?.toFixed(4) ?? "–"}</td>
+                      <td data-label="Eval loss" class="num">{r.evalLoss?.toFixed(4) ?? "–"}</td>
+                      <td data-label="Duration" class="num" data-duration>{runDuration(r)}</td>
+                      <td class="row-actions">
+                        {isFinalState(r.status.state) && (
+                          <DeleteButton
+                            url={`/api/runs/${encodeURIComponent(r.id)}`}
+                            confirm={`Delete run "${r.run.config.name}" and all its checkpoints? This cannot be undone.`}
+                          />
+                        )}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+              <p>
+                <button type="submit">Compare selected runs</button>
+              </p>
+            </form>
+          )}
         {compared.length > 0 && <Comparison runs={compared} />}
       </>,
     );

@@ -52,7 +52,9 @@ export function hostGuard(token: string | undefined): MiddlewareHandler {
     if (token) return next();
     const host = c.req.header("Host") ?? new URL(c.req.url).host;
     if (isLoopbackHost(host)) return next();
-    const message = `This server answers only to 127.0.0.1, localhost or [::1] (the request was for "${host.slice(0, 100)}"). To reach it under another name, start it with --token`;
+    const message = `This server answers only to 127.0.0.1, localhost or [::1] (the request was for "${
+      host.slice(0, 100)
+    }"). To reach it under another name, start it with --token`;
     if (c.req.path.startsWith("/v1/")) return c.json({ error: { message, type: "invalid_request_error", param: null, code: "host_not_allowed" } }, 421);
     return c.json({ error: message }, 421);
   };

@@ -14,7 +14,20 @@ function app(token?: string) {
 
 Deno.test("isLoopbackHost: loopback names with or without a port, nothing else", () => {
   for (const ok of ["127.0.0.1", "127.0.0.1:8080", "localhost", "localhost:1", "LOCALHOST:8080", "[::1]", "[::1]:8080", "127.1.2.3:9"]) assert(isLoopbackHost(ok), `${ok} refused`);
-  for (const bad of ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", "0.0.0.0:8080", "[::]:8080", "", "localhost:8080:1", "192.168.1.2", "[::1]evil"]) {
+  for (
+    const bad of [
+      "evil.example",
+      "evil.example:8080",
+      "localhost.evil.example",
+      "127.0.0.1.nip.io",
+      "0.0.0.0:8080",
+      "[::]:8080",
+      "",
+      "localhost:8080:1",
+      "192.168.1.2",
+      "[::1]evil",
+    ]
+  ) {
     assert(!isLoopbackHost(bad), `${bad} accepted`);
   }
 });

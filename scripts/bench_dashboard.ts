@@ -21,8 +21,13 @@ const id = path.basename(runDir);
 const ev = new EventWriter(runDir);
 const t0 = performance.now();
 const scalars = (s: number) => ({
-  "train/loss": 3 + Math.sin(s / 100), "train/learning_rate": 1e-4, "train/grad_norm": 1, "train/tokens_per_second": 900,
-  "train/step_time_ms": 50, "train/epoch": s / 1000, "system/rss_mb": 1200,
+  "train/loss": 3 + Math.sin(s / 100),
+  "train/learning_rate": 1e-4,
+  "train/grad_norm": 1,
+  "train/tokens_per_second": 900,
+  "train/step_time_ms": 50,
+  "train/epoch": s / 1000,
+  "system/rss_mb": 1200,
 });
 for (let s = 1; s <= STEPS; s++) ev.scalars(s, scalars(s), 1_700_000_000 + s * 0.05);
 const logLine = "step 12345/200000 | loss 3.1234 | lr 1.00e-4 | grad_norm 1.000 | 900 tok/s | 50 ms | epoch 12.34\n";
@@ -45,7 +50,9 @@ async function time(url: string): Promise<number> {
 }
 
 const coldKpi = await time(`/runs/${id}/fragments/kpi`);
-if ((await app.request(`/runs/${id}/fragments/kpi`)).status !== 200) throw new Error("bench_dashboard: the stand-in run is not live; the numbers would not be those of a training run");
+if ((await app.request(`/runs/${id}/fragments/kpi`)).status !== 200) {
+  throw new Error("bench_dashboard: the stand-in run is not live; the numbers would not be those of a training run");
+}
 const kpi: number[] = [], logs: number[] = [], scalarsMs: number[] = [];
 let offset = fs.statSync(path.join(runDir, "trainer_stdout.log")).size;
 for (let i = 1; i <= 50; i++) {

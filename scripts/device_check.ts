@@ -4,7 +4,7 @@
  * LoRA bench at the 270m shape beside the CPU's. One JSON line per figure.
  */
 import { probeDevices } from "../engine/devices.ts";
-import { figureOk, parityFigures } from "../engine/device_parity.ts";
+import { figureOk, PARITY_MODELS, parityFigures } from "../engine/device_parity.ts";
 import { bench } from "../engine/bench.ts";
 
 const layers = Number(Deno.env.get("DEVICE_CHECK_LAYERS") ?? 2);
@@ -19,8 +19,8 @@ const usable = devices.filter((d) => d.available && d.device !== "cpu").map((d) 
 if (usable.length === 0) print({ kind: "note", message: "no GPU device works here: only the CPU figures follow" });
 
 for (const device of usable) {
-  for (const g of [1, 2, 3] as const) {
-    for (const f of await parityFigures(device, g)) print({ kind: "parity", ...f, ok: figureOk(f) });
+  for (const m of PARITY_MODELS) {
+    for (const f of await parityFigures(device, m)) print({ kind: "parity", ...f, ok: figureOk(f) });
   }
 }
 for (const device of ["cpu", ...usable] as const) {

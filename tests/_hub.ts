@@ -87,8 +87,14 @@ export async function startFakeHub(): Promise<FakeHub> {
     const r = repos[repo];
     if (!r) return json({ error: "Repository not found" }, 404, { "X-Error-Code": "RepositoryNotFound" });
     if (!r.gated) return null;
-    if (!auth) return json({ error: `Access to model ${repo} is restricted. You must have access to it and be authenticated to access it. Please log in.` }, 401, { "X-Error-Code": "GatedRepo" });
-    if (auth !== `Bearer ${GOOD_TOKEN}`) return json({ error: `Access to model ${repo} is restricted and you are not in the authorized list.` }, 403, { "X-Error-Code": "GatedRepo" });
+    if (!auth) {
+      return json({ error: `Access to model ${repo} is restricted. You must have access to it and be authenticated to access it. Please log in.` }, 401, {
+        "X-Error-Code": "GatedRepo",
+      });
+    }
+    if (auth !== `Bearer ${GOOD_TOKEN}`) {
+      return json({ error: `Access to model ${repo} is restricted and you are not in the authorized list.` }, 403, { "X-Error-Code": "GatedRepo" });
+    }
     return null;
   }
 
@@ -163,13 +169,33 @@ export async function startFakeHub(): Promise<FakeHub> {
       if (denied) return denied;
       const r = repos[m[1]];
       const config = JSON.parse(new TextDecoder().decode(r.files.find((f) => f.path === "config.json")!.data));
-      return json({ _id: "0".repeat(24), id: m[1], sha, private: false, gated: r.gated ? "manual" : false, downloads: 0, likes: 0, lastModified: "2026-01-01T00:00:00.000Z", pipeline_tag: "text-generation", siblings: r.files.map((f) => ({ rfilename: f.path })), config: { model_type: config.model_type, architectures: config.architectures } });
+      return json({
+        _id: "0".repeat(24),
+        id: m[1],
+        sha,
+        private: false,
+        gated: r.gated ? "manual" : false,
+        downloads: 0,
+        likes: 0,
+        lastModified: "2026-01-01T00:00:00.000Z",
+        pipeline_tag: "text-generation",
+        siblings: r.files.map((f) => ({ rfilename: f.path })),
+        config: { model_type: config.model_type, architectures: config.architectures },
+      });
     }
     m = /^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)$/.exec(u.pathname);
     if (m) {
       const denied = access(m[1], auth);
       if (denied) return denied;
-      return json(repos[m[1]].files.map((f) => ({ type: "file", path: f.path, size: f.data.length, oid: f.oid, ...(f.sha256 ? { lfs: { oid: f.sha256, size: f.data.length, pointerSize: 134 } } : {}) })));
+      return json(
+        repos[m[1]].files.map((f) => ({
+          type: "file",
+          path: f.path,
+          size: f.data.length,
+          oid: f.oid,
+          ...(f.sha256 ? { lfs: { oid: f.sha256, size: f.data.length, pointerSize: 134 } } : {}),
+        })),
+      );
     }
     m = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(u.pathname);
     if (m) {

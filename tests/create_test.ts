@@ -17,9 +17,27 @@ function setup() {
 }
 
 const BASE = {
-  name: "t", model: "demo", dataset_path: "sample", format: "auto", validation: "0.1", method: "lora", lora_r: "8", lora_alpha: "16",
-  lora_dropout: "0", lora_targets: ["q_proj", "v_proj"], until: "steps", maxSteps: "5", batchSize: "2", gradAccum: "1", learningRate: "0.01",
-  schedule: "cosine", warmupSteps: "1", maxLength: "128", evalEvery: "5", saveEvery: "5", seed: "1",
+  name: "t",
+  model: "demo",
+  dataset_path: "sample",
+  format: "auto",
+  validation: "0.1",
+  method: "lora",
+  lora_r: "8",
+  lora_alpha: "16",
+  lora_dropout: "0",
+  lora_targets: ["q_proj", "v_proj"],
+  until: "steps",
+  maxSteps: "5",
+  batchSize: "2",
+  gradAccum: "1",
+  learningRate: "0.01",
+  schedule: "cosine",
+  warmupSteps: "1",
+  maxLength: "128",
+  evalEvery: "5",
+  saveEvery: "5",
+  seed: "1",
 };
 
 function form(values: Record<string, string | string[]>): FormData {
@@ -103,7 +121,11 @@ function streamedUpload(filename: string, fileBytes: number, opts: { cut?: boole
     pull(ctl) {
       if (phase === 0) {
         phase = 1;
-        ctl.enqueue(enc.encode(`--${boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: application/octet-stream\r\n\r\n`));
+        ctl.enqueue(
+          enc.encode(
+            `--${boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+          ),
+        );
       } else if (sent < fileBytes) {
         const part = chunk.slice(0, Math.min(chunk.length, fileBytes - sent));
         hash.update(part);
@@ -116,7 +138,9 @@ function streamedUpload(filename: string, fileBytes: number, opts: { cut?: boole
     },
   });
   const req = new Request("http://127.0.0.1/create/upload", {
-    method: "POST", body, duplex: "half",
+    method: "POST",
+    body,
+    duplex: "half",
     headers: { "Content-Type": `multipart/form-data; boundary=${boundary}`, "HX-Request": "true", "HX-CSRF": "1" },
   } as RequestInit);
   return { req, sha256: () => hash.digest("hex") };
@@ -144,7 +168,8 @@ Deno.test({
     fs.writeFileSync(path.join(dataDir, "server.ts"), UPLOAD_SERVER(dataDir, 192 * 1024 * 1024));
     const server = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--no-check", "--config", new URL("../deno.json", import.meta.url).pathname, path.join(dataDir, "server.ts")],
-      stdout: "piped", stderr: "inherit",
+      stdout: "piped",
+      stderr: "inherit",
     }).spawn();
     const datasets = path.join(dataDir, "datasets");
     try {

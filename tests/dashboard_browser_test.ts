@@ -31,7 +31,18 @@ Deno.test({
       const res = await fetch(`${base}/api/runs`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ name: "dash", model: "demo", dataset: { path: "sample" }, maxSteps: 40, batchSize: 4, maxLength: 64, evalEvery: 10, saveEvery: 20, learningRate: 0.005, warmupSteps: 1 }),
+        body: JSON.stringify({
+          name: "dash",
+          model: "demo",
+          dataset: { path: "sample" },
+          maxSteps: 40,
+          batchSize: 4,
+          maxLength: 64,
+          evalEvery: 10,
+          saveEvery: 20,
+          learningRate: 0.005,
+          warmupSteps: 1,
+        }),
       });
       const body = await res.text();
       assert(res.status === 201, `POST /api/runs gave ${res.status}: ${body}`);

@@ -9,7 +9,7 @@ import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { join } from "node:path";
 import { parseRunConfig } from "../config/training.ts";
 import { chatPromptIds } from "../engine/chat_format.ts";
-import { Generator, generateIds, loadForGeneration } from "../engine/generate.ts";
+import { generateIds, Generator, loadForGeneration } from "../engine/generate.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
 import type { ChatMessage } from "../engine/chat_format.ts";
 import { presetConfig } from "../routes/create_form.ts";

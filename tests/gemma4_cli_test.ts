@@ -59,17 +59,32 @@ Deno.test("Gemma 4 E-model (multimodal): score and generate --ids without a toke
   const data = path.join(root, "data");
   for (const method of ["lora", "full"] as const) {
     const cfg = path.join(root, `${method}.json`);
-    fs.writeFileSync(cfg, JSON.stringify({
-      name: `g4-${method}`, model, method, dataset: { path: "sample" }, maxSteps: 2, batchSize: 2, maxLength: 32, learningRate: 0.01,
-      saveEvery: 1, evalEvery: 0, threads: 1, lora: { r: 2, alpha: 4, dropout: 0, targets: ["q_proj", "k_proj", "v_proj", "down_proj"] },
-    }));
+    fs.writeFileSync(
+      cfg,
+      JSON.stringify({
+        name: `g4-${method}`,
+        model,
+        method,
+        dataset: { path: "sample" },
+        maxSteps: 2,
+        batchSize: 2,
+        maxLength: 32,
+        learningRate: 0.01,
+        saveEvery: 1,
+        evalEvery: 0,
+        threads: 1,
+        lora: { r: 2, alpha: 4, dropout: 0, targets: ["q_proj", "k_proj", "v_proj", "down_proj"] },
+      }),
+    );
     const run = lastJson((await cli(["train", "--config", cfg, "--data", data])).stdout);
     const runDir = run.runDir ?? run.dir ?? path.join(data, "runs", run.id);
     if (!fs.existsSync(path.join(runDir, "final"))) throw new Error(`${method}: no final/ in ${runDir}: ${JSON.stringify(run)}`);
     if (method === "lora") {
       const adapter = JSON.parse(fs.readFileSync(path.join(runDir, "final", "adapter_config.json"), "utf8"));
       const re = new RegExp(`^(?:${adapter.target_modules})$`);
-      if (!re.test("model.language_model.layers.1.self_attn.k_proj") || re.test("model.vision_tower.encoder.layers.0.self_attn.q_proj.linear")) throw new Error(`target_modules ${adapter.target_modules}`);
+      if (!re.test("model.language_model.layers.1.self_attn.k_proj") || re.test("model.vision_tower.encoder.layers.0.self_attn.q_proj.linear")) {
+        throw new Error(`target_modules ${adapter.target_modules}`);
+      }
       const names = readHeader(path.join(runDir, "final", "adapter_model.safetensors")).entries.map((e) => e.name);
       if (names.some((n) => /layers\.[23]\.self_attn\.[kv]_proj/.test(n))) throw new Error("LoRA on the k/v of a KV-shared layer");
     }

@@ -38,10 +38,26 @@ async function peftOutput(root: string, dataDir: string, o: { base?: string; bad
     }
   }
   const config = {
-    alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: o.base ?? "google/gemma-3-270m", bias: "none", fan_in_fan_out: false,
-    inference_mode: true, init_lora_weights: true, layers_pattern: null, layers_to_transform: null, lora_alpha: 8, lora_dropout: 0.05,
-    modules_to_save: null, peft_type: "LORA", r: R, rank_pattern: {}, revision: null, target_modules: ["v_proj", "q_proj"], task_type: "CAUSAL_LM",
-    use_dora: false, use_rslora: false,
+    alpha_pattern: {},
+    auto_mapping: null,
+    base_model_name_or_path: o.base ?? "google/gemma-3-270m",
+    bias: "none",
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layers_pattern: null,
+    layers_to_transform: null,
+    lora_alpha: 8,
+    lora_dropout: 0.05,
+    modules_to_save: null,
+    peft_type: "LORA",
+    r: R,
+    rank_pattern: {},
+    revision: null,
+    target_modules: ["v_proj", "q_proj"],
+    task_type: "CAUSAL_LM",
+    use_dora: false,
+    use_rslora: false,
   };
   for (const d of [out, path.join(out, "checkpoint-4")]) {
     writeSafetensors(path.join(d, "adapter_model.safetensors"), tensors, { format: "pt" });
@@ -69,13 +85,26 @@ Deno.test("import: a PEFT adapter from a bundle's output becomes a completed run
     const bundle = path.join(root, "bundle");
     const out = await peftOutput(bundle, dataDir);
     // The bundle's record names the run and its base model ("demo"), which the adapter's Hub id alone would not find here.
-    fs.writeFileSync(path.join(bundle, "handoff.json"), JSON.stringify({ format: "gemma-tuner-handoff", version: 1, target: "axolotl", config: { name: "chat", model: "demo", dataset: { path: "sample" }, maxSteps: 4 } }));
+    fs.writeFileSync(
+      path.join(bundle, "handoff.json"),
+      JSON.stringify({ format: "gemma-tuner-handoff", version: 1, target: "axolotl", config: { name: "chat", model: "demo", dataset: { path: "sample" }, maxSteps: 4 } }),
+    );
 
     const r = await importModel({ source: out, dataDir });
-    assertEquals([r.kind, r.baseModel, r.tensors, r.step, r.fromHandoff, r.events.length], ["adapter", "demo", 4 * (await loadModel(await ensureDemoModel(dataDir))).config.numLayers, 4, true, 1]);
+    assertEquals([r.kind, r.baseModel, r.tensors, r.step, r.fromHandoff, r.events.length], [
+      "adapter",
+      "demo",
+      4 * (await loadModel(await ensureDemoModel(dataDir))).config.numLayers,
+      4,
+      true,
+      1,
+    ]);
     assertEquals(readStatus(r.runDir)?.state, "completed");
     const run = JSON.parse(fs.readFileSync(path.join(r.runDir, "run.json"), "utf8"));
-    assertEquals([run.config.name, run.config.model, run.config.method, run.config.lora.r, run.config.lora.alpha, run.config.lora.targets], ["chat", "demo", "lora", R, 8, ["q_proj", "v_proj"]]);
+    assertEquals([run.config.name, run.config.model, run.config.method, run.config.lora.r, run.config.lora.alpha, run.config.lora.targets], ["chat", "demo", "lora", R, 8, [
+      "q_proj",
+      "v_proj",
+    ]]);
     assertEquals(run.imported.target, "axolotl");
     assert(fs.existsSync(path.join(r.runDir, "final", "adapter_model.safetensors")), "final/ holds the adapter");
     assert(!runIds(dataDir).some((n) => n.startsWith(".import-")), "the staging folder is gone");

@@ -26,10 +26,31 @@ Deno.test("Run on a cluster: create form and dashboard prepare a bundle whose zi
 
     // The create form's fields (as hx-include sends them) plus the cluster fields.
     const form = new URLSearchParams({
-      name: "cluster demo", model: "demo", dataset_path: "sample", format: "auto", validation: "0.1", method: "lora", lora_r: "8", lora_alpha: "16",
-      lora_dropout: "0.05", maxSteps: "20", batchSize: "4", gradAccum: "2", learningRate: "0.0002", schedule: "cosine", warmupSteps: "2",
-      maxLength: "128", evalEvery: "5", saveEvery: "10", seed: "3", device: "cpu",
-      hf_target: "trl", hf_launcher: "slurm", hf_gpus: "4", hf_nodes: "2", hf_time: "12:00:00",
+      name: "cluster demo",
+      model: "demo",
+      dataset_path: "sample",
+      format: "auto",
+      validation: "0.1",
+      method: "lora",
+      lora_r: "8",
+      lora_alpha: "16",
+      lora_dropout: "0.05",
+      maxSteps: "20",
+      batchSize: "4",
+      gradAccum: "2",
+      learningRate: "0.0002",
+      schedule: "cosine",
+      warmupSteps: "2",
+      maxLength: "128",
+      evalEvery: "5",
+      saveEvery: "10",
+      seed: "3",
+      device: "cpu",
+      hf_target: "trl",
+      hf_launcher: "slurm",
+      hf_gpus: "4",
+      hf_nodes: "2",
+      hf_time: "12:00:00",
     });
     for (const t of ["q_proj", "v_proj"]) form.append("lora_targets", t);
     const prep = await app.request("/handoff/prepare", { method: "POST", body: form, headers: HX });
@@ -49,7 +70,10 @@ Deno.test("Run on a cluster: create form and dashboard prepare a bundle whose zi
     const yml = path.join(dataDir, "trl.yaml");
     await extractEntry(file, entries.find((e) => e.name === "cluster-demo-trl/trl.yaml")!, yml);
     const trl = YAML.parse(fs.readFileSync(yml, "utf8"), { version: "1.1" });
-    assertEquals([trl.sft.per_device_train_batch_size, trl.sft.gradient_accumulation_steps, trl.sft.max_steps, trl.peft.r, trl.peft.target_modules], [4, 2, 20, 8, ["q_proj", "v_proj"]]);
+    assertEquals([trl.sft.per_device_train_batch_size, trl.sft.gradient_accumulation_steps, trl.sft.max_steps, trl.peft.r, trl.peft.target_modules], [4, 2, 20, 8, [
+      "q_proj",
+      "v_proj",
+    ]]);
 
     // A run's dashboard: the same form, with the run's id.
     const dir = createRun(parseRunConfig({ name: "done", model: "demo", dataset: { path: "sample", validation: 0 }, maxSteps: 3, evalEvery: 0 }), dataDir);
@@ -57,7 +81,11 @@ Deno.test("Run on a cluster: create form and dashboard prepare a bundle whose zi
     const id = path.basename(dir);
     const dash = await (await app.request(`/runs/${id}`)).text();
     assert(dash.includes("Run on a cluster…") && dash.includes(`value="${id}"`), "the dashboard has the cluster form for this run");
-    const prep2 = await app.request("/handoff/prepare", { method: "POST", body: new URLSearchParams({ hf_run: id, hf_target: "axolotl", hf_launcher: "local", hf_gpus: "1", hf_nodes: "1", hf_time: "01:00:00" }), headers: HX });
+    const prep2 = await app.request("/handoff/prepare", {
+      method: "POST",
+      body: new URLSearchParams({ hf_run: id, hf_target: "axolotl", hf_launcher: "local", hf_gpus: "1", hf_nodes: "1", hf_time: "01:00:00" }),
+      headers: HX,
+    });
     const href2 = /href="(\/handoff\/bundle\?[^"]+)"/.exec(await prep2.text())?.[1]?.replaceAll("&amp;", "&");
     assert(href2?.includes(`run=${id}`), `dashboard link: ${href2}`);
     const z2 = await app.request(href2!);

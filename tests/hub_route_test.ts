@@ -21,7 +21,11 @@ function tree(dir: string): string[] {
   return (fs.readdirSync(dir, { recursive: true }) as string[]).sort();
 }
 
-Deno.test({ name: "Hub page: list, background download with progress, create form lists it; cancel, gated, unknown, not Gemma, disk full", sanitizeResources: false, sanitizeOps: false }, async () => {
+Deno.test({
+  name: "Hub page: list, background download with progress, create form lists it; cancel, gated, unknown, not Gemma, disk full",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
   const hub = await startFakeHub();
   const dataDir = fs.mkdtempSync("/tmp/gt-hubroute-");
   const cache = fs.mkdtempSync("/tmp/gt-hubroute-cache-");
@@ -64,7 +68,10 @@ Deno.test({ name: "Hub page: list, background download with progress, create for
     const llama = await post("/hub/plan", { repo: "org/tiny-llama" });
     assert(llama.status === 422 && llama.html.includes("not a Gemma model"), `${llama.status} ${llama.html}`);
     const gated = await post("/hub/plan", { repo: "google/gated-gemma" });
-    assert(gated.status === 403 && /accept the licen[cs]e/.test(gated.html) && gated.html.includes("Token field") && gated.html.includes("Access Tokens"), `${gated.status} ${gated.html}`);
+    assert(
+      gated.status === 403 && /accept the licen[cs]e/.test(gated.html) && gated.html.includes("Token field") && gated.html.includes("Access Tokens"),
+      `${gated.status} ${gated.html}`,
+    );
     const wrong = await post("/hub/plan", { repo: "google/gated-gemma", token: "hf_not_the_right_one" });
     assert(wrong.status === 403 && wrong.html.includes("has not been accepted for this account") && !wrong.html.includes("hf_not_the_right_one"), `${wrong.status} ${wrong.html}`);
     const allowed = await post("/hub/plan", { repo: "google/gated-gemma", token: GOOD_TOKEN });

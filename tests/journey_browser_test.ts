@@ -62,7 +62,7 @@ Deno.test({
         await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(400_000) });
         await w.screenshot("05-completed");
 
-        await Promise.all([w.page.waitForNavigation(), w.page.click('#control a.button.primary')]);
+        await Promise.all([w.page.waitForNavigation(), w.page.click("#control a.button.primary")]);
         assert(w.page.url().includes("/inference"), `"Try it" went to ${w.page.url()}`);
         // Chat with the tuned model: the reply streams in and its stats appear.
         await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]', { timeout: timeout(30_000) });

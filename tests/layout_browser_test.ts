@@ -21,7 +21,9 @@ function layoutProblems(): string[] {
   const out: string[] = [];
   const name = (e: Element) => {
     const text = (e.textContent ?? "").trim().replace(/\s+/g, " ").slice(0, 40);
-    return `<${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ""}${e.className && typeof e.className === "string" ? `.${e.className.trim().split(/\s+/).join(".")}` : ""}>${text ? ` "${text}"` : ""}`;
+    return `<${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ""}${e.className && typeof e.className === "string" ? `.${e.className.trim().split(/\s+/).join(".")}` : ""}>${
+      text ? ` "${text}"` : ""
+    }`;
   };
   if (document.documentElement.scrollWidth > vw + 1) {
     const wide = [...document.querySelectorAll("body *")].filter((e) => {
@@ -73,12 +75,17 @@ Deno.test({
     withServer(async (base) => {
       const full = String((await post(base, "/api/runs", { ...RUN, name: "alpha-full", method: "full", learningRate: 0.01 })).id);
       const lora = String((await post(base, "/api/runs", { ...RUN, name: "beta-lora", method: "lora", learningRate: 0.005 })).id);
-      await waitFor("both runs to complete", async () => {
-        const runs = (await (await fetch(`${base}/api/runs`)).json()).runs as { id: string; state: string }[];
-        const failed = runs.find((r) => r.state === "failed" || r.state === "aborted");
-        if (failed) throw new Error(`run ${failed.id} ended ${failed.state}`);
-        return runs.filter((r) => r.state === "completed").length === 2;
-      }, TIMEOUTS.training, 500);
+      await waitFor(
+        "both runs to complete",
+        async () => {
+          const runs = (await (await fetch(`${base}/api/runs`)).json()).runs as { id: string; state: string }[];
+          const failed = runs.find((r) => r.state === "failed" || r.state === "aborted");
+          if (failed) throw new Error(`run ${failed.id} ended ${failed.state}`);
+          return runs.filter((r) => r.state === "completed").length === 2;
+        },
+        TIMEOUTS.training,
+        500,
+      );
 
       const browser = await launch();
       try {
@@ -131,7 +138,9 @@ Deno.test({
         await settle(w.page);
         const rows = await w.page.$$eval("#models tr[data-model]", (trs) =>
           trs.map((tr) => ({ id: tr.getAttribute("data-model")!, loaded: tr.querySelector("[data-loaded]")!.getAttribute("data-loaded"), text: tr.textContent ?? "" })));
-        const ids = rows.map((r) => r.id);
+        const ids = rows.map((r) =>
+          r.id
+        );
         assert(ids.includes(`${full}/final`) && ids.includes(`${full}/checkpoint-2`) && !ids.includes(`${full}/checkpoint-4`), `final and its checkpoint listed twice: ${ids}`);
         assert(!rows.find((r) => r.id === `${full}/final`)!.text.includes("Adapter (zip)"), "a full fine-tune is offered as an adapter");
         assert(rows.find((r) => r.id === `${lora}/final`)!.text.includes("Adapter (zip)"), "the LoRA run has no adapter download");

@@ -74,7 +74,7 @@ Deno.test("path traversal in run ids and query parameters is refused", async () 
 
 Deno.test("user content is escaped: script tags in run names and dataset rows never render as HTML", async () => {
   const { app, dataDir } = setup();
-  const evil = '<script>alert(1)</script><img src=x onerror=alert(2)>';
+  const evil = "<script>alert(1)</script><img src=x onerror=alert(2)>";
   const r = await app.request("/api/runs", json(JSON.stringify({ ...good, name: evil, maxSteps: 1 })));
   assert(r.status === 201, `create gave ${r.status}`);
   const { id } = await r.json();
@@ -189,7 +189,13 @@ Deno.test("oversized bodies get 413 with a JSON error naming the limit: the API,
   const { app, service } = setup();
   const big = JSON.stringify({ ...good, name: "x".repeat(2 * 1024 * 1024) });
   // With Content-Length (refused before reading) and streamed without it (cut while reading).
-  const streamed = (s: string) => new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode(s)); c.close(); } });
+  const streamed = (s: string) =>
+    new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(s));
+        c.close();
+      },
+    });
   for (const body of [big, streamed(big)]) {
     const r = await app.request("/api/runs", { method: "POST", body, headers: { "Content-Type": "application/json" }, duplex: "half" } as RequestInit);
     const j = await r.json();
@@ -201,7 +207,9 @@ Deno.test("oversized bodies get 413 with a JSON error naming the limit: the API,
   const e = await v1.json();
   assert(v1.status === 413 && e.error?.type === "invalid_request_error" && e.error.message.includes("4194304 bytes (4 MiB)"), `/v1: ${v1.status} ${JSON.stringify(e)}`);
   const form = await app.request("/create/fragments/check", {
-    method: "POST", body: "name=" + "z".repeat(2 * 1024 * 1024), headers: { "Content-Type": "application/x-www-form-urlencoded", "HX-CSRF": "1", "HX-Request": "true" },
+    method: "POST",
+    body: "name=" + "z".repeat(2 * 1024 * 1024),
+    headers: { "Content-Type": "application/x-www-form-urlencoded", "HX-CSRF": "1", "HX-Request": "true" },
   });
   assert(form.status === 413 && (await form.json()).error.includes("1 MiB"), `form: ${form.status}`);
 });
@@ -227,7 +235,10 @@ Deno.test("messages: a model path that is a file says so; a too-long stop names 
   for (const stop of ["s".repeat(201), Array(9).fill("x"), 7]) {
     const r = await app.request("/v1/chat/completions", json(JSON.stringify({ model: "demo", messages: [{ role: "user", content: "hi" }], stop })));
     const j = await r.json();
-    assert(r.status === 400 && j.error.param === "stop" && j.error.message === "stop: must be a string of at most 200 characters, or a list of at most 8 such strings", `${JSON.stringify(stop).slice(0, 20)}: ${JSON.stringify(j)}`);
+    assert(
+      r.status === 400 && j.error.param === "stop" && j.error.message === "stop: must be a string of at most 200 characters, or a list of at most 8 such strings",
+      `${JSON.stringify(stop).slice(0, 20)}: ${JSON.stringify(j)}`,
+    );
   }
 });
 
@@ -239,13 +250,27 @@ Deno.test("dashboard: a damaged checkpoint is not offered for resume and is name
   for (const step of [2, 4]) {
     const t = { shape: [2, 2], data: Float32Array.from([step, 1, 2, 3]) };
     writeCheckpoint(dir, {
-      step, method: "lora", lora: LoraSchema.parse({ r: 2, alpha: 4, targets: ["q_proj"] }), baseModel: "/m", modelDir: "/m",
+      step,
+      method: "lora",
+      lora: LoraSchema.parse({ r: 2, alpha: 4, targets: ["q_proj"] }),
+      baseModel: "/m",
+      modelDir: "/m",
       trainable: new Map([["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", t]]),
       optimizer: [{ name: "m", dtype: "F32", shape: [4], data: new Float32Array(4) }],
       state: {
-        format: TRAINER_STATE_FORMAT, version: TRAINER_STATE_VERSION, step, totalSteps: 10, epoch: 0, microBatches: step,
-        rng: { seed: 1, dropoutStream: "seed,microBatch", nextMicroBatch: step }, schedule: { kind: "constant", peakLr: 0.01, warmupSteps: 0, totalSteps: 10 },
-        method: "lora", baseModel: "/m", trainLoss: 1, evalLoss: null, logHistory: [],
+        format: TRAINER_STATE_FORMAT,
+        version: TRAINER_STATE_VERSION,
+        step,
+        totalSteps: 10,
+        epoch: 0,
+        microBatches: step,
+        rng: { seed: 1, dropoutStream: "seed,microBatch", nextMicroBatch: step },
+        schedule: { kind: "constant", peakLr: 0.01, warmupSteps: 0, totalSteps: 10 },
+        method: "lora",
+        baseModel: "/m",
+        trainLoss: 1,
+        evalLoss: null,
+        logHistory: [],
       },
     });
   }

@@ -23,7 +23,7 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
   const a = mk("alpha", "completed"), b = mk("beta", "completed"), live = mk("gamma", "training");
   const html = await (await app.request(`/runs?compare=${a}&compare=${b}`)).text();
   for (const n of ["alpha", "beta", "gamma"]) assert(html.includes(n), `${n} missing`);
-  assert(html.includes("data-island=\"MetricsChart\"") && html.includes(a) && html.includes("runIds"), "no comparison chart");
+  assert(html.includes('data-island="MetricsChart"') && html.includes(a) && html.includes("runIds"), "no comparison chart");
   // A run that is training has a duration; a queued one (the service would start it here, so its view) has none.
   const cell = (id: string) => new RegExp(`data-run="${id}"[\\s\\S]*?data-duration="?[^>]*>([^<]*)<`).exec(html)?.[1];
   assert(/^\d+s$/.test(cell(live) ?? ""), `the training run's duration is "${cell(live)}"`);

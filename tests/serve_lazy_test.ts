@@ -22,12 +22,17 @@ Deno.test({
     const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
     try {
       let text = "";
-      const url = await waitFor("the serving URL", async () => {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`serve exited before printing its URL: ${text}`);
-        text += value;
-        return /http:\/\/127\.0\.0\.1:\d+\//.exec(text)?.[0];
-      }, TIMEOUTS.process, 0);
+      const url = await waitFor(
+        "the serving URL",
+        async () => {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`serve exited before printing its URL: ${text}`);
+          text += value;
+          return /http:\/\/127\.0\.0\.1:\d+\//.exec(text)?.[0];
+        },
+        TIMEOUTS.process,
+        0,
+      );
       for (const page of ["healthz", "", "runs", "create", "inference", "v1/models"]) {
         const r = await fetch(`${url}${page}`, { signal: AbortSignal.timeout(TIMEOUTS.request) });
         await r.body?.cancel();

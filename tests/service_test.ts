@@ -10,7 +10,18 @@ import { assert } from "./_assert.ts";
 import { timeout } from "./_timeouts.ts";
 
 const cfg = (name: string, steps: number) =>
-  parseRunConfig({ name, model: "demo", dataset: { path: "sample" }, maxSteps: steps, batchSize: 4, learningRate: 0.005, warmupSteps: 1, evalEvery: 0, saveEvery: 5, maxLength: 64 });
+  parseRunConfig({
+    name,
+    model: "demo",
+    dataset: { path: "sample" },
+    maxSteps: steps,
+    batchSize: 4,
+    learningRate: 0.005,
+    warmupSteps: 1,
+    evalEvery: 0,
+    saveEvery: 5,
+    maxLength: 64,
+  });
 
 async function until(svc: TrainingService, id: string, pred: (s: ReturnType<TrainingService["get"]>) => boolean, what: string, ms = 180_000) {
   const deadline = Date.now() + timeout(ms);
@@ -138,7 +149,10 @@ function fakeService(dataDir: string, env: Record<string, string> = {}) {
   const svc = new TrainingService(dataDir, {
     intervalMs: 0,
     graceMs: 5000,
-    workerCommand: (runDir) => ({ cmd: "/usr/bin/env", args: [...Object.entries(env).map(([k, v]) => `${k}=${v}`), Deno.execPath(), "run", "-A", "--no-check", "--config", DENO_JSON, script, "train", "--run", runDir] }),
+    workerCommand: (runDir) => ({
+      cmd: "/usr/bin/env",
+      args: [...Object.entries(env).map(([k, v]) => `${k}=${v}`), Deno.execPath(), "run", "-A", "--no-check", "--config", DENO_JSON, script, "train", "--run", runDir],
+    }),
   });
   return svc;
 }
@@ -191,7 +205,10 @@ fast("service (stand-in trainer): a trainer this server did not start is an orph
   const runDir = createRun(cfg("outside", 1000), dataDir);
   const id = runDir.split("/").at(-1)!;
   // Started by "someone else" (another server, or the CLI), with a long run.
-  const pid = spawnWorker(runDir, { cmd: "/usr/bin/env", args: ["FAKE_STEPS=1000", "FAKE_STEP_MS=50", Deno.execPath(), "run", "-A", "--no-check", "--config", DENO_JSON, `${dataDir}/fake_trainer.ts`, "train", "--run", runDir] });
+  const pid = spawnWorker(runDir, {
+    cmd: "/usr/bin/env",
+    args: ["FAKE_STEPS=1000", "FAKE_STEP_MS=50", Deno.execPath(), "run", "-A", "--no-check", "--config", DENO_JSON, `${dataDir}/fake_trainer.ts`, "train", "--run", runDir],
+  });
   // What the real trainer writes first; from here on the run is not queued, so this server must not start it.
   (await import("../trainer/run_dir.ts")).writeStatus(runDir, { state: "initializing", message: "Loading", step: 0, totalSteps: 1000, epoch: 0, pid });
   try {
@@ -228,7 +245,10 @@ fast("service: a lock whose pid is dead, or reused by another program, fails the
       writeStatus(dir, { state: "training", message: "Training", step: 3, totalSteps: 10, epoch: 0, pid });
       fs.writeFileSync(`${dir}/trainer_stderr.log`, "loading model\nError: onnxruntime: out of memory\nSegmentation fault");
     }
-    fs.writeFileSync(`${dataDir}/.training.lock`, JSON.stringify({ pid: other.pid, runId: reused.split("/").at(-1), startedAt: "", hostname: (await import("node:os")).hostname() }));
+    fs.writeFileSync(
+      `${dataDir}/.training.lock`,
+      JSON.stringify({ pid: other.pid, runId: reused.split("/").at(-1), startedAt: "", hostname: (await import("node:os")).hostname() }),
+    );
     svc.reconcile(0);
     for (const dir of [reused, dead]) {
       const st = readStatus(dir)!;

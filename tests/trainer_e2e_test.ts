@@ -180,7 +180,10 @@ Deno.test({
     const first = createRun(parseRunConfig(config({ maxSteps: 100000, saveEvery: 0, evalEvery: 0 })), DATA);
     const p = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", join(ROOT, "main.ts"), "train", "--run", first],
-      cwd: ROOT, stdout: "piped", stderr: "piped", env: { GEMMA_TUNER_LOCK_HEARTBEAT_MS: "200" },
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+      env: { GEMMA_TUNER_LOCK_HEARTBEAT_MS: "200" },
     }).spawn();
     try {
       await waitFor(() => (readStatus(first)?.step ?? 0) >= 1, 120_000, "the first trainer's first step");
@@ -211,7 +214,8 @@ Deno.test({
   async fn() {
     const lockFile = join(DATA, ".training.lock");
     const ago = (s: number) => new Date(Date.now() - s * 1000).toISOString();
-    const foreign = (beat: number) => JSON.stringify({ pid: 31337, runId: "run-on-old-container", startedAt: ago(7200), hostname: "container-before-restart", heartbeatAt: ago(beat) });
+    const foreign = (beat: number) =>
+      JSON.stringify({ pid: 31337, runId: "run-on-old-container", startedAt: ago(7200), hostname: "container-before-restart", heartbeatAt: ago(beat) });
     const runDir = createRun(parseRunConfig(config({ maxSteps: 1, evalEvery: 0 })), DATA);
     Deno.writeTextFileSync(lockFile, foreign(3));
     const refused = await runWorker(runDir, DATA, { log: quiet });
@@ -223,7 +227,11 @@ Deno.test({
     const ran = await runWorker(runDir, DATA, { log: quiet });
     eq(ran.state, "completed");
     const log = Deno.readTextFileSync(join(runDir, "status.log"));
-    ok(/Replaced a stale lock \(run run-on-old-container, pid 31337 on host "container-before-restart", heartbeat 60\d s ago\): its heartbeat is 60\d s old \(the limit is 120 s\)/.test(log), log);
+    ok(
+      /Replaced a stale lock \(run run-on-old-container, pid 31337 on host "container-before-restart", heartbeat 60\d s ago\): its heartbeat is 60\d s old \(the limit is 120 s\)/
+        .test(log),
+      log,
+    );
     eq(readLock(DATA), null);
   },
 });
@@ -260,7 +268,9 @@ Deno.test({
       ok(log.includes("Resuming from checkpoint-4 instead of the damaged checkpoint-8"), log);
       // Steps 5-8 were trained again from checkpoint-4 and land where they did; checkpoint-8 is whole again.
       const got = series(runDir, "train/loss");
-      for (const step of [5, 6, 7, 8]) ok(Math.abs(got.get(step)! - ref.get(step)!) <= 1e-5 * Math.max(1, ref.get(step)!), `${damage} step ${step}: ${got.get(step)} vs ${ref.get(step)}`);
+      for (const step of [5, 6, 7, 8]) {
+        ok(Math.abs(got.get(step)! - ref.get(step)!) <= 1e-5 * Math.max(1, ref.get(step)!), `${damage} step ${step}: ${got.get(step)} vs ${ref.get(step)}`);
+      }
       eq(checkpointProblem(ck8, { full: true }), null);
       Deno.writeTextFileSync(join(runDir, "status.log"), "");
     }

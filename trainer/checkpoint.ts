@@ -152,7 +152,9 @@ export function checkpointProblem(dir: string, opts: { full?: boolean } = {}): s
   if (!opts.full) return null;
   for (const [name, want] of Object.entries(sums.files)) {
     const got = sha256File(join(dir, name));
-    if (got !== want.sha256) return `${name} does not match its checksum (sha256 ${want.sha256.slice(0, 12)}… written, ${got.slice(0, 12)}… now): its bytes changed after it was saved`;
+    if (got !== want.sha256) {
+      return `${name} does not match its checksum (sha256 ${want.sha256.slice(0, 12)}… written, ${got.slice(0, 12)}… now): its bytes changed after it was saved`;
+    }
   }
   return null;
 }
@@ -323,7 +325,9 @@ export function readTrainerState(dir: string): TrainerState {
   }
   if (s.format !== TRAINER_STATE_FORMAT || s.version !== TRAINER_STATE_VERSION) {
     throw new RangeError(
-      `Cannot resume from "${file}": format ${JSON.stringify(s.format)} version ${s.version}, expected ${TRAINER_STATE_FORMAT} version ${TRAINER_STATE_VERSION} (written by another gemma-tuner version; start a new run)`,
+      `Cannot resume from "${file}": format ${
+        JSON.stringify(s.format)
+      } version ${s.version}, expected ${TRAINER_STATE_FORMAT} version ${TRAINER_STATE_VERSION} (written by another gemma-tuner version; start a new run)`,
     );
   }
   return s;

@@ -4,9 +4,23 @@ import { join } from "node:path";
 import { LoraSchema } from "../config/training.ts";
 import { AdamW } from "../engine/optim.ts";
 import {
-  checkpointProblem, CHECKSUMS_FILE, cleanPartialCheckpoints, type CheckpointContent, DAMAGED_FILE, damagedCheckpoints, latestCheckpoint,
-  listCheckpoints, newestIntactCheckpoint, pruneCheckpoints, readCheckpoint, readTrainerState, sha256File, TRAINER_STATE_FORMAT,
-  TRAINER_STATE_VERSION, writeCheckpoint, writeFinal,
+  type CheckpointContent,
+  checkpointProblem,
+  CHECKSUMS_FILE,
+  cleanPartialCheckpoints,
+  DAMAGED_FILE,
+  damagedCheckpoints,
+  latestCheckpoint,
+  listCheckpoints,
+  newestIntactCheckpoint,
+  pruneCheckpoints,
+  readCheckpoint,
+  readTrainerState,
+  sha256File,
+  TRAINER_STATE_FORMAT,
+  TRAINER_STATE_VERSION,
+  writeCheckpoint,
+  writeFinal,
 } from "./checkpoint.ts";
 import { modelCard } from "./model_card.ts";
 import { describeFailure } from "./worker.ts";
@@ -29,10 +43,19 @@ function content(step: number, scale: number): CheckpointContent {
     baseModel: "/models/x",
     modelDir: "/models/x",
     state: {
-      format: TRAINER_STATE_FORMAT, version: TRAINER_STATE_VERSION, step, totalSteps: 10, epoch: step / 10, microBatches: step,
+      format: TRAINER_STATE_FORMAT,
+      version: TRAINER_STATE_VERSION,
+      step,
+      totalSteps: 10,
+      epoch: step / 10,
+      microBatches: step,
       rng: { seed: 1, dropoutStream: "seed,microBatch", nextMicroBatch: step },
-      schedule: { kind: "cosine", peakLr: 0.01, warmupSteps: 1, totalSteps: 10 }, method: "lora", baseModel: "/models/x",
-      trainLoss: 1.5, evalLoss: null, logHistory: [{ step, loss: 1.5, epoch: step / 10 }],
+      schedule: { kind: "cosine", peakLr: 0.01, warmupSteps: 1, totalSteps: 10 },
+      method: "lora",
+      baseModel: "/models/x",
+      trainLoss: 1.5,
+      evalLoss: null,
+      logHistory: [{ step, loss: 1.5, epoch: step / 10 }],
     },
   };
 }
@@ -141,10 +164,19 @@ Deno.test("run.json in both shapes, failure messages, model card", () => {
   ok(describeFailure(new Error("std::bad_alloc")).includes("smaller batchSize"));
   eq(describeFailure(new RangeError("Step 3: the loss is NaN")), "Step 3: the loss is NaN");
   const card = modelCard({
-    runId: "r", config: parseRunConfig({ name: "demo-run", dataset: { path: "d.jsonl" }, maxSteps: 5 }), baseModel: "/m",
-    dataset: { format: "messages", train: 9, validation: 1, invalid: 2, truncated: 0 }, step: 5, totalSteps: 5, epoch: 1,
-    trainLoss: 1.23456, evalLoss: null, parameters: { total: 1000, trainable: 10 }, finishedAt: "now", state: "completed",
+    runId: "r",
+    config: parseRunConfig({ name: "demo-run", dataset: { path: "d.jsonl" }, maxSteps: 5 }),
+    baseModel: "/m",
+    dataset: { format: "messages", train: 9, validation: 1, invalid: 2, truncated: 0 },
+    step: 5,
+    totalSteps: 5,
+    epoch: 1,
+    trainLoss: 1.23456,
+    evalLoss: null,
+    parameters: { total: 1000, trainable: 10 },
+    finishedAt: "now",
+    state: "completed",
   });
-  ok(card.startsWith("---\nbase_model: \"/m\"\nlibrary_name: peft"));
+  ok(card.startsWith('---\nbase_model: "/m"\nlibrary_name: peft'));
   ok(card.includes("| train (last step) | 1.2346 |") && card.includes("| eval | n/a |") && card.includes("2 rows skipped as invalid"));
 });

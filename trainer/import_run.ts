@@ -44,7 +44,15 @@ export interface ImportResult {
 }
 
 const ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors"];
-const MERGED_EXTRA = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json", "chat_template.jinja", "model.safetensors.index.json"];
+const MERGED_EXTRA = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "tokenizer.model",
+  "generation_config.json",
+  "chat_template.jinja",
+  "model.safetensors.index.json",
+];
 
 /** Folders under `root` (itself first), breadth first, to `depth` levels. */
 function walkDirs(root: string, depth: number): string[] {
@@ -160,7 +168,9 @@ export async function findBaseModel(base: string, dataDir: string, cacheDirs = h
       const pick = names.includes(ref) ? ref : names.sort((a, b) => fs.statSync(path.join(snaps, b)).mtimeMs - fs.statSync(path.join(snaps, a)).mtimeMs)[0];
       if (pick) return path.join(snaps, pick);
     }
-    throw new RangeError(`The base model "${base}" is not on this machine: download it first (gemma-tuner download --repo ${base}, or Download on the create page), or give its folder with --base DIR`);
+    throw new RangeError(
+      `The base model "${base}" is not on this machine: download it first (gemma-tuner download --repo ${base}, or Download on the create page), or give its folder with --base DIR`,
+    );
   }
   throw new RangeError(`The base model "${base || "(none named)"}" is not a model folder, "demo" or a Hub id (ORG/NAME): give it with --base`);
 }
@@ -176,13 +186,21 @@ export function checkAdapterShapes(baseDir: string, tensors: Map<string, { shape
     if (!m) throw new RangeError(`Cannot import "${file}": tensor "${name}" is not a LoRA weight of a Gemma text-decoder linear`);
     const [, module, linear, ab] = m;
     const base = shapes.get(`${module}.weight`);
-    if (!base) throw new RangeError(`Cannot import "${file}": ${name} adapts ${module}, which the base model (${config.architecture}, ${config.numLayers} layers) does not have: is it the right base model?`);
+    if (!base) {
+      throw new RangeError(
+        `Cannot import "${file}": ${name} adapts ${module}, which the base model (${config.architecture}, ${config.numLayers} layers) does not have: is it the right base model?`,
+      );
+    }
     const [out, inp] = base;
     const want = ab === "A" ? [r, inp] : [out, r];
     if (t.shape.join(",") !== want.join(",")) {
-      throw new RangeError(`Cannot import "${file}": ${name} has shape [${t.shape}] but the base's ${module} is [${base}] with r ${r}, so it must be [${want}]: the adapter was trained on another base model`);
+      throw new RangeError(
+        `Cannot import "${file}": ${name} has shape [${t.shape}] but the base's ${module} is [${base}] with r ${r}, so it must be [${want}]: the adapter was trained on another base model`,
+      );
     }
-    if (!(LORA_TARGETS as readonly string[]).includes(linear)) throw new RangeError(`Cannot import "${file}": ${name} targets ${linear}, which gemma-tuner does not train (${LORA_TARGETS.join(", ")})`);
+    if (!(LORA_TARGETS as readonly string[]).includes(linear)) {
+      throw new RangeError(`Cannot import "${file}": ${name} targets ${linear}, which gemma-tuner does not train (${LORA_TARGETS.join(", ")})`);
+    }
     targets.add(linear);
     seen.add(`${module}.${ab}`);
   }
@@ -243,12 +261,16 @@ export async function importModel(o: ImportOptions): Promise<ImportResult> {
 
     let config: RunConfig, baseModel: string, tensors: number;
     if (found.kind === "adapter") {
-      for (const f of ADAPTER_FILES) if (!fs.existsSync(path.join(found.dir, f))) throw new RangeError(`Cannot import "${found.dir}": ${f} is missing (a PEFT adapter has ${ADAPTER_FILES.join(" and ")})`);
+      for (const f of ADAPTER_FILES) {
+        if (!fs.existsSync(path.join(found.dir, f))) throw new RangeError(`Cannot import "${found.dir}": ${f} is missing (a PEFT adapter has ${ADAPTER_FILES.join(" and ")})`);
+      }
       const cfgFile = path.join(found.dir, "adapter_config.json");
       const raw = readJson(cfgFile);
       if (raw.use_dora === true) throw new RangeError(`Cannot import "${cfgFile}": use_dora is true; only plain LoRA adapters are supported`);
       for (const k of ["rank_pattern", "alpha_pattern"]) {
-        if (raw[k] && typeof raw[k] === "object" && Object.keys(raw[k] as object).length) throw new RangeError(`Cannot import "${cfgFile}": ${k} is set; only one rank and alpha for every module is supported`);
+        if (raw[k] && typeof raw[k] === "object" && Object.keys(raw[k] as object).length) {
+          throw new RangeError(`Cannot import "${cfgFile}": ${k} is set; only one rank and alpha for every module is supported`);
+        }
       }
       const adapter = readAdapter(found.dir);
       const handoffModel = typeof handoff?.config.model === "string" ? handoff.config.model : undefined;
@@ -258,18 +280,28 @@ export async function importModel(o: ImportOptions): Promise<ImportResult> {
       const lora = { r: adapter.lora.r, alpha: adapter.lora.alpha, dropout: adapter.lora.dropout, rslora: adapter.lora.rslora, targets };
       baseModel = named === "demo" ? "demo" : baseDir;
       tensors = adapter.tensors.size;
-      config = runConfigFor(handoff?.config ?? null, { name, model: baseModel, method: "lora", lora, maxSteps: step || (handoff?.config.maxSteps as number | undefined) || 1 }, cfgFile);
+      config = runConfigFor(
+        handoff?.config ?? null,
+        { name, model: baseModel, method: "lora", lora, maxSteps: step || (handoff?.config.maxSteps as number | undefined) || 1 },
+        cfgFile,
+      );
       for (const f of [...ADAPTER_FILES, "README.md"]) if (fs.existsSync(path.join(found.dir, f))) fs.copyFileSync(path.join(found.dir, f), path.join(final, f));
     } else {
       const info = describeModel(found.dir);
-      if (!info.hasTokenizer) throw new RangeError(`Cannot import "${found.dir}": tokenizer.json and tokenizer_config.json are missing; copy them from the base model into the folder`);
+      if (!info.hasTokenizer) {
+        throw new RangeError(`Cannot import "${found.dir}": tokenizer.json and tokenizer_config.json are missing; copy them from the base model into the folder`);
+      }
       for (const n of fs.readdirSync(found.dir)) {
         if (n === "config.json" || n.endsWith(".safetensors") || MERGED_EXTRA.includes(n) || n === "README.md") fs.copyFileSync(path.join(found.dir, n), path.join(final, n));
       }
       // A full model is its own base: the run's model is its final folder (as a full fine-tune's is).
       baseModel = path.join(runDir, "final");
       tensors = info.parameters;
-      config = runConfigFor(handoff?.config ?? null, { name, model: baseModel, method: "full", maxSteps: step || (handoff?.config.maxSteps as number | undefined) || 1 }, path.join(found.dir, "config.json"));
+      config = runConfigFor(
+        handoff?.config ?? null,
+        { name, model: baseModel, method: "full", maxSteps: step || (handoff?.config.maxSteps as number | undefined) || 1 },
+        path.join(found.dir, "config.json"),
+      );
     }
     const copied: string[] = [];
     for (const [i, e] of events.entries()) {
@@ -285,7 +317,14 @@ export async function importModel(o: ImportOptions): Promise<ImportResult> {
       imported: { from: o.origin ?? source, kind: found.kind, at: new Date().toISOString(), ...(handoff?.target ? { target: handoff.target } : {}), events: copied.length },
     };
     writeFileAtomic(path.join(stage, "run.json"), JSON.stringify(run, null, 2) + "\n");
-    writeStatus(stage, { state: "completed", message: `Imported ${found.kind === "adapter" ? "an adapter" : "a merged model"} from ${o.origin ?? source}`, step, totalSteps: step, epoch: 0, pid: 0 });
+    writeStatus(stage, {
+      state: "completed",
+      message: `Imported ${found.kind === "adapter" ? "an adapter" : "a merged model"} from ${o.origin ?? source}`,
+      step,
+      totalSteps: step,
+      epoch: 0,
+      pid: 0,
+    });
     fs.renameSync(stage, runDir);
     return { runId: id, runDir, kind: found.kind, baseModel, tensors, events: copied, step, fromHandoff: !!handoff };
   } finally {

@@ -36,7 +36,14 @@ export function modelCard(c: CardInput): string {
   ];
   const settings: [string, string][] = [
     ["method", cfg.method],
-    ...(lora ? [["LoRA", `r ${cfg.lora.r}, alpha ${cfg.lora.alpha}, dropout ${cfg.lora.dropout}${cfg.lora.rslora ? ", rsLoRA" : ""}, targets ${cfg.lora.targets.join(", ")}`] as [string, string]] : []),
+    ...(lora
+      ? [
+        ["LoRA", `r ${cfg.lora.r}, alpha ${cfg.lora.alpha}, dropout ${cfg.lora.dropout}${cfg.lora.rslora ? ", rsLoRA" : ""}, targets ${cfg.lora.targets.join(", ")}`] as [
+          string,
+          string,
+        ],
+      ]
+      : []),
     ["steps", `${c.step} of ${c.totalSteps} (${c.epoch.toFixed(2)} epochs)`],
     ["batch", `${cfg.batchSize} × ${cfg.gradAccum} accumulation`],
     ["learning rate", `${cfg.learningRate} (${cfg.schedule}, ${cfg.warmupSteps} warmup steps)`],
@@ -76,8 +83,9 @@ export function modelCard(c: CardInput): string {
     "## Use",
     "",
     lora
-      ? "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\nbase = AutoModelForCausalLM.from_pretrained(" + JSON.stringify(c.baseModel) + ")\nmodel = PeftModel.from_pretrained(base, \"path/to/final\")\n```"
-      : "```python\nfrom transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained(\"path/to/final\")\n```",
+      ? "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\nbase = AutoModelForCausalLM.from_pretrained(" + JSON.stringify(c.baseModel) +
+        ')\nmodel = PeftModel.from_pretrained(base, "path/to/final")\n```'
+      : '```python\nfrom transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained("path/to/final")\n```',
     "",
   ];
   return lines.join("\n");

@@ -22,17 +22,15 @@ export const STDERR_LOG = RUN_FILES.stderr;
 export function spawnWorker(runDir: string, command = selfCommand(["train", "--run", runDir])): number {
   const { cmd, args } = command;
   const isWindows = Deno.build.os === "windows";
-  const child = isWindows
-    ? new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "null", detached: true }).spawn()
-    : new Deno.Command("/bin/sh", {
-      // exec keeps the pid: the pid returned here is the trainer's own, the one in its lock file.
-      args: ["-c", 'exec "$@" >>"$GT_STDOUT" 2>>"$GT_STDERR" </dev/null', "sh", cmd, ...args],
-      env: { GT_STDOUT: path.join(runDir, STDOUT_LOG), GT_STDERR: path.join(runDir, STDERR_LOG) },
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-      detached: true,
-    }).spawn();
+  const child = isWindows ? new Deno.Command(cmd, { args, stdin: "null", stdout: "null", stderr: "null", detached: true }).spawn() : new Deno.Command("/bin/sh", {
+    // exec keeps the pid: the pid returned here is the trainer's own, the one in its lock file.
+    args: ["-c", 'exec "$@" >>"$GT_STDOUT" 2>>"$GT_STDERR" </dev/null', "sh", cmd, ...args],
+    env: { GT_STDOUT: path.join(runDir, STDOUT_LOG), GT_STDERR: path.join(runDir, STDERR_LOG) },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    detached: true,
+  }).spawn();
   child.unref();
   // Reap the child when it ends so it never lingers as a zombie while this server lives.
   child.status.catch(() => {});

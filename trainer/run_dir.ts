@@ -108,7 +108,9 @@ export function readRunJson(runDir: string): RunJson {
   try {
     raw = JSON.parse(Deno.readTextFileSync(file));
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new RangeError(`Cannot start the run in "${runDir}": run.json is missing (create runs with "train --config FILE.json" or the web UI)`);
+    if (e instanceof Deno.errors.NotFound) {
+      throw new RangeError(`Cannot start the run in "${runDir}": run.json is missing (create runs with "train --config FILE.json" or the web UI)`);
+    }
     throw new SyntaxError(`Cannot read "${file}": ${(e as Error).message}`);
   }
   const id = String(raw.id ?? raw.runId ?? runDir.split(/[\\/]/).filter(Boolean).at(-1));

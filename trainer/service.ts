@@ -11,7 +11,7 @@ import * as path from "node:path";
 import type { RunConfig } from "../config/training.ts";
 import { describeHolder, isPidAlive, isTrainerPid, type LockInfo, lockPath, lockStaleness, readLock, removeStaleLock } from "./lock.ts";
 import { appendStatusLog, createRun, isFinalState, readRunJson, readStatus, type RunJson, type RunState, type RunStatus, type StatusPatch, updateStatus } from "./run_dir.ts";
-import { type CheckpointInfo, damagedCheckpoints, type DamagedCheckpoint, listCheckpoints } from "./checkpoint.ts";
+import { type CheckpointInfo, type DamagedCheckpoint, damagedCheckpoints, listCheckpoints } from "./checkpoint.ts";
 import { spawnWorker, STDERR_LOG, stopProcess, TensorBoard } from "./process.ts";
 import { MetricsReader, RunMetrics } from "./metrics.ts";
 import { RunStore } from "./runs.ts";

@@ -192,7 +192,7 @@ Deno.test("heartbeat: refreshed from a worker thread while held, stopped before 
     const hb2 = startHeartbeat(dir, again.info, (why) => lost.push(why));
     writeLock(dir, { pid: 999999, runId: "thief", startedAt: new Date().toISOString(), hostname: "other", heartbeatAt: new Date().toISOString() });
     await waitFor("the heartbeat to notice", () => lost.length > 0);
-    ok(lost[0].includes("run thief, pid 999999 on host \"other\""), lost[0]);
+    ok(lost[0].includes('run thief, pid 999999 on host "other"'), lost[0]);
     eq(readLock(dir)?.runId, "thief");
     await hb2.stop();
   } finally {

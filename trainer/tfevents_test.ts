@@ -1,8 +1,5 @@
 import { deepStrictEqual as assertEquals, throws } from "node:assert/strict";
-import {
-  crc32c, decodeEvent, encodeEvent, EventWriter, eventFileName, frameRecord, listEventFiles, maskedCrc32c,
-  parseEventRecords, readEventFile,
-} from "./tfevents.ts";
+import { crc32c, decodeEvent, encodeEvent, eventFileName, EventWriter, frameRecord, listEventFiles, maskedCrc32c, parseEventRecords, readEventFile } from "./tfevents.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const unhex = (s: string) => Uint8Array.from(s.match(/../g)!.map((h) => parseInt(h, 16)));
@@ -49,7 +46,9 @@ Deno.test("writer and incremental reader round-trip, half-written tail left for 
     w.scalars(2, { "train/loss": 2.75 });
     const first = readEventFile(w.path);
     assertEquals(first.scalars.map((s) => [s.tag, s.step, s.value]), [
-      ["train/loss", 1, 3.25], ["train/learning_rate", 1, Math.fround(1e-4)], ["train/loss", 2, 2.75],
+      ["train/loss", 1, 3.25],
+      ["train/learning_rate", 1, Math.fround(1e-4)],
+      ["train/loss", 2, 2.75],
     ]);
     w.scalars(3, { "eval/loss": 2.5 });
     w.close();

@@ -21,7 +21,19 @@ import type { Device } from "../engine/device.ts";
 import { countParams as countModelParams } from "../engine/gemma/params.ts";
 import { estimateRunMemory } from "../engine/quant/policy.ts";
 import { gpuMemoryMb } from "../engine/gpu_memory.ts";
-import { cleanPartialCheckpoints, latestCheckpoint, type LogEntry, newestIntactCheckpoint, pruneCheckpoints, readCheckpoint, TRAINER_STATE_FORMAT, TRAINER_STATE_VERSION, type TrainerState, writeCheckpoint, writeFinal } from "./checkpoint.ts";
+import {
+  cleanPartialCheckpoints,
+  latestCheckpoint,
+  type LogEntry,
+  newestIntactCheckpoint,
+  pruneCheckpoints,
+  readCheckpoint,
+  TRAINER_STATE_FORMAT,
+  TRAINER_STATE_VERSION,
+  type TrainerState,
+  writeCheckpoint,
+  writeFinal,
+} from "./checkpoint.ts";
 import { acquireLock, describeHolder, heartbeatAgeSeconds, LOCK_STALE_MS, lockPath, releaseLock, startHeartbeat } from "./lock.ts";
 import { modelCard } from "./model_card.ts";
 import { createTrainer, type PreparedRun, prepareRun, trainStep } from "./prepare.ts";
@@ -60,7 +72,13 @@ export async function runWorker(runDir: string, dataDir: string, opts: WorkerOpt
     appendStatusLog(runDir, `Not started: ${msg}`);
     const heartbeatAgeS = heartbeatAgeSeconds(lock.holder);
     return {
-      runId: run.id, runDir, state: "not_started", step: 0, trainLoss: null, evalLoss: null, error: msg,
+      runId: run.id,
+      runDir,
+      state: "not_started",
+      step: 0,
+      trainLoss: null,
+      evalLoss: null,
+      error: msg,
       lock: { runId: lock.holder.runId, pid: lock.holder.pid, hostname: lock.holder.hostname, heartbeatAgeS },
     };
   }
@@ -242,7 +260,9 @@ function findResume(runDir: string, prep: PreparedRun, status: Training["status"
   status("initializing", `Resuming from ${latest.dir.split(/[\\/]/).at(-1)}`);
   const checkpoint = readCheckpoint(latest.dir);
   const { cfg, model } = prep;
-  if (checkpoint.state.method !== cfg.method) throw new RangeError(`Cannot resume "${latest.dir}": it was trained with method ${checkpoint.state.method}, run.json says ${cfg.method}`);
+  if (checkpoint.state.method !== cfg.method) {
+    throw new RangeError(`Cannot resume "${latest.dir}": it was trained with method ${checkpoint.state.method}, run.json says ${cfg.method}`);
+  }
   if (cfg.method === "full") {
     for (const [name, w] of checkpoint.trainable) {
       const base = model.weights.get(name);
@@ -307,20 +327,24 @@ async function finish(t: Training): Promise<void> {
   t.status("training", "Saving the final checkpoint");
   const last = save(t);
   const { data } = prep;
-  writeFinal(t.runDir, last, modelCard({
-    runId: run.id,
-    config: cfg,
-    baseModel: cfg.model === "demo" ? "demo (gemma-tuner built-in tiny Gemma 3)" : prep.modelDir,
-    dataset: { format: data.format, train: data.train.length, validation: data.validation.length, invalid: data.invalid.length, truncated: data.truncated },
-    step: p.step,
-    totalSteps: p.totalSteps,
-    epoch: p.epoch,
-    trainLoss: p.trainLoss,
-    evalLoss: p.evalLoss,
-    parameters: { total: countParams(prep.model), trainable: countTrainable(t.engine) },
-    finishedAt: new Date().toISOString(),
-    state: "completed",
-  }));
+  writeFinal(
+    t.runDir,
+    last,
+    modelCard({
+      runId: run.id,
+      config: cfg,
+      baseModel: cfg.model === "demo" ? "demo (gemma-tuner built-in tiny Gemma 3)" : prep.modelDir,
+      dataset: { format: data.format, train: data.train.length, validation: data.validation.length, invalid: data.invalid.length, truncated: data.truncated },
+      step: p.step,
+      totalSteps: p.totalSteps,
+      epoch: p.epoch,
+      trainLoss: p.trainLoss,
+      evalLoss: p.evalLoss,
+      parameters: { total: countParams(prep.model), trainable: countTrainable(t.engine) },
+      finishedAt: new Date().toISOString(),
+      state: "completed",
+    }),
+  );
   t.status("completed", `Completed ${p.step} steps`);
 }
 

@@ -22,18 +22,24 @@ Deno.test("format detection says what it chose and why, or what it expected", ()
   ok(pc.chosenBecause.includes('"prompt" and "completion"') && pc.chosenBecause.includes("2 of the first 2 rows"), pc.chosenBecause);
   eq(detectFormat(rows({ instruction: "a", input: "", output: "b" }), "x").format, "alpaca");
   eq(detectFormat(rows({ text: "a" }), "x").format, "text");
-  throws(() => detectFormat(rows({ question: "a", answer: "b" }), "d.csv"), /Cannot tell the format of dataset "d\.csv": expected .*"messages".*found columns "question", "answer"/);
+  throws(
+    () => detectFormat(rows({ question: "a", answer: "b" }), "d.csv"),
+    /Cannot tell the format of dataset "d\.csv": expected .*"messages".*found columns "question", "answer"/,
+  );
 });
 
 Deno.test("rows become chat pieces; bad rows are reported with line, field and reason", () => {
-  const r = rowsToExamples(rows(
-    { messages: [{ role: "user", content: "Hi" }, { role: "assistant", content: "Hello" }] },
-    { messages: [{ role: "user", content: "Hi" }, { role: "robot", content: "x" }] },
-    { messages: [{ role: "user", content: "Hi" }] },
-    { messages: [{ role: "assistant", content: "x" }, { role: "user", content: "y" }] },
-    { messages: "nope" },
-    { messages: [{ role: "user", content: 5 }, { role: "assistant", content: "x" }] },
-  ), "messages");
+  const r = rowsToExamples(
+    rows(
+      { messages: [{ role: "user", content: "Hi" }, { role: "assistant", content: "Hello" }] },
+      { messages: [{ role: "user", content: "Hi" }, { role: "robot", content: "x" }] },
+      { messages: [{ role: "user", content: "Hi" }] },
+      { messages: [{ role: "assistant", content: "x" }, { role: "user", content: "y" }] },
+      { messages: "nope" },
+      { messages: [{ role: "user", content: 5 }, { role: "assistant", content: "x" }] },
+    ),
+    "messages",
+  );
   eq(r.examples.length, 1);
   eq(r.examples[0].segments.map((s) => s.text).join(""), renderChat([{ role: "user", content: "Hi" }, { role: "assistant", content: "Hello" }]));
   eq(r.invalid.map((i) => [i.line, i.field]), [[2, "messages[1].role"], [3, "messages"], [4, "messages[0]"], [5, "messages"], [6, "messages[0].content"]]);
@@ -46,11 +52,14 @@ Deno.test("alpaca, prompt/completion (strings and lists), text, field mapping, G
   const a = rowsToExamples(rows({ instruction: "Add", input: "1 2", output: "3" }, { instruction: "Add", output: "" }), "alpaca");
   eq(a.examples[0].segments.map((s) => s.text).join(""), "<bos><start_of_turn>user\nAdd\n\n1 2<end_of_turn>\n<start_of_turn>model\n3<end_of_turn>\n");
   eq(a.invalid, [{ line: 2, field: "output", reason: "missing or empty" }]);
-  const pc = rowsToExamples(rows(
-    { prompt: "Q:", completion: " A" },
-    { prompt: [{ role: "user", content: "u1" }, { role: "assistant", content: "a1" }, { role: "user", content: "u2" }], completion: [{ role: "assistant", content: "a2" }] },
-    { prompt: '[{"role":"user","content":"q"}]', completion: "c" },
-  ), "prompt_completion");
+  const pc = rowsToExamples(
+    rows(
+      { prompt: "Q:", completion: " A" },
+      { prompt: [{ role: "user", content: "u1" }, { role: "assistant", content: "a1" }, { role: "user", content: "u2" }], completion: [{ role: "assistant", content: "a2" }] },
+      { prompt: '[{"role":"user","content":"q"}]', completion: "c" },
+    ),
+    "prompt_completion",
+  );
   // String prompt/completion is one user turn and one model turn, as the playground renders a prompt.
   eq(pc.examples[0].segments.map((s) => s.text).join(""), "<bos><start_of_turn>user\nQ:<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n");
   eq(pc.examples[0].segments.filter((s) => s.trained).map((s) => s.text), ["A<end_of_turn>\n"]);
@@ -59,10 +68,16 @@ Deno.test("alpaca, prompt/completion (strings and lists), text, field mapping, G
   eq(pc.examples[2].segments.filter((s) => s.trained).map((s) => s.text), ["c<end_of_turn>\n"]);
   const t = rowsToExamples(rows({ body: "hello" }), "text", { fields: { text: "body" } });
   eq(t.examples[0].segments, [{ text: "<bos>", trained: false }, { text: "hello<eos>", trained: true }]);
-  const g2 = rowsToExamples(rows({ messages: [{ role: "system", content: "S" }, { role: "user", content: "U" }, { role: "assistant", content: "A" }] }), "messages", { chat: { generation: 2 } });
+  const g2 = rowsToExamples(rows({ messages: [{ role: "system", content: "S" }, { role: "user", content: "U" }, { role: "assistant", content: "A" }] }), "messages", {
+    chat: { generation: 2 },
+  });
   eq(g2.examples[0].segments.map((s) => s.text).join(""), "<bos><start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n");
   // The folded Gemma 2 prompt still trains only the completion, and field indices name the original messages.
-  const g2pc = rowsToExamples(rows({ prompt: [{ role: "system", content: "S" }, { role: "user", content: "U" }, { role: "assistant", content: "A1" }, { role: "user", content: "U2" }], completion: "A2" }), "prompt_completion", { chat: { generation: 2 } });
+  const g2pc = rowsToExamples(
+    rows({ prompt: [{ role: "system", content: "S" }, { role: "user", content: "U" }, { role: "assistant", content: "A1" }, { role: "user", content: "U2" }], completion: "A2" }),
+    "prompt_completion",
+    { chat: { generation: 2 } },
+  );
   eq(g2pc.examples[0].segments.filter((s) => s.trained).map((s) => s.text), ["A2<end_of_turn>\n"]);
 });
 
@@ -95,7 +110,13 @@ Deno.test("splits, shuffles, buckets, padding and packing", () => {
   eq(splitIndices(1, 0.5, 1).validation, []);
   eq(shuffledIndices(10, 5).slice().sort((a, b) => a - b), [...Array(10).keys()]);
   eq([bucketLength(1, 512), bucketLength(33, 512), bucketLength(500, 512), bucketLength(40, 48)], [32, 64, 512, 48]);
-  const ex = (n: number, line = 1) => ({ line, ids: Array.from({ length: n }, (_, i) => 10 + i), labels: Array.from({ length: n }, (_, i) => (i < 2 ? IGNORE : 10 + i)), fullLength: n, truncated: false });
+  const ex = (n: number, line = 1) => ({
+    line,
+    ids: Array.from({ length: n }, (_, i) => 10 + i),
+    labels: Array.from({ length: n }, (_, i) => (i < 2 ? IGNORE : 10 + i)),
+    fullLength: n,
+    truncated: false,
+  });
   const b = collate([ex(3), ex(40)], 0, 512);
   eq([b.batchSize, b.seqLen], [2, 64]);
   eq(Array.from(b.inputIds.slice(0, 5)), [10, 11, 12, 0, 0]);
@@ -124,7 +145,10 @@ Deno.test("inspectDataset previews a file and refuses one with no usable rows", 
     const bad = join(dir, "bad.jsonl");
     Deno.writeTextFileSync(bad, '{"question":"a"}\n');
     await rejects(inspectDataset(bad), /Cannot tell the format of dataset ".*bad\.jsonl": expected .* found columns "question"/);
-    await rejects(inspectDataset(bad, { format: "text" }), /has no usable rows for format "text" \(expected "text"; found columns "question"\)\. First problems: line 1, text: missing or empty/);
+    await rejects(
+      inspectDataset(bad, { format: "text" }),
+      /has no usable rows for format "text" \(expected "text"; found columns "question"\)\. First problems: line 1, text: missing or empty/,
+    );
     const empty = join(dir, "empty.jsonl");
     Deno.writeTextFileSync(empty, "\n");
     await rejects(inspectDataset(empty), /has no rows \(the file is empty\)/);

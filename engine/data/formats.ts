@@ -50,7 +50,9 @@ export function detectFormat(rows: RawRow[], source: string): Detection {
     const found = [...new Set(sample.flatMap((r) => Object.keys(r)))].slice(0, 12);
     throw new RangeError(
       `Cannot tell the format of dataset "${source}": expected one of ${DATASET_FORMATS.map((f) => FORMAT_FIELDS[f]).join("; or ")}; ` +
-        `found columns ${found.length ? found.map((f) => `"${f}"`).join(", ") : "(none)"}. Rename the columns or set dataset.fields, e.g. {"prompt": "question", "completion": "answer"}`,
+        `found columns ${
+          found.length ? found.map((f) => `"${f}"`).join(", ") : "(none)"
+        }. Rename the columns or set dataset.fields, e.g. {"prompt": "question", "completion": "answer"}`,
     );
   }
   const n = Math.round(best[1] * sample.length);
@@ -58,7 +60,13 @@ export function detectFormat(rows: RawRow[], source: string): Detection {
 }
 
 const ROLE_ALIASES: Record<string, ChatMessage["role"]> = {
-  user: "user", human: "user", system: "system", assistant: "assistant", model: "assistant", gpt: "assistant", bot: "assistant",
+  user: "user",
+  human: "user",
+  system: "system",
+  assistant: "assistant",
+  model: "assistant",
+  gpt: "assistant",
+  bot: "assistant",
 };
 
 class RowError extends Error {

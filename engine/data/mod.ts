@@ -181,7 +181,11 @@ async function tokenizeAll(path: string, spec: DatasetSpec, enc: Encoder, opts: 
     if (t.truncated) truncated++;
     if (trainedTokens(t) === 0) {
       dropped++;
-      invalid.push({ line: e.line, field: "(row)", reason: `no trained tokens left after cutting to maxLength ${opts.maxLength} (the prompt is ${t.fullLength}+ tokens); raise maxLength or shorten the prompt` });
+      invalid.push({
+        line: e.line,
+        field: "(row)",
+        reason: `no trained tokens left after cutting to maxLength ${opts.maxLength} (the prompt is ${t.fullLength}+ tokens); raise maxLength or shorten the prompt`,
+      });
       continue;
     }
     out.push(t);

@@ -144,7 +144,9 @@ export function readJson(text: string, source: string): ReadResult {
     inData = true;
   } else {
     throw new SyntaxError(
-      `Cannot read dataset "${source}": expected a JSON array of rows or an object {"data": [...]}, found ${isObject(v) ? `an object with keys ${Object.keys(v).slice(0, 8).join(", ")}` : typeof v}`,
+      `Cannot read dataset "${source}": expected a JSON array of rows or an object {"data": [...]}, found ${
+        isObject(v) ? `an object with keys ${Object.keys(v).slice(0, 8).join(", ")}` : typeof v
+      }`,
     );
   }
   const lines = elementLines(text, inData);

@@ -49,7 +49,11 @@ Deno.test("files by extension, Parquet included; missing file and unknown type a
   try {
     const pq = join(dir, "d.parquet");
     const buf = parquetWriteBuffer({
-      columnData: [{ name: "prompt", data: ["p1", "p2"], type: "STRING" }, { name: "completion", data: ["c1", "c2"], type: "STRING" }, { name: "n", data: [1n, 2n], type: "INT64" }],
+      columnData: [{ name: "prompt", data: ["p1", "p2"], type: "STRING" }, { name: "completion", data: ["c1", "c2"], type: "STRING" }, {
+        name: "n",
+        data: [1n, 2n],
+        type: "INT64",
+      }],
     });
     Deno.writeFileSync(pq, new Uint8Array(buf));
     const r = await readDatasetFile(pq);

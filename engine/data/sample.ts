@@ -4,7 +4,7 @@
  * demo preset (examples/quick-demo.json), so a newcomer sees a tuned model answer what it was taught.
  * `deno compile` embeds the file (deno.json's compile task includes examples/).
  */
-import { type ReadResult, readJsonl } from "./readers.ts";
+import { readJsonl, type ReadResult } from "./readers.ts";
 
 export const SAMPLE_PATH = "sample";
 

@@ -6,7 +6,7 @@
  */
 import * as path from "node:path";
 import type { GemmaConfig } from "../gemma/config.ts";
-import { paramSpecs } from "../gemma/params.ts";
+import { type ParamSpec, paramSpecs } from "../gemma/params.ts";
 import type { NamedTensor } from "../lora.ts";
 import { ARCHS, GgufUnsupportedError } from "./gguf_arch.ts";
 import { type MetaValue, type TensorInfo, writeGguf } from "./gguf_file.ts";
@@ -80,12 +80,16 @@ export function writeModelGguf(
   const vocab = buildVocab(m.dir, c.vocabSize, { bos: c.bosTokenId, eos: c.eosTokenIds[0] ?? 1, pad: c.padTokenId });
   if (vocab.dropped.length) warnings.push(`${vocab.dropped.length} tokenizer token(s) past the ${c.vocabSize} embedding rows left out: ${vocab.dropped.slice(0, 3).join(", ")}`);
   const specs = paramSpecs(c);
-  const plan = specs.map((s) => {
-    const name = row.tensorName(s.name)!;
-    const type = tensorType(quant, name, s.shape, c.numLayers);
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    return { spec: s, info: { name, ne: [...s.shape].reverse(), type, byteLength: byteLength(type, n) } as TensorInfo };
-  });
+  const extras = row.extraTensors?.(c) ?? [];
+  const planned = (spec: ParamSpec | null, name: string, shape: number[]) => {
+    const type = tensorType(quant, name, shape, c.numLayers);
+    const n = shape.reduce((a, b) => a * b, 1);
+    return { spec, info: { name, ne: [...shape].reverse(), type, byteLength: byteLength(type, n) } as TensorInfo };
+  };
+  const plan = [
+    ...specs.map((s) => planned(s, row.tensorName(s.name)!, row.shapeOf?.(c, s.name, s.shape) ?? s.shape)),
+    ...extras.map((e) => planned(null, e.name, e.shape)),
+  ];
   const types: Record<string, number> = {};
   for (const p of plan) types[LAYOUT[p.info.type as GgmlType].name] = (types[LAYOUT[p.info.type as GgmlType].name] ?? 0) + 1;
   const meta: [string, MetaValue][] = [
@@ -101,10 +105,12 @@ export function writeModelGguf(
   const file = path.join(out, `${m.name}-${quant}.gguf`);
   const bytes = writeGguf(file, meta, plan.map((p) => p.info), (i) => {
     const { spec, info } = plan[i];
+    if (!spec) return encode(info.type as GgmlType, extras[i - specs.length].data);
     let w = m.weights.get(spec.name);
     if (!w) throw new RangeError(`The model has no tensor "${spec.name}"`);
     const hf = w;
     if (row.normPlusOne && spec.kind === "norm") w = w.map((x) => x + 1);
+    if (row.dataOf) w = row.dataOf(c, spec.name, w);
     const bytes = encode(info.type as GgmlType, w);
     // The weights as the file holds them (HF convention), for a same-weights comparison.
     o.stored?.set(spec.name, info.type === GGML.F32 ? hf : decode(info.type as GgmlType, bytes, hf.length));

@@ -243,7 +243,7 @@ export function decode(type: GgmlType, bytes: Uint8Array, n: number): Float32Arr
   const { block, bytes: bb } = LAYOUT[type];
   for (let b = 0; b < n / block; b++) {
     const o = b * bb, base = b * block;
-    if (type === GGML.Q8_0) for (let i = 0; i < 32; i++) y[base + i] = h(o) * dv.getInt8(o + 2 + i);
+    if (type === GGML.Q8_0) { for (let i = 0; i < 32; i++) y[base + i] = h(o) * dv.getInt8(o + 2 + i); }
     else if (type === GGML.Q4_0 || type === GGML.Q5_0) {
       const five = type === GGML.Q5_0, qh = five ? dv.getUint32(o + 2, true) : 0, qs = o + (five ? 6 : 2), off = five ? 16 : 8;
       for (let j = 0; j < 16; j++) {

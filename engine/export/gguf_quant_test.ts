@@ -17,8 +17,13 @@ function relRms(x: Float32Array, y: Float32Array): number {
 // Relative RMS error on N(0,1) data, about 1.5× what each format measured here (f16 2.1e-4, bf16
 // 1.7e-3, q8_0 5.4e-3, q6_K 1.8e-2, q5_0 4.2e-2, q4_K 7.2e-2, q4_0 8.7e-2).
 const BOUNDS: [GgmlType, number][] = [
-  [GGML.F16, 3.5e-4], [GGML.BF16, 2.5e-3], [GGML.Q8_0, 8e-3], [GGML.Q6_K, 2.7e-2],
-  [GGML.Q5_0, 6.5e-2], [GGML.Q4_K, 1.1e-1], [GGML.Q4_0, 1.3e-1],
+  [GGML.F16, 3.5e-4],
+  [GGML.BF16, 2.5e-3],
+  [GGML.Q8_0, 8e-3],
+  [GGML.Q6_K, 2.7e-2],
+  [GGML.Q5_0, 6.5e-2],
+  [GGML.Q4_K, 1.1e-1],
+  [GGML.Q4_0, 1.3e-1],
 ];
 
 Deno.test("gguf quant: every format round-trips within its resolution, sizes as ggml's blocks", () => {

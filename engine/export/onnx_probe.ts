@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { LoadedModel } from "../model_dir.ts";
 import { TrainEngine } from "../train_engine.ts";
-import { Generator, generateIds } from "../generate.ts";
+import { generateIds, Generator } from "../generate.ts";
 import type { Tokenizer } from "../tokenizer.ts";
 
 export const PROBE_TEXT = "The quick brown fox jumps over the lazy dog. Fine-tuned models should travel well.";
@@ -115,7 +115,9 @@ export function writeOnnxModelCard(dir: string, v: OnnxVerification | null): voi
       `(${v.greedyRuntime.join(" ")}); tokenizer ${v.tokenizerEqual ? "encodes the probe identically" : "encodes the probe DIFFERENTLY"}. ` +
       `Result: **${v.pass ? "pass" : "FAIL"}**.`
     : "Not verified (export run with --no-verify).";
-  fs.writeFileSync(path.join(dir, "README.md"), `---
+  fs.writeFileSync(
+    path.join(dir, "README.md"),
+    `---
 library_name: transformers.js
 pipeline_tag: text-generation
 ---
@@ -136,5 +138,6 @@ and length dim is dynamic; RoPE and the causal / sliding-window masks are comput
 ## Verification
 
 ${result}
-`);
+`,
+  );
 }

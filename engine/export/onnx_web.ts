@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import type { GemmaConfig, LayerType } from "../gemma/config.ts";
-import { attentionWeights, type Attend, Ctx, expandKv, layer, rmsNorm, softcap, typeHeadDim } from "../gemma/model.ts";
+import { type Attend, attentionWeights, Ctx, expandKv, layer, rmsNorm, softcap, typeHeadDim } from "../gemma/model.ts";
 import { paramSpecs } from "../gemma/params.ts";
 
 export const WEB_DIMS = { batch: "batch_size", seq: "sequence_length", past: "past_sequence_length" } as const;

@@ -32,8 +32,15 @@ export async function realisticTiny(o: TinyOptions): Promise<string> {
   const m = await loadModel(dir);
   const next = rng((o.seed ?? 7) + 92);
   for (const [name, w] of m.weights) {
-    if (!name.endsWith("norm.weight")) continue;
-    const offset = /post_/.test(name) ? 1 : 0;
+    // Gemma 4's other multipliers (layer_scalar, the router's scales) stay 1 in init-model: vary them
+    // too, so an exporter that drops one is seen.
+    const multiplier = /(layer_scalar|router\.scale|router\.per_expert_scale)$/.test(name);
+    if (!name.endsWith("norm.weight") && !multiplier) continue;
+    // Norms as stored: 0 ± 0.5, post-norms 1 ± 0.5 (for Gemma 1–3 multipliers of 1 and 2; for Gemma 4's
+    // plain weights smaller ones, with which llama.cpp's f32 NLLs stay well inside 5e-3 while the
+    // greedy tokens vary); the router's scales 1 ± 0.5, layer_scalar 1.5 ± 0.5 (a stream that grows
+    // keeps the logits large, so the soft-cap counts).
+    const offset = /layer_scalar$/.test(name) ? 1.5 : multiplier || /post_/.test(name) ? 1 : 0;
     for (let i = 0; i < w.length; i++) w[i] = offset + (next() - 0.5);
   }
   writeSafetensors(path.join(dir, "model.safetensors"), paramSpecs(m.config).map((s) => ({ name: s.name, dtype: "F32" as const, shape: s.shape, data: m.weights.get(s.name)! })));
@@ -47,10 +54,13 @@ async function initModelAt(dir: string, seed: number): Promise<string> {
   const next = rng(seed);
   const gauss = () => Math.sqrt(-2 * Math.log(Math.max(next(), 1e-12))) * Math.cos(2 * Math.PI * next());
   const file = path.join(dir, "model.fresh.safetensors");
-  writeSafetensors(file, paramSpecs(c).map((s) => {
-    const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
-    if (s.kind !== "norm") for (let i = 0; i < data.length; i++) data[i] = gauss() * (s.kind === "embedding" ? 0.3 : 0.1);
-    return { name: s.name, dtype: "F32" as const, shape: s.shape, data };
-  }));
+  writeSafetensors(
+    file,
+    paramSpecs(c).map((s) => {
+      const data = new Float32Array(s.shape.reduce((a, b) => a * b, 1));
+      if (s.kind !== "norm") { for (let i = 0; i < data.length; i++) data[i] = gauss() * (s.kind === "embedding" ? 0.3 : 0.1); }
+      return { name: s.name, dtype: "F32" as const, shape: s.shape, data };
+    }),
+  );
   return file;
 }

@@ -5,7 +5,7 @@
  * Gemma 4's own fields are read in config_gemma4.ts.
  */
 import { gemma4Fields } from "./config_gemma4.ts";
-import { layerSpecs, type LayerSpec, type LayerType, refuseUnsupported, resolveLayerTypes, resolveRope } from "./config_fields.ts";
+import { type LayerSpec, layerSpecs, type LayerType, refuseUnsupported, resolveLayerTypes, resolveRope } from "./config_fields.ts";
 
 export type { LayerSpec, LayerType };
 
@@ -66,7 +66,7 @@ export interface GemmaConfig {
 
 const GENERATION: Record<string, 1 | 2 | 3 | 4> = { gemma: 1, gemma2: 2, gemma3_text: 3, gemma4_text: 4 };
 export const SUPPORTED =
-  "Supported: Gemma 1 (model_type \"gemma\"), Gemma 2 (\"gemma2\"), Gemma 3 (\"gemma3_text\", and the text part of multimodal \"gemma3\") and Gemma 4 (\"gemma4_text\", and the text part of multimodal \"gemma4\" / \"gemma4_unified\")";
+  'Supported: Gemma 1 (model_type "gemma"), Gemma 2 ("gemma2"), Gemma 3 ("gemma3_text", and the text part of multimodal "gemma3") and Gemma 4 ("gemma4_text", and the text part of multimodal "gemma4" / "gemma4_unified")';
 /** Multimodal wrappers whose text part we use: model_type → the text model_type expected inside. */
 const WRAPPERS: Record<string, string[]> = { gemma3: ["gemma3_text"], gemma4: ["gemma4_text"], gemma4_unified: ["gemma4_unified_text", "gemma4_text"] };
 
@@ -90,7 +90,11 @@ export function normalizeConfig(raw: unknown, source: string): GemmaConfig {
     }
     refuseUnsupported(tc as Raw, `${source} (text_config)`);
     // The wrapper's top-level token ids apply when text_config leaves them out.
-    c = { ...pick(top, ["bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings"]), ...(tc as Raw), model_type: String(inner) === "gemma4_unified_text" ? "gemma4_text" : String(inner) };
+    c = {
+      ...pick(top, ["bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings"]),
+      ...(tc as Raw),
+      model_type: String(inner) === "gemma4_unified_text" ? "gemma4_text" : String(inner),
+    };
     multimodal = true;
   } else if ("text_config" in top || "vision_config" in top) {
     throw new RangeError(`Cannot use "${source}": model_type ${JSON.stringify(topType)} with a text_config is not a Gemma checkpoint we know. ${SUPPORTED}`);
@@ -129,7 +133,9 @@ export function normalizeConfig(raw: unknown, source: string): GemmaConfig {
   const g4 = generation === 4 ? gemma4Fields(c, source, { numLayers, numHeads, numKvHeads, headDim, intermediateSize, layerTypes }) : null;
   const architecture = Array.isArray(top.architectures) && typeof top.architectures[0] === "string"
     ? top.architectures[0]
-    : multimodal ? (generation === 4 ? "Gemma4ForConditionalGeneration" : "Gemma3ForConditionalGeneration") : `Gemma${generation === 1 ? "" : generation}ForCausalLM`;
+    : multimodal
+    ? (generation === 4 ? "Gemma4ForConditionalGeneration" : "Gemma3ForConditionalGeneration")
+    : `Gemma${generation === 1 ? "" : generation}ForCausalLM`;
   return {
     generation,
     modelType: modelType as GemmaConfig["modelType"],

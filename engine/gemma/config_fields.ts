@@ -33,7 +33,9 @@ const TANH_GELU = ["gelu_pytorch_tanh", "gelu_new"];
 export function refuseUnsupported(c: Raw, source: string): void {
   const t = String(c.model_type ?? "");
   const refuse = (what: string) => {
-    throw new RangeError(`Cannot use "${source}": ${what}. Supported: Gemma 1, 2, 3 and 4 text decoders (also inside multimodal Gemma 3 / Gemma 4 checkpoints), unquantized (F32/BF16/F16 safetensors)`);
+    throw new RangeError(
+      `Cannot use "${source}": ${what}. Supported: Gemma 1, 2, 3 and 4 text decoders (also inside multimodal Gemma 3 / Gemma 4 checkpoints), unquantized (F32/BF16/F16 safetensors)`,
+    );
   };
   if (t.startsWith("gemma3n")) refuse(`model_type "${t}" is Gemma 3n (AltUp, LAuReL and activation sparsity), which is not supported`);
   if (/audio|speech|whisper/.test(t) || ("audio_config" in c && !("text_config" in c) && !("hidden_size" in c))) {
@@ -42,10 +44,14 @@ export function refuseUnsupported(c: Raw, source: string): void {
   const q = c.quantization_config as Raw | undefined;
   if (q && typeof q === "object") refuse(`the checkpoint is quantized (quantization_config.quant_method ${JSON.stringify(q.quant_method ?? "unknown")})`);
   if (c.attention_bias === true) refuse(`attention_bias is true (transformers would add biases to q/k/v/o_proj)`);
-  if (typeof c.attention_dropout === "number" && c.attention_dropout > 0) refuse(`attention_dropout is ${c.attention_dropout} (transformers drops attention probabilities while training; only 0 is supported)`);
+  if (typeof c.attention_dropout === "number" && c.attention_dropout > 0) {
+    refuse(`attention_dropout is ${c.attention_dropout} (transformers drops attention probabilities while training; only 0 is supported)`);
+  }
   if (c.tie_word_embeddings === false) refuse(`tie_word_embeddings is false (a separate lm_head; every released Gemma ties it)`);
   const act = c.hidden_activation;
-  if (act !== undefined && act !== null && !TANH_GELU.includes(String(act))) refuse(`hidden_activation is ${JSON.stringify(act)}; only tanh GELU ("gelu_pytorch_tanh") is supported`);
+  if (act !== undefined && act !== null && !TANH_GELU.includes(String(act))) {
+    refuse(`hidden_activation is ${JSON.stringify(act)}; only tanh GELU ("gelu_pytorch_tanh") is supported`);
+  }
   const ha = c.hidden_act;
   if (ha !== undefined && ha !== null && ![...TANH_GELU, "gelu"].includes(String(ha))) refuse(`hidden_act is ${JSON.stringify(ha)}; only GELU is supported`);
 }
@@ -88,9 +94,13 @@ export function resolveRope(c: Raw, generation: 1 | 2 | 3 | 4, source: string): 
     // Gemma 4 has only the per-layer-type form; its defaults are transformers'.
     const full = (params?.full_attention ?? { rope_type: "proportional", partial_rotary_factor: 0.25, rope_theta: 1e6 }) as Raw;
     const sliding = (params?.sliding_attention ?? { rope_type: "default", rope_theta: 1e4 }) as Raw;
-    if ((sliding.rope_type ?? "default") !== "default") throw new RangeError(`Cannot use "${source}": rope_parameters.sliding_attention.rope_type ${JSON.stringify(sliding.rope_type)} is not supported (only "default")`);
+    if ((sliding.rope_type ?? "default") !== "default") {
+      throw new RangeError(`Cannot use "${source}": rope_parameters.sliding_attention.rope_type ${JSON.stringify(sliding.rope_type)} is not supported (only "default")`);
+    }
     const ft = full.rope_type ?? "default";
-    if (ft !== "default" && ft !== "proportional") throw new RangeError(`Cannot use "${source}": rope_parameters.full_attention.rope_type ${JSON.stringify(ft)} is not supported ("proportional" or "default")`);
+    if (ft !== "default" && ft !== "proportional") {
+      throw new RangeError(`Cannot use "${source}": rope_parameters.full_attention.rope_type ${JSON.stringify(ft)} is not supported ("proportional" or "default")`);
+    }
     const p = ft === "proportional" ? Number(full.partial_rotary_factor ?? 1) : 1;
     if (!(p > 0 && p <= 1)) throw new RangeError(`Cannot use "${source}": partial_rotary_factor must be in (0, 1], got ${JSON.stringify(full.partial_rotary_factor)}`);
     const f = Number(full.factor ?? 1);

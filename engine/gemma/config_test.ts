@@ -7,12 +7,29 @@ function eq(a: unknown, b: unknown, label: string) {
 }
 
 const G3_270M = {
-  _sliding_window_pattern: 6, architectures: ["Gemma3ForCausalLM"], attn_logit_softcapping: null, final_logit_softcapping: null,
-  head_dim: 256, hidden_activation: "gelu_pytorch_tanh", hidden_size: 640, intermediate_size: 2048,
+  _sliding_window_pattern: 6,
+  architectures: ["Gemma3ForCausalLM"],
+  attn_logit_softcapping: null,
+  final_logit_softcapping: null,
+  head_dim: 256,
+  hidden_activation: "gelu_pytorch_tanh",
+  hidden_size: 640,
+  intermediate_size: 2048,
   layer_types: [...Array(18)].map((_, i) => ((i + 1) % 6 === 0 ? "full_attention" : "sliding_attention")),
-  max_position_embeddings: 32768, model_type: "gemma3_text", num_attention_heads: 4, num_hidden_layers: 18, num_key_value_heads: 1,
-  query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_local_base_freq: 10000.0, rope_scaling: null, rope_theta: 1000000.0,
-  sliding_window: 512, vocab_size: 262144, eos_token_id: 1, use_bidirectional_attention: false,
+  max_position_embeddings: 32768,
+  model_type: "gemma3_text",
+  num_attention_heads: 4,
+  num_hidden_layers: 18,
+  num_key_value_heads: 1,
+  query_pre_attn_scalar: 256,
+  rms_norm_eps: 1e-6,
+  rope_local_base_freq: 10000.0,
+  rope_scaling: null,
+  rope_theta: 1000000.0,
+  sliding_window: 512,
+  vocab_size: 262144,
+  eos_token_id: 1,
+  use_bidirectional_attention: false,
 };
 
 Deno.test("gemma-3-270m (v4 spelling with layer_types): bases, window, full layers 5/11/17, exact parameter count", () => {
@@ -45,9 +62,20 @@ Deno.test("transformers v5 rope_parameters per layer type, with linear scaling o
 
 Deno.test("gemma-2-2b: even layers slide, softcaps 50/30, parameter count", () => {
   const c = normalizeConfig({
-    model_type: "gemma2", attn_logit_softcapping: 50.0, final_logit_softcapping: 30.0, head_dim: 256, hidden_act: "gelu_pytorch_tanh",
-    hidden_size: 2304, intermediate_size: 9216, num_attention_heads: 8, num_hidden_layers: 26, num_key_value_heads: 4,
-    query_pre_attn_scalar: 256, rope_theta: 10000.0, sliding_window: 4096, vocab_size: 256000,
+    model_type: "gemma2",
+    attn_logit_softcapping: 50.0,
+    final_logit_softcapping: 30.0,
+    head_dim: 256,
+    hidden_act: "gelu_pytorch_tanh",
+    hidden_size: 2304,
+    intermediate_size: 9216,
+    num_attention_heads: 8,
+    num_hidden_layers: 26,
+    num_key_value_heads: 4,
+    query_pre_attn_scalar: 256,
+    rope_theta: 10000.0,
+    sliding_window: 4096,
+    vocab_size: 256000,
   }, "2-2b");
   eq(c.layerTypes.slice(0, 4), ["sliding", "full", "sliding", "full"], "layer types");
   eq([c.attnSoftcap, c.finalSoftcap, c.slidingWindow, c.ropeThetaSliding], [50, 30, 4096, 10000], "caps");
@@ -64,22 +92,24 @@ Deno.test("gemma-2b / 7b (Gemma 1, hidden_act gelu → tanh GELU anyway): scalar
 });
 
 Deno.test("unsupported checkpoints are refused with what is supported", () => {
-  for (const [raw, re] of [
-    [{ model_type: "gemma3", text_config: { model_type: "siglip" } }, /text_config.model_type is "siglip"/],
-    [{ model_type: "gemma3n", text_config: {} }, /Gemma 3n/],
-    [{ model_type: "gemma3n_text", hidden_size: 8 }, /Gemma 3n/],
-    [{ ...G3_270M, quantization_config: { quant_method: "bitsandbytes" } }, /quantized.*bitsandbytes/],
-    [{ ...G3_270M, attention_bias: true }, /attention_bias/],
-    [{ ...G3_270M, hidden_activation: "silu" }, /hidden_activation is "silu"/],
-    [{ ...G3_270M, tie_word_embeddings: false }, /tie_word_embeddings/],
-    [{ ...G3_270M, attention_dropout: 0.1 }, /attention_dropout/],
-    [{ ...G3_270M, rope_scaling: { rope_type: "yarn", factor: 4 } }, /"yarn" is not supported/],
-    [{ model_type: "gemma3_audio" }, /audio model/],
-    [{ model_type: "llama", hidden_size: 8 }, /not a Gemma text model.*Supported/],
-    [{ ...G3_270M, use_bidirectional_attention: true }, /bidirectional/],
-    [{ ...G3_270M, layer_types: ["sliding_attention"] }, /layer_types has 1 entries/],
-    [{ ...G3_270M, hidden_size: "big" }, /hidden_size/],
-  ] as [Record<string, unknown>, RegExp][]) {
+  for (
+    const [raw, re] of [
+      [{ model_type: "gemma3", text_config: { model_type: "siglip" } }, /text_config.model_type is "siglip"/],
+      [{ model_type: "gemma3n", text_config: {} }, /Gemma 3n/],
+      [{ model_type: "gemma3n_text", hidden_size: 8 }, /Gemma 3n/],
+      [{ ...G3_270M, quantization_config: { quant_method: "bitsandbytes" } }, /quantized.*bitsandbytes/],
+      [{ ...G3_270M, attention_bias: true }, /attention_bias/],
+      [{ ...G3_270M, hidden_activation: "silu" }, /hidden_activation is "silu"/],
+      [{ ...G3_270M, tie_word_embeddings: false }, /tie_word_embeddings/],
+      [{ ...G3_270M, attention_dropout: 0.1 }, /attention_dropout/],
+      [{ ...G3_270M, rope_scaling: { rope_type: "yarn", factor: 4 } }, /"yarn" is not supported/],
+      [{ model_type: "gemma3_audio" }, /audio model/],
+      [{ model_type: "llama", hidden_size: 8 }, /not a Gemma text model.*Supported/],
+      [{ ...G3_270M, use_bidirectional_attention: true }, /bidirectional/],
+      [{ ...G3_270M, layer_types: ["sliding_attention"] }, /layer_types has 1 entries/],
+      [{ ...G3_270M, hidden_size: "big" }, /hidden_size/],
+    ] as [Record<string, unknown>, RegExp][]
+  ) {
     let msg = "";
     try {
       normalizeConfig(raw, "cfg.json");
@@ -103,11 +133,29 @@ Deno.test("soft-caps follow transformers: Gemma 3 CausalLM applies final_logit_s
 Deno.test("multimodal Gemma 3 (4b): text_config nested, wrapper token ids, 262208 vocab, parameter count of the text decoder", () => {
   const { vocab_size: _v, eos_token_id: _e, ...text } = G3_270M;
   const c = normalizeConfig({
-    model_type: "gemma3", architectures: ["Gemma3ForConditionalGeneration"], eos_token_id: [1, 106],
-    text_config: { ...text, model_type: "gemma3_text", hidden_size: 2560, intermediate_size: 10240, num_hidden_layers: 34, num_attention_heads: 8, num_key_value_heads: 4, layer_types: undefined, sliding_window: 1024, rope_scaling: { rope_type: "linear", factor: 8 }, vocab_size: 262208 },
+    model_type: "gemma3",
+    architectures: ["Gemma3ForConditionalGeneration"],
+    eos_token_id: [1, 106],
+    text_config: {
+      ...text,
+      model_type: "gemma3_text",
+      hidden_size: 2560,
+      intermediate_size: 10240,
+      num_hidden_layers: 34,
+      num_attention_heads: 8,
+      num_key_value_heads: 4,
+      layer_types: undefined,
+      sliding_window: 1024,
+      rope_scaling: { rope_type: "linear", factor: 8 },
+      vocab_size: 262208,
+    },
     vision_config: { model_type: "siglip_vision_model" },
   }, "4b");
-  eq([c.generation, c.multimodal, c.vocabSize, c.eosTokenIds, c.slidingWindow, c.ropeScalingFull, c.textPrefix], [3, true, 262208, [1, 106], 1024, 8, "language_model.model."], "4b");
+  eq(
+    [c.generation, c.multimodal, c.vocabSize, c.eosTokenIds, c.slidingWindow, c.ropeScalingFull, c.textPrefix],
+    [3, true, 262208, [1, 106], 1024, 8, "language_model.model."],
+    "4b",
+  );
   // By hand: 262208·2560 embedding + 34 × (q, o 2048·2560 and k, v 1024·2560 = 3·5242880; MLP 3·10240·2560; norms 4·2560 + 2·256) + 2560.
   eq(countParams(c), 671252480 + 34 * (3 * 5242880 + 78643200 + 10752) + 2560, "text decoder parameters of gemma-3-4b");
 });
@@ -116,7 +164,14 @@ Deno.test("Gemma 4 presets: E2B/E4B KV sources (13/14, 22/23), layer patterns, d
   const { presetConfig } = await import("../init_model.ts");
   const e2b = presetConfig("gemma-4-e2b").config;
   eq(e2b.layers.map((l, i) => (l.kvSource === i ? -1 : l.kvSource)).slice(15), [13, 13, 13, 13, 14, 13, 13, 13, 13, 14, 13, 13, 13, 13, 14, 13, 13, 13, 13, 14], "E2B KV sources");
-  eq([e2b.layers[14].intermediate, e2b.layers[15].intermediate, e2b.ple, e2b.normOffset, e2b.queryPreAttnScalar, e2b.finalSoftcap], [6144, 12288, { dim: 256, vocab: 262144 }, 0, 1, 30], "E2B");
+  eq([e2b.layers[14].intermediate, e2b.layers[15].intermediate, e2b.ple, e2b.normOffset, e2b.queryPreAttnScalar, e2b.finalSoftcap], [
+    6144,
+    12288,
+    { dim: 256, vocab: 262144 },
+    0,
+    1,
+    30,
+  ], "E2B");
   eq(e2b.layerTypes.map((t, i) => (t === "full" ? i : -1)).filter((i) => i >= 0), [4, 9, 14, 19, 24, 29, 34], "E2B full layers");
   const e4b = presetConfig("gemma-4-e4b").config;
   eq([e4b.layers[24].kvSource, e4b.layers[29].kvSource, e4b.layers[23].kvSource], [22, 23, 23], "E4B KV sources");

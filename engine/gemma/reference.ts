@@ -20,7 +20,14 @@ function get(w: W, name: string): ArrayLike<number> {
 }
 
 /** y[M,out] = x[M,in] · Wᵀ (+ LoRA). */
-function linear(x: Float64Array, M: number, inF: number, W: ArrayLike<number>, outF: number, lora?: { A: ArrayLike<number>; B: ArrayLike<number>; r: number; s: number }): Float64Array {
+function linear(
+  x: Float64Array,
+  M: number,
+  inF: number,
+  W: ArrayLike<number>,
+  outF: number,
+  lora?: { A: ArrayLike<number>; B: ArrayLike<number>; r: number; s: number },
+): Float64Array {
   const y = new Float64Array(M * outF);
   for (let m = 0; m < M; m++) {
     for (let o = 0; o < outF; o++) {
@@ -71,9 +78,7 @@ export function referenceForward(c: GemmaConfig, w: W, ids: number[], opts: { lo
     const group = ["gate_proj", "up_proj", "down_proj"].includes(name) ? "mlp" : "self_attn";
     const path = `model.layers.${layer}.${group}.${name}`;
     const A = opts.lora?.tensors.get(`base_model.model.${path}.lora_A.weight`);
-    const lora = A && opts.lora
-      ? { A, B: opts.lora.tensors.get(`base_model.model.${path}.lora_B.weight`)!, r: opts.lora.r, s: opts.lora.scaling }
-      : undefined;
+    const lora = A && opts.lora ? { A, B: opts.lora.tensors.get(`base_model.model.${path}.lora_B.weight`)!, r: opts.lora.r, s: opts.lora.scaling } : undefined;
     return linear(x, M, inF, get(w, `${path}.weight`), outF, lora);
   };
   for (let l = 0; l < c.numLayers; l++) {

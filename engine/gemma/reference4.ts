@@ -151,7 +151,7 @@ export function reference4Forward(c: GemmaConfig, w: W, ids: number[], opts: { l
   h = norm(h, H, get(w, "model.norm.weight"), eps);
   const V = c.vocabSize;
   const logits = matT(h, T, H, E, V);
-  if (c.finalSoftcap) for (let i = 0; i < logits.length; i++) logits[i] = c.finalSoftcap * Math.tanh(logits[i] / c.finalSoftcap);
+  if (c.finalSoftcap) { for (let i = 0; i < logits.length; i++) logits[i] = c.finalSoftcap * Math.tanh(logits[i] / c.finalSoftcap); }
   return logits;
 }
 

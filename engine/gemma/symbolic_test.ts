@@ -4,7 +4,7 @@
  * checkpoint, for two different [batch, seq] shapes run through the same session.
  */
 import type * as ortTypes from "onnxruntime-node";
-import { buildBody, buildHeadChunk, type BodyGraphs, EMBED } from "./staged.ts";
+import { type BodyGraphs, buildBody, buildHeadChunk, EMBED } from "./staged.ts";
 import { attentionMask, ropeTables } from "./model.ts";
 import { paramSpecs } from "./params.ts";
 import { randomWeights, tinyConfig } from "./testing.ts";

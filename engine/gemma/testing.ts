@@ -65,15 +65,32 @@ export function tinyConfig(generation: 1 | 2 | 3, stress = false): GemmaConfig {
 export type Gemma4Variant = "ple" | "kv" | "moe";
 export function tinyRawConfig4(variant: Gemma4Variant): Record<string, unknown> {
   const common = {
-    model_type: "gemma4_text", vocab_size: 48, hidden_size: 32, intermediate_size: 24, num_attention_heads: 4, num_key_value_heads: 2,
-    head_dim: 8, global_head_dim: 16, rms_norm_eps: 1e-6, max_position_embeddings: 128, bos_token_id: 2, eos_token_id: 1, pad_token_id: 0,
-    sliding_window: 3, final_logit_softcapping: 1.5,
+    model_type: "gemma4_text",
+    vocab_size: 48,
+    hidden_size: 32,
+    intermediate_size: 24,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 8,
+    global_head_dim: 16,
+    rms_norm_eps: 1e-6,
+    max_position_embeddings: 128,
+    bos_token_id: 2,
+    eos_token_id: 1,
+    pad_token_id: 0,
+    sliding_window: 3,
+    final_logit_softcapping: 1.5,
     rope_parameters: { sliding_attention: { rope_type: "default", rope_theta: 10000 }, full_attention: { rope_type: "proportional", partial_rotary_factor: 0.5, rope_theta: 100 } },
   };
   if (variant === "ple") {
     return {
-      ...common, num_hidden_layers: 4, layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
-      num_kv_shared_layers: 2, use_double_wide_mlp: true, hidden_size_per_layer_input: 4, vocab_size_per_layer_input: 48,
+      ...common,
+      num_hidden_layers: 4,
+      layer_types: ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+      num_kv_shared_layers: 2,
+      use_double_wide_mlp: true,
+      hidden_size_per_layer_input: 4,
+      vocab_size_per_layer_input: 48,
     };
   }
   const kv = { ...common, num_hidden_layers: 3, layer_types: ["sliding_attention", "full_attention", "full_attention"], attention_k_eq_v: true, num_global_key_value_heads: 1 };

@@ -10,7 +10,19 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { readConfig, resolveModelPath } from "../model_dir.ts";
 import { type BundleRow, jsonl, renderDataset } from "./dataset.ts";
-import { deepspeedConfig, type FieldMapping, type HandoffConfig, type Launcher, type MapContext, mapAxolotl, type MappedConfig, mapTrl, slug, type Strategy, type Target } from "./mapping.ts";
+import {
+  deepspeedConfig,
+  type FieldMapping,
+  type HandoffConfig,
+  type Launcher,
+  mapAxolotl,
+  type MapContext,
+  type MappedConfig,
+  mapTrl,
+  slug,
+  type Strategy,
+  type Target,
+} from "./mapping.ts";
 import { toYaml, type YamlValue } from "./yaml.ts";
 import { TRAIN_TRL_PY } from "./train_trl.ts";
 
@@ -64,7 +76,10 @@ export function clusterModelName(model: string, modelDir: string): { name: strin
     if (typeof raw._name_or_path === "string" && MODEL_ID.test(raw._name_or_path)) return { name: raw._name_or_path };
   } catch { /* the name stays the path */ }
   const what = model === "demo" ? "the built-in demo model (a tiny random-init Gemma 3) exists only in this app" : `"${modelDir}" is a folder on this machine`;
-  return { name: modelDir, warning: `The base model: ${what}. Copy the folder to the cluster and set the base model path in the config, or export again with --base-model ORG/NAME (a Hub model).` };
+  return {
+    name: modelDir,
+    warning: `The base model: ${what}. Copy the folder to the cluster and set the base model path in the config, or export again with --base-model ORG/NAME (a Hub model).`,
+  };
 }
 
 function text(s: string): Uint8Array {
@@ -104,12 +119,28 @@ export async function buildBundle(cfg: HandoffConfig, dataDir: string, opts: Bun
     files: { train: "data/train.jsonl", validation: "data/validation.jsonl", deepspeed: dsName },
   };
   const mapped = o.target === "axolotl" ? mapAxolotl(cfg, ctx) : mapTrl(cfg, ctx);
-  if (world > 1) warnings.push(`The effective batch is batchSize × gradAccum × GPUs = ${cfg.batchSize} × ${cfg.gradAccum} × ${world} = ${cfg.batchSize * cfg.gradAccum * world} rows a step (here it was ${cfg.batchSize * cfg.gradAccum}); lower gradAccum to keep it.`);
+  if (world > 1) {
+    warnings.push(
+      `The effective batch is batchSize × gradAccum × GPUs = ${cfg.batchSize} × ${cfg.gradAccum} × ${world} = ${cfg.batchSize * cfg.gradAccum * world} rows a step (here it was ${
+        cfg.batchSize * cfg.gradAccum
+      }); lower gradAccum to keep it.`,
+    );
+  }
   if (data.prepared.invalid.length) warnings.push(`${data.prepared.invalid.length} row(s) of the dataset were left out (dataset.skipInvalid), as our trainer leaves them out.`);
-  if (o.launcher === "skypilot") mapped.unmapped.push({ ours: "(launcher) time", value: o.time, theirs: null, note: "SkyPilot tasks have no wall-clock limit; use `sky jobs launch` or autostop (`sky launch -i MINUTES --down`)" });
+  if (o.launcher === "skypilot") {
+    mapped.unmapped.push({
+      ours: "(launcher) time",
+      value: o.time,
+      theirs: null,
+      note: "SkyPilot tasks have no wall-clock limit; use `sky jobs launch` or autostop (`sky launch -i MINUTES --down`)",
+    });
+  }
 
   const configName = o.target === "axolotl" ? "axolotl.yaml" : "trl.yaml";
-  const header = [`Written by gemma-tuner export-job from run config "${cfg.name}" (target ${o.target}).`, "Field-by-field mapping and the fields with no equivalent: README.md and handoff.json."];
+  const header = [
+    `Written by gemma-tuner export-job from run config "${cfg.name}" (target ${o.target}).`,
+    "Field-by-field mapping and the fields with no equivalent: README.md and handoff.json.",
+  ];
   const files: BundleFile[] = [
     { name: configName, data: text(toYaml(mapped.config as Record<string, YamlValue>, header)) },
     { name: "data/train.jsonl", data: text(jsonl(data.train)) },
@@ -136,11 +167,33 @@ export async function buildBundle(cfg: HandoffConfig, dataDir: string, opts: Bun
     config: cfg,
     fields: mapped.fields,
     unmapped: mapped.unmapped,
-    dataset: { format: data.prepared.format, train: data.train.length, validation: data.validation.length, trainTokens: data.prepared.trainTokens, truncated: data.prepared.truncated, invalid: data.prepared.invalid.length },
+    dataset: {
+      format: data.prepared.format,
+      train: data.train.length,
+      validation: data.validation.length,
+      trainTokens: data.prepared.trainTokens,
+      truncated: data.prepared.truncated,
+      invalid: data.prepared.invalid.length,
+    },
     warnings,
   };
   files.push({ name: "handoff.json", data: text(JSON.stringify(handoff, null, 2) + "\n") });
-  files.push({ name: "README.md", data: text(readme(cfg, { ...o, strategy, configName, launcher: launcher.name, mapped, warnings, baseModel, rows: { train: data.train.length, validation: data.validation.length }, files: files.map((f) => f.name) })) });
+  files.push({
+    name: "README.md",
+    data: text(
+      readme(cfg, {
+        ...o,
+        strategy,
+        configName,
+        launcher: launcher.name,
+        mapped,
+        warnings,
+        baseModel,
+        rows: { train: data.train.length, validation: data.validation.length },
+        files: files.map((f) => f.name),
+      }),
+    ),
+  });
   return { files, mapped, warnings, baseModel, strategy, rows: { train: data.train.length, validation: data.validation.length } };
 }
 
@@ -207,7 +260,15 @@ srun --kill-on-bad-exit=1 torchrun \\
         `  --master_addr "$MASTER_ADDR" --master_port 29500 ${args}`,
       ].join("\n") + "\n",
     };
-    return { name: "sky.yaml", data: text(toYaml(task, ["SkyPilot task written by gemma-tuner export-job. Launch from this folder: sky launch -c " + o.name + " sky.yaml", "Override GPUs and nodes at launch: sky launch --gpus " + o.accelerator + ":8 --num-nodes 2 sky.yaml"])) };
+    return {
+      name: "sky.yaml",
+      data: text(
+        toYaml(task, [
+          "SkyPilot task written by gemma-tuner export-job. Launch from this folder: sky launch -c " + o.name + " sky.yaml",
+          "Override GPUs and nodes at launch: sky launch --gpus " + o.accelerator + ":8 --num-nodes 2 sky.yaml",
+        ]),
+      ),
+    };
   }
   return {
     name: "run_local.sh",
@@ -257,9 +318,12 @@ const FILE_ROLE: [RegExp, string][] = [
   [/^axolotl\.yaml$/, "Axolotl's config, mapped field by field from the run config (table below)."],
   [/^trl\.yaml$/, "The config train_trl.py reads: `model` (from_pretrained), `peft` (peft.LoraConfig), `sft` (trl.SFTConfig), `data`."],
   [/^train_trl\.py$/, "Trains with TRL's SFTTrainer on the pre-tokenised rows (our labels are used as they are)."],
-  [/^data\/train\.jsonl$/, "Training rows, pre-tokenised with the model's tokenizer and our chat template: input_ids, attention_mask, labels (−100 = not trained), completion_mask."],
+  [
+    /^data\/train\.jsonl$/,
+    "Training rows, pre-tokenised with the model's tokenizer and our chat template: input_ids, attention_mask, labels (−100 = not trained), completion_mask.",
+  ],
   [/^data\/validation\.jsonl$/, "Validation rows: the same seeded split our trainer holds out."],
-  [/^deepspeed\//, "DeepSpeed ZeRO config for several GPUs (batch sizes, clipping and precision are \"auto\": taken from the trainer's arguments)."],
+  [/^deepspeed\//, 'DeepSpeed ZeRO config for several GPUs (batch sizes, clipping and precision are "auto": taken from the trainer\'s arguments).'],
   [/^job\.sbatch$/, "Slurm batch script: torchrun on every node through srun; nodes, GPUs and time are #SBATCH parameters."],
   [/^sky\.yaml$/, "SkyPilot task: setup installs requirements.txt, run starts torchrun on every node."],
   [/^run_local\.sh$/, "One machine: torchrun over its GPUs."],
@@ -290,7 +354,9 @@ function readme(cfg: HandoffConfig, i: ReadmeInfo): string {
     ...run,
     "```",
     "",
-    `The trained ${cfg.method === "lora" ? "adapter (adapter_config.json + adapter_model.safetensors)" : "model"} lands in \`${out}/\`, with TensorBoard events under \`${out}/runs/\`.`,
+    `The trained ${
+      cfg.method === "lora" ? "adapter (adapter_config.json + adapter_model.safetensors)" : "model"
+    } lands in \`${out}/\`, with TensorBoard events under \`${out}/runs/\`.`,
     "",
     "## Bring it back",
     "",

@@ -16,7 +16,7 @@ import { ensureDemoModel } from "../init_model.ts";
 import { loadTokenizer } from "../tokenizer.ts";
 import { prepareDataset } from "../data/mod.ts";
 import { IGNORE } from "../data/tokenize.ts";
-import { type Bundle, buildBundle, writeBundle } from "./bundle.ts";
+import { buildBundle, type Bundle, writeBundle } from "./bundle.ts";
 import type { BundleRow } from "./dataset.ts";
 
 const CHATS = [
@@ -120,24 +120,27 @@ Deno.test("bundle data: packing and truncation as our trainer does them (TRL tar
 
 Deno.test("bundle files: the YAML holds exactly the mapped values; Slurm script carries nodes, GPUs and time; README lists every field", async () => {
   const { dir, data, dataDir } = setup();
-  const cfg = { ...parseRunConfig({
-    name: "big run",
-    model: "demo",
-    dataset: { path: data, validation: 0.2 },
-    lora: { r: 16, alpha: 32, dropout: 0.1, rslora: true, targets: ["q_proj", "v_proj"] },
-    epochs: 2,
-    batchSize: 2,
-    gradAccum: 8,
-    learningRate: 2e-4,
-    schedule: "linear",
-    warmupSteps: 3,
-    adamEps: 1e-7,
-    maxLength: 128,
-    evalEvery: 5,
-    saveEvery: 10,
-    keepCheckpoints: 2,
-    seed: 99,
-  }), basePrecision: "int4" as const };
+  const cfg = {
+    ...parseRunConfig({
+      name: "big run",
+      model: "demo",
+      dataset: { path: data, validation: 0.2 },
+      lora: { r: 16, alpha: 32, dropout: 0.1, rslora: true, targets: ["q_proj", "v_proj"] },
+      epochs: 2,
+      batchSize: 2,
+      gradAccum: 8,
+      learningRate: 2e-4,
+      schedule: "linear",
+      warmupSteps: 3,
+      adamEps: 1e-7,
+      maxLength: 128,
+      evalEvery: 5,
+      saveEvery: 10,
+      keepCheckpoints: 2,
+      seed: 99,
+    }),
+    basePrecision: "int4" as const,
+  };
   const b = await buildBundle(cfg, dataDir, { target: "axolotl", launcher: "slurm", gpus: 8, nodes: 4, time: "2-00:00:00", baseModel: "google/gemma-3-270m" });
   const y = parseYaml(file(b, "axolotl.yaml")) as Record<string, unknown>;
   assertEquals(y, JSON.parse(JSON.stringify(b.mapped.config)), "axolotl.yaml parses to the mapped config");
@@ -146,13 +149,25 @@ Deno.test("bundle files: the YAML holds exactly the mapped values; Slurm script 
   }
   assertEquals([y.adapter, y.load_in_4bit, y.lora_r, y.lora_alpha, y.lora_dropout, y.peft_use_rslora], ["qlora", true, 16, 32, 0.1, true]);
   assertEquals([y.num_epochs, y.max_steps, y.micro_batch_size, y.gradient_accumulation_steps], [2, undefined, 2, 8]);
-  assertEquals([y.learning_rate, y.lr_scheduler, y.warmup_steps, y.adam_epsilon, y.sequence_len, y.eval_steps, y.save_steps, y.save_total_limit, y.seed], [2e-4, "linear", 3, 1e-7, 128, 5, 10, 2, 99]);
+  assertEquals([y.learning_rate, y.lr_scheduler, y.warmup_steps, y.adam_epsilon, y.sequence_len, y.eval_steps, y.save_steps, y.save_total_limit, y.seed], [
+    2e-4,
+    "linear",
+    3,
+    1e-7,
+    128,
+    5,
+    10,
+    2,
+    99,
+  ]);
   assertEquals(y.base_model, "google/gemma-3-270m");
   assertEquals(y.test_datasets, [{ path: "data/validation.jsonl", ds_type: "json", split: "train" }]);
   assertEquals(y.deepspeed, "deepspeed/zero2.json");
   assert(/adam_epsilon: 1\.0e-7\n/.test(file(b, "axolotl.yaml")), "PyYAML reads 1e-7 as a float only with a dot: 1.0e-7");
   const sb = file(b, "job.sbatch");
-  for (const line of ["#SBATCH --nodes=4", "#SBATCH --gres=gpu:8", "#SBATCH --time=2-00:00:00", "-m axolotl.cli.train axolotl.yaml"]) assert(sb.includes(line), `job.sbatch lacks ${line}`);
+  for (const line of ["#SBATCH --nodes=4", "#SBATCH --gres=gpu:8", "#SBATCH --time=2-00:00:00", "-m axolotl.cli.train axolotl.yaml"]) {
+    assert(sb.includes(line), `job.sbatch lacks ${line}`);
+  }
   const readme = file(b, "README.md");
   for (const f of [...b.mapped.fields, ...b.mapped.unmapped]) assert(readme.includes(`\`${f.ours}\``), `README does not mention ${f.ours}`);
   assert(readme.includes("sbatch job.sbatch") && readme.includes("gemma-tuner import"), "README says how to run and how to bring it back");

@@ -82,10 +82,25 @@ function common(cfg: HandoffConfig, ctx: MapContext, r: Recorder, dataKey: strin
   r.map("dataset.path", d.path, dataKey, ctx.files.train, "rendered into the data file with our chat template and label mask");
   r.map("dataset.format", d.format, dataKey, ctx.files.train, "applied when rendering (rows are pre-tokenised)");
   if (d.fields !== undefined) r.map("dataset.fields", d.fields, dataKey, ctx.files.train, "applied when rendering");
-  r.map("dataset.skipInvalid", d.skipInvalid, dataKey, ctx.files.train, d.skipInvalid ? "invalid rows were left out of the data file" : "every row was valid (else the bundle is refused)");
-  if (d.validationPath !== undefined) r.map("dataset.validationPath", d.validationPath, evalKey, ctx.hasValidation ? ctx.files.validation : null, "rendered into the validation file");
-  if (ctx.hasValidation) r.map("dataset.validation", d.validation, evalKey, ctx.files.validation, d.validationPath ? "unused: validationPath is set" : "the same seeded split as ours, written as its own file");
-  else r.none("dataset.validation", d.validation, "no validation rows: nothing held out");
+  r.map(
+    "dataset.skipInvalid",
+    d.skipInvalid,
+    dataKey,
+    ctx.files.train,
+    d.skipInvalid ? "invalid rows were left out of the data file" : "every row was valid (else the bundle is refused)",
+  );
+  if (d.validationPath !== undefined) {
+    r.map("dataset.validationPath", d.validationPath, evalKey, ctx.hasValidation ? ctx.files.validation : null, "rendered into the validation file");
+  }
+  if (ctx.hasValidation) {
+    r.map(
+      "dataset.validation",
+      d.validation,
+      evalKey,
+      ctx.files.validation,
+      d.validationPath ? "unused: validationPath is set" : "the same seeded split as ours, written as its own file",
+    );
+  } else r.none("dataset.validation", d.validation, "no validation rows: nothing held out");
   r.none("device", cfg.device, "this app's runtime choice; the target trains on the cluster's GPUs");
   if (cfg.threads !== undefined) r.none("threads", cfg.threads, "CPU threads of this app's runtime; no equivalent on GPUs");
 }

@@ -1,7 +1,7 @@
 /** The RunConfig → Axolotl / TRL mapping, field by field: every field lands in exactly one list, with the right key and value. */
 import { assert, assertEquals, assertThrows } from "../../tests/_assert.ts";
 import { parseRunConfig } from "../../config/training.ts";
-import { type FieldMapping, type HandoffConfig, type MapContext, mapAxolotl, mapTrl, parseHandoffConfig } from "./mapping.ts";
+import { type FieldMapping, type HandoffConfig, mapAxolotl, type MapContext, mapTrl, parseHandoffConfig } from "./mapping.ts";
 import { toYaml, yamlNumber, yamlString } from "./yaml.ts";
 import YAML from "yaml";
 
@@ -177,14 +177,28 @@ Deno.test("mapping: full fine-tuning, 4-bit, fp32, FSDP and no validation", () =
 Deno.test("parseHandoffConfig keeps basePrecision and names a bad one", () => {
   const c = parseHandoffConfig({ model: "demo", dataset: { path: "sample" }, maxSteps: 2, basePrecision: "bf16" }, "x.json");
   assertEquals(c.basePrecision, "bf16");
-  assertThrows(() => parseHandoffConfig({ model: "demo", dataset: { path: "sample" }, maxSteps: 2, basePrecision: "fp8" }, "x.json"), /x\.json:\nbasePrecision: expected one of fp32, bf16, int8, int4/);
+  assertThrows(
+    () => parseHandoffConfig({ model: "demo", dataset: { path: "sample" }, maxSteps: 2, basePrecision: "fp8" }, "x.json"),
+    /x\.json:\nbasePrecision: expected one of fp32, bf16, int8, int4/,
+  );
   assertThrows(() => parseHandoffConfig({ model: "demo", dataset: { path: "sample" } }, "x.json"), /maxSteps: set maxSteps or epochs/);
 });
 
 Deno.test("YAML emitter: strings YAML 1.1 would misread are quoted, floats keep a dot, blocks round-trip", () => {
-  assertEquals(["yes", "on", "No", "null", "~", "1", "x: y", "#a", "q_proj", "data/train.jsonl"].map(yamlString), ['"yes"', '"on"', '"No"', '"null"', '"~"', '"1"', '"x: y"', '"#a"', "q_proj", "data/train.jsonl"]);
+  assertEquals(["yes", "on", "No", "null", "~", "1", "x: y", "#a", "q_proj", "data/train.jsonl"].map(yamlString), [
+    '"yes"',
+    '"on"',
+    '"No"',
+    '"null"',
+    '"~"',
+    '"1"',
+    '"x: y"',
+    '"#a"',
+    "q_proj",
+    "data/train.jsonl",
+  ]);
   assertEquals([2e-4, 1e-8, 1.5e21, 16, 0.05, -3].map(yamlNumber), ["0.0002", "1.0e-8", "1.5e+21", "16", "0.05", "-3"]);
-  const doc = { a: "line one\n  line two\n", b: [{ c: [1, 2], d: "on" }, [], {}], e: "tab\tand \"quotes\" and ünïcode", f: null, g: "trailing space \n" };
+  const doc = { a: "line one\n  line two\n", b: [{ c: [1, 2], d: "on" }, [], {}], e: 'tab\tand "quotes" and ünïcode', f: null, g: "trailing space \n" };
   const text = toYaml(doc, ["header"]);
   for (const version of ["1.1", "1.2"] as const) assertEquals(YAML.parse(text, { version }), doc, `YAML ${version}`);
   assert(text.startsWith("# header\n") && text.includes("a: |\n  line one\n    line two\n"), text);

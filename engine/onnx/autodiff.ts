@@ -113,12 +113,8 @@ export const RULES: Record<string, Rule> = {
     const tA = n.attrs.transA === 1, tB = n.attrs.transB === 1;
     const alpha = n.attrs.alpha ? (n.attrs.alpha as { float: number }).float : 1;
     const beta = n.attrs.beta ? (n.attrs.beta as { float: number }).float : 1;
-    const da = !need[0] ? null : tA
-      ? o.gemm(g, b, d!, { transA: tB, transB: true, alpha })
-      : o.gemm(g, d!, b, { transB: !tB, alpha });
-    const db = !need[1] ? null : tB
-      ? o.gemm(g, d!, a, { transA: true, transB: tA, alpha })
-      : o.gemm(g, a, d!, { transA: !tA, alpha });
+    const da = !need[0] ? null : tA ? o.gemm(g, b, d!, { transA: tB, transB: true, alpha }) : o.gemm(g, d!, b, { transB: !tB, alpha });
+    const db = !need[1] ? null : tB ? o.gemm(g, d!, a, { transA: true, transB: tA, alpha }) : o.gemm(g, a, d!, { transA: !tA, alpha });
     const dc = c && need[2] ? unbroadcast(g, o.scale(g, d!, beta), c.shape) : null;
     return c ? [da, db, dc] : [da, db];
   },
@@ -193,7 +189,7 @@ export function gradientsFromSeeds(g: Graph, seeds: Map<Value, Value>, wrt: Valu
   // Forward pass: which values depend on a wanted leaf.
   const live = new Set<number>(wrt.map((v) => v.id));
   for (const n of tape) {
-    if (n.inputs.some((x) => x && live.has(x.id))) for (const y of n.outputs) live.add(y.id);
+    if (n.inputs.some((x) => x && live.has(x.id))) { for (const y of n.outputs) live.add(y.id); }
   }
   const grad = new Map<number, Value>();
   for (const [v, d] of seeds) grad.set(v.id, d);

@@ -42,7 +42,7 @@ export function splitGraph(
   const inputIds = new Set(g.inputs.filter((v) => recomputeFrom.has(v.name)).map((v) => v.id));
   g.nodes.forEach((n, i) => {
     if (i >= cut) return;
-    if (n.inputs.every((x) => !x || inputIds.has(x.id) || consts.has(x.id) || inputOnly.has(x.id))) for (const y of n.outputs) inputOnly.add(y.id);
+    if (n.inputs.every((x) => !x || inputIds.has(x.id) || consts.has(x.id) || inputOnly.has(x.id))) { for (const y of n.outputs) inputOnly.add(y.id); }
   });
 
   // Backward: walk back from its outputs; other forward-made values it reads become saved.
