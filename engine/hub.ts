@@ -149,7 +149,8 @@ export async function planDownload(o: HubOptions): Promise<RepoPlan> {
   }
 }
 
-function freeBytesAt(dir: string): number {
+/** Free bytes on the disk that holds `dir` (its nearest existing ancestor). */
+export function freeBytesAt(dir: string): number {
   let d = path.resolve(dir);
   while (!fs.existsSync(d) && path.dirname(d) !== d) d = path.dirname(d);
   const s = fs.statfsSync(d);
@@ -159,13 +160,7 @@ function freeBytesAt(dir: string): number {
 /** Downloads the plan's files (resuming partial ones), verifies each, then publishes the snapshot. */
 export async function downloadRepo(o: HubOptions, plan?: RepoPlan): Promise<RepoPlan & { dir: string }> {
   plan ??= await planDownload(o);
-  const free = (o.freeBytes ?? freeBytesAt)(o.cacheDir);
-  if (plan.neededBytes + MARGIN > free) {
-    throw new HubError(
-      "disk-full",
-      `${o.repo} needs ${mb(plan.neededBytes)} more in ${o.cacheDir} but only ${mb(free)} is free: free some space or point HF_HUB_CACHE at a larger disk`,
-    );
-  }
+  ensureSpace(o, plan);
   const blobs = path.join(plan.repoDir, "blobs");
   fs.mkdirSync(blobs, { recursive: true });
   let done = plan.totalBytes - plan.neededBytes;
@@ -176,6 +171,17 @@ export async function downloadRepo(o: HubOptions, plan?: RepoPlan): Promise<Repo
     });
   }
   return { ...plan, dir: publishSnapshot(plan) };
+}
+
+/** Refuses (disk-full) when the cache's disk has less free space than the bytes still to fetch plus a margin. */
+export function ensureSpace(o: Pick<HubOptions, "repo" | "cacheDir" | "freeBytes">, plan: Pick<RepoPlan, "neededBytes">): void {
+  const free = (o.freeBytes ?? freeBytesAt)(o.cacheDir);
+  if (plan.neededBytes + MARGIN > free) {
+    throw new HubError(
+      "disk-full",
+      `${o.repo} needs ${mb(plan.neededBytes)} more in ${o.cacheDir} but only ${mb(free)} is free: free some space or point HF_HUB_CACHE at a larger disk`,
+    );
+  }
 }
 
 function mb(n: number): string {
@@ -212,7 +218,7 @@ async function fetchBlob(o: HubOptions, plan: RepoPlan, f: HubFile, progress: (n
     }
     fs.closeSync(fd);
   }
-  verify(part, f, o.repo);
+  await verify(part, f, o.repo);
   fs.renameSync(part, blob);
 }
 
@@ -224,7 +230,8 @@ function cleanup(e: Error, part: string, fd?: number): Error {
   return e;
 }
 
-function verify(file: string, f: HubFile, repo: string): void {
+/** Hashes in 4 MB reads, each awaited, so a multi-GB weights file does not stall the app's event loop. */
+async function verify(file: string, f: HubFile, repo: string): Promise<void> {
   const size = fs.statSync(file).size;
   const bad = (why: string) => {
     fs.rmSync(file, { force: true });
@@ -232,10 +239,13 @@ function verify(file: string, f: HubFile, repo: string): void {
   };
   if (size !== f.size) throw bad(`${size} bytes, the Hub lists ${f.size}`);
   const h = f.sha256 ? createHash("sha256") : createHash("sha1").update(`blob ${size}\0`);
-  const fd = fs.openSync(file, "r");
-  const buf = new Uint8Array(4 << 20);
-  for (let n; (n = fs.readSync(fd, buf)) > 0;) h.update(buf.subarray(0, n));
-  fs.closeSync(fd);
+  const fh = await fs.promises.open(file, "r");
+  try {
+    const buf = new Uint8Array(4 << 20);
+    for (let n; (n = (await fh.read(buf, 0, buf.length, null)).bytesRead) > 0;) h.update(buf.subarray(0, n));
+  } finally {
+    await fh.close();
+  }
   const got = h.digest("hex");
   if (got !== f.etag) throw bad(`${f.sha256 ? "sha256" : "git oid"} ${got.slice(0, 12)}…, expected ${f.etag.slice(0, 12)}…`);
 }

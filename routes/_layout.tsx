@@ -8,6 +8,7 @@ const NAV = [
   { href: "/create", label: "Fine-tune" },
   { href: "/runs", label: "Runs" },
   { href: "/inference", label: "Playground" },
+  { href: "/hub", label: "Hub" },
 ];
 
 export function Layout(props: { title: string; path: string; children: ComponentChildren }) {

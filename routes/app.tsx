@@ -25,6 +25,7 @@ import { metricsRoutes } from "./metrics.ts";
 import { chatBodyTooLarge, MAX_CHAT_BODY, oaiError, openaiErrorShape, openaiRoutes } from "./openai.ts";
 import { exportsRoutes } from "./exports.tsx";
 import { handoffRoutes } from "./handoff.tsx";
+import { hubRoutes } from "./hub.tsx";
 import { type AppDeps, modelCacheFor } from "./deps.ts";
 
 const STATIC_TYPES: Record<string, string> = {
@@ -77,6 +78,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", openaiRoutes(deps.models));
   app.route("/", exportsRoutes(deps));
   app.route("/", handoffRoutes(deps));
+  app.route("/", hubRoutes(deps));
 
   app.notFound((c) => {
     if (c.req.path.startsWith("/api/") || c.req.path.startsWith("/v1/")) return c.json({ error: `No route for ${c.req.method} ${c.req.path}` }, 404);

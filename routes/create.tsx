@@ -107,6 +107,9 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           <option value="demo" selected={cfg.model === "demo"}>demo: a tiny random Gemma 3 (built in); it learns your data's pattern, not language</option>
           {props.cached.map((m) => <option value={m.dir} selected={cfg.model === m.dir}>{m.label}</option>)}
         </select>
+        <p class="muted">
+          <a href="/hub">Download from the Hub…</a> (a Gemma model from huggingface.co into the cache; it is listed here once downloaded)
+        </p>
         <label for="f-model_path">…or a local Hugging Face model directory</label>
         <input id="f-model_path" name="model_path" type="text" size={60} placeholder="/path/to/gemma-3-270m" value={custom ? cfg.model : ""} aria-describedby="err-model_path" />
         <Err name="model_path" />

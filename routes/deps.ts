@@ -12,6 +12,8 @@ export interface AppDeps {
   models?: ModelCache;
   /** Which devices work here (the create form's choice); tests inject one. */
   probeDevices?: () => Promise<DeviceChoice[]>;
+  /** Free bytes where the HF cache lives (the Hub page's disk check); tests inject a small number. */
+  hubFreeBytes?: (dir: string) => number;
 }
 
 /** The models of the playground: the demo model and every run's final model and checkpoints. */

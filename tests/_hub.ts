@@ -33,6 +33,8 @@ export interface FakeHub {
   log: { method: string; path: string; range: string | null; auth: string | null }[];
   /** Ends the body of this file after `bytes` bytes, once. */
   cutOnce?: { file: string; bytes: number };
+  /** Sends this file's first `bytes` bytes, then holds the rest until the client goes away or the hub closes (once): a download caught in progress. */
+  stallOnce?: { file: string; bytes: number };
   /** Serves this file with its bytes changed (the size stays right, the sha256 does not). */
   corrupt?: string;
   close(): Promise<void>;
@@ -75,6 +77,8 @@ export async function startFakeHub(): Promise<FakeHub> {
     "org/tiny-llama": { files: llama, gated: false },
   };
   const hub: FakeHub = { url: "", sha, files: gemma, log: [], close: async () => {} };
+  let release = () => {};
+  const released = new Promise<void>((r) => (release = r));
 
   const json = (body: unknown, status = 200, headers: Record<string, string> = {}) =>
     new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json", ...headers } });
@@ -130,6 +134,23 @@ export async function startFakeHub(): Promise<FakeHub> {
         },
         pull(c) {
           c.error(new Error("connection cut by the test"));
+        },
+      });
+      return new Response(stream, { status, headers });
+    }
+    const stall = hub.stallOnce;
+    if (stall && stall.file === file.path && start < stall.bytes) {
+      hub.stallOnce = undefined;
+      const head = body.subarray(0, stall.bytes - start), rest = body.subarray(stall.bytes - start);
+      let sent = false;
+      const stream = new ReadableStream({
+        async pull(c) {
+          if (!sent) return (sent = true), c.enqueue(head);
+          await released;
+          try {
+            c.enqueue(rest);
+            c.close();
+          } catch { /* the client went away: the stream is cancelled */ }
         },
       });
       return new Response(stream, { status, headers });
@@ -191,6 +212,7 @@ export async function startFakeHub(): Promise<FakeHub> {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handle);
   hub.url = `http://127.0.0.1:${server.addr.port}`;
   hub.close = async () => {
+    release();
     await server.shutdown();
     // The bytes are shared by every hub of the module: a test that changed them would fail later ones.
     for (const f of [...cached!.gemma, ...cached!.llama]) {

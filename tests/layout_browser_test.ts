@@ -102,6 +102,7 @@ Deno.test({
           ["runs", `/runs?compare=${full}&compare=${lora}`],
           ["playground", "/inference"],
           ["import", "/import"],
+          ["hub", "/hub"],
         ];
         const found: string[] = [];
         for (const width of WIDTHS) {
