@@ -8,7 +8,7 @@ import { type GemmaConfig, normalizeConfig } from "./gemma/config.ts";
 import { countParams, paramSpecs } from "./gemma/params.ts";
 import { rng } from "./lora.ts";
 import { defaultActivations, TrainEngine } from "./train_engine.ts";
-import { collectGarbage } from "./session.ts";
+import { collectGarbage } from "./gc.ts";
 import { LORA_TARGETS } from "../config/training.ts";
 import { generateIds, Generator } from "./generate.ts";
 import { AdamW } from "./optim.ts";

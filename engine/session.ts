@@ -5,8 +5,6 @@
  * fall back to the CPU (docs/ORT.md §Execution providers: ORT itself does not fall back either).
  */
 import * as ort from "onnxruntime-node";
-import * as v8 from "node:v8";
-import * as vm from "node:vm";
 import { COLUMN_SUFFIX, type DType } from "./onnx/builder.ts";
 import { type Device, DeviceError } from "./device.ts";
 import { ortRuntimeDir, prepareCudaProviders, providersDir } from "./devices.ts";
@@ -82,24 +80,3 @@ export function tensor(dtype: DType, data: Data, dims: readonly number[]): ort.T
 
 export type Feeds = Record<string, ort.Tensor>;
 export type { ort };
-
-let gcFn: (() => void) | null | undefined;
-
-/**
- * A full V8 collection, where the runtime allows one. The node binding returns every fetched output
- * as a fresh ArrayBuffer (docs/ORT.md §Feeds and outputs): a full fine-tuning step drops 671 MB of them (the LM head's
- * dE chunks), and V8 frees them late enough to hold ~170 MB more at the peak. One collection per step
- * costs ~6 ms. Uses the Node idiom (the flag set at run time, `gc` taken from a fresh context).
- */
-export function collectGarbage(): void {
-  if (gcFn === undefined) {
-    try {
-      v8.setFlagsFromString("--expose-gc");
-      const f = vm.runInNewContext("gc");
-      gcFn = typeof f === "function" ? f as () => void : null;
-    } catch {
-      gcFn = null;
-    }
-  }
-  gcFn?.();
-}

@@ -5,36 +5,10 @@ import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
 import { formToConfig } from "../routes/create_form.ts";
 import { assert } from "./_assert.ts";
+import { CREATE_FORM, formData } from "./_forms.ts";
 
-const BASE = {
-  name: "t",
-  model: "demo",
-  dataset_path: "sample",
-  format: "auto",
-  validation: "0.1",
-  method: "lora",
-  lora_r: "8",
-  lora_alpha: "16",
-  lora_dropout: "0",
-  lora_targets: ["q_proj", "v_proj"],
-  until: "steps",
-  maxSteps: "5",
-  batchSize: "2",
-  gradAccum: "1",
-  learningRate: "0.01",
-  schedule: "cosine",
-  warmupSteps: "1",
-  maxLength: "128",
-  evalEvery: "5",
-  saveEvery: "5",
-  seed: "1",
-};
-
-function form(values: Record<string, string | string[]>): FormData {
-  const f = new FormData();
-  for (const [k, v] of Object.entries(values)) for (const x of Array.isArray(v) ? v : [v]) f.append(k, x);
-  return f;
-}
+const BASE = CREATE_FORM;
+const form = formData;
 
 Deno.test("base precision: the form's select reaches RunConfig (LoRA only) and the Model panel shows the choice, its reason and its memory", async () => {
   assert(formToConfig(BASE).config!.basePrecision === undefined, "empty select should leave the default policy");

@@ -6,6 +6,7 @@ import { loadAppSettings } from "../config/app.ts";
 import { TrainingService } from "../trainer/service.ts";
 import { formToConfig } from "../routes/create_form.ts";
 import { assert } from "./_assert.ts";
+import { CREATE_FORM, formData } from "./_forms.ts";
 import { createHash } from "node:crypto";
 import { sha256File } from "../trainer/checkpoint.ts";
 
@@ -16,35 +17,8 @@ function setup() {
   return { app: createApp({ settings, service }), dataDir, service };
 }
 
-const BASE = {
-  name: "t",
-  model: "demo",
-  dataset_path: "sample",
-  format: "auto",
-  validation: "0.1",
-  method: "lora",
-  lora_r: "8",
-  lora_alpha: "16",
-  lora_dropout: "0",
-  lora_targets: ["q_proj", "v_proj"],
-  until: "steps",
-  maxSteps: "5",
-  batchSize: "2",
-  gradAccum: "1",
-  learningRate: "0.01",
-  schedule: "cosine",
-  warmupSteps: "1",
-  maxLength: "128",
-  evalEvery: "5",
-  saveEvery: "5",
-  seed: "1",
-};
-
-function form(values: Record<string, string | string[]>): FormData {
-  const f = new FormData();
-  for (const [k, v] of Object.entries(values)) for (const x of Array.isArray(v) ? v : [v]) f.append(k, x);
-  return f;
-}
+const BASE = CREATE_FORM;
+const form = formData;
 
 const post = (app: ReturnType<typeof createApp>, url: string, body: FormData) => app.request(url, { method: "POST", body, headers: { "HX-Request": "true", "HX-CSRF": "1" } });
 

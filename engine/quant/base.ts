@@ -5,6 +5,7 @@
  * read; int8/int4 quantize each tensor right after reading it and drop its float32 form.
  */
 import type { GemmaConfig } from "../gemma/config.ts";
+import { collectGarbage } from "../gc.ts";
 import { paramSpecs } from "../gemma/params.ts";
 import { describeModel, type LoadedModel, loadModel, resolveCheckpoint } from "../model_dir.ts";
 import { type PrecisionChoice, resolveBasePrecision } from "./policy.ts";
@@ -12,8 +13,6 @@ import { readTensorF32, type TensorEntry } from "../safetensors.ts";
 import * as fs from "node:fs";
 import { type BasePrecision, frozenBytes, type FrozenTensor, quantize, toBf16Bits } from "./blocks.ts";
 import { EmbeddingTable } from "./table.ts";
-import * as v8 from "node:v8";
-import * as vm from "node:vm";
 
 export interface FrozenBase {
   precision: BasePrecision;
@@ -97,24 +96,6 @@ export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32"
     }
   }
   return { config, weights, base: { precision, linears, embedding: embedding!, ...(ple ? { ple } : {}) } };
-}
-
-/**
- * A full V8 collection (as engine/session.ts collectGarbage, without importing ONNX Runtime: the
- * server loads this module through trainer/prepare.ts and must start without ORT).
- */
-let gcFn: (() => void) | null | undefined;
-function collectGarbage(): void {
-  if (gcFn === undefined) {
-    try {
-      v8.setFlagsFromString("--expose-gc");
-      const f = vm.runInNewContext("gc");
-      gcFn = typeof f === "function" ? f as () => void : null;
-    } catch {
-      gcFn = null;
-    }
-  }
-  gcFn?.();
 }
 
 /** Bytes the frozen base holds (projections + table; the norms are negligible). */
