@@ -32,7 +32,9 @@ Deno.test({
         await Promise.all([w.page.waitForNavigation(), w.page.click('a[href="/create"].button')]);
         await w.page.waitForSelector('#preview [data-preview="ok"]', { timeout: timeout(120_000) });
         await w.page.$eval("#f-name", (e) => ((e as HTMLInputElement).value = "journey"));
-        await w.page.$eval("#f-maxSteps", (e) => ((e as HTMLInputElement).value = "600"));
+        // Long enough to be still training when the abort is clicked (after the first checkpoint, step 10),
+        // short enough that the resumed run completes within the wait below on a loaded machine (~1 s a step).
+        await w.page.$eval("#f-maxSteps", (e) => ((e as HTMLInputElement).value = "150"));
         await w.page.$eval("#f-saveEvery", (e) => ((e as HTMLInputElement).value = "10"));
         await w.page.$eval("#f-evalEvery", (e) => ((e as HTMLInputElement).value = "20"));
         // The Quick demo preset trains on the whole sample (validation 0); evaluation needs a split.
