@@ -16,7 +16,7 @@ import { attentionMask, buildModelGraph, type LoraSpec, ropeTables, typeHeadDim 
 import { buildBody, buildHeadChunk, EMBED, PLE_TABLE, vocabChunks } from "./gemma/staged.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { createSession, type Device, tensor } from "./session.ts";
-import { collectGarbage } from "./gc.ts";
+import { collectAfterDropping, collectGarbage } from "./gc.ts";
 import type { Dim } from "./onnx/builder.ts";
 import { dropoutMask, initLora, type NamedTensor } from "./lora.ts";
 import type { FrozenBase } from "./quant/base.ts";
@@ -372,12 +372,12 @@ export class TrainEngine {
     // Target feeds once per step (full fine-tuning's two passes share them); E's rows just in time,
     // since a low-precision table converts each chunk into a reused buffer.
     const chunks = this.chunks(P).map((ch) => ({ ...ch, feeds: { hs, ...this.targetFeeds(s, ch.start, ch.rows) } }));
-    for (const [k, ch] of chunks.entries()) {
-      // Each run returns fresh buffers (acc is [P,H]: 4.7 MB at 1b × 4×256, 255 chunks a step) that V8
-      // frees late; a collection every 32 chunks keeps them from piling up (docs/QUANT.md "Memory").
-      if (k % 32 === 31) collectGarbage();
+    for (const ch of chunks) {
       const session = await this.head(mode === "online" ? "online" : "stats");
       const out = await session.run({ ...ch.feeds, emb: this.embView(ch.start, ch.rows) });
+      // Each run returns fresh buffers (acc is [P,H]: 4.7 MB at 1b × 4×256, 255 chunks a step) that V8
+      // frees late; collecting once 128 MB of them have piled up keeps them bounded (docs/QUANT.md "Memory").
+      collectAfterDropping(Object.values(out).reduce((n, t) => n + (t.data as Float32Array).byteLength, 0), 128 * 2 ** 20);
       const m = out.m.data as Float32Array, sc = out.s.data as Float32Array, tl = out.tl.data as Float32Array;
       const a = out.acc?.data as Float32Array | undefined;
       for (let i = 0; i < P; i++) {
@@ -399,7 +399,7 @@ export class TrainEngine {
       nll[i] = lse[i] - TL[i];
       if (s.tw[i] !== 0) lossSum += nll[i];
     }
-    collectGarbage();
+    collectAfterDropping(0, 16 * 2 ** 20); // what the loop left since its last collection, when it is worth one
     if (mode === "eval") return { lossSum, nll };
     const E = this.embedding;
     const dHs = new Float32Array(P * H);
