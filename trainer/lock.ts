@@ -1,7 +1,7 @@
 /**
  * `.training.lock` in the data dir: one training process per data directory. The lock is created
  * exclusively (O_EXCL), names its holder, and carries a heartbeat the holder refreshes every
- * LOCK_HEARTBEAT_MS from a worker thread (a training step blocks the main thread, ORT_FACTS).
+ * LOCK_HEARTBEAT_MS from a worker thread (a training step blocks the main thread: docs/ORT.md).
  *
  * A lock is stale, and the next trainer replaces it with a note in its status.log, when
  * - its owner is dead on this host (or the pid now belongs to a program that is no trainer), or
