@@ -13,8 +13,8 @@
 import { Graph, type Value } from "./onnx/builder.ts";
 import * as o from "./onnx/ops.ts";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
-import { type Attend, attentionWeights, Ctx, expandKv, layer, perLayerInputs, rmsNorm, softcap, typeHeadDim } from "./gemma/model.ts";
-import { paramSpecs } from "./gemma/params.ts";
+import { type Attend, attentionWeights, Ctx, declareWeights, expandKv, layer, type LoraSpec, loraSpecs, perLayerInputs, rmsNorm, softcap, typeHeadDim } from "./gemma/model.ts";
+import type { BasePrecision } from "./quant/blocks.ts";
 
 /** Cache slots of a layer type for a full-attention capacity C. */
 export function slotsFor(c: GemmaConfig, type: LayerType, capacity: number): number {
@@ -31,10 +31,22 @@ export function buildDecoderGraph(
   c: GemmaConfig,
   S: number,
   capacity: number,
-  opts: { withLogitsAll?: boolean; externalWeights?: { location: string; placements: Map<string, { offset: number; length: number }> } } = {},
+  opts: {
+    withLogitsAll?: boolean;
+    externalWeights?: { location: string; placements: Map<string, { offset: number; length: number }> };
+    /**
+     * A low-precision frozen base (docs/QUANT.md): projections fed in their stored form and dequantized
+     * where used, the tables (E, Gemma 4's PLE) fed as bf16 bits: their gathered rows go through the
+     * bf16 LUT, and the LM head dequantizes E for its product.
+     */
+    basePrecision?: BasePrecision;
+    /** LoRA kept beside the frozen base (not merged into it): inputs named as PEFT names them. */
+    lora?: LoraSpec;
+  } = {},
 ): DecoderGraph {
   const g = new Graph("float32");
-  const ctx = new Ctx(g, c, { batch: 1, seq: S, positions: 1, method: "forward" });
+  const lowBase = (opts.basePrecision ?? "fp32") !== "fp32";
+  const ctx = new Ctx(g, c, { batch: 1, seq: S, positions: 1, method: "forward", basePrecision: opts.basePrecision, lora: opts.lora });
   const ids = g.input("input_ids", [S], "int64");
   const types = [...new Set(c.layerTypes)];
   for (const t of types) {
@@ -50,7 +62,21 @@ export function buildDecoderGraph(
     caches.set(i, { k: g.input(`cache_k.${i}`, shape), v: g.input(`cache_v.${i}`, shape) });
   });
   const last = g.input("last", [1], "int64");
-  for (const s of paramSpecs(c)) ctx.w.set(s.name, g.input(s.name, s.shape));
+  const TABLES = ["model.embed_tokens.weight", "model.embed_tokens_per_layer.weight"];
+  declareWeights(ctx, (name) => lowBase && TABLES.includes(name));
+  if (opts.lora) for (const s of loraSpecs(c, opts.lora)) ctx.lora.set(s.name, g.input(s.name, s.shape));
+  // A table's rows at the ids [S, width] in float32, and the whole table (the LM head's product).
+  const bits = new Map<string, Value>();
+  const table = (name: string) => {
+    if (!lowBase) return ctx.w.get(name)!;
+    let b = bits.get(name);
+    if (!b) {
+      const shape = name === TABLES[0] ? [c.vocabSize, c.hiddenSize] : [c.ple!.vocab, c.numLayers * c.ple!.dim];
+      bits.set(name, b = g.input(name, shape, "uint16"));
+    }
+    return b;
+  };
+  const rowsOf = (name: string) => (lowBase ? ctx.frozen.fromBf16(o.gather(g, table(name), ids)) : o.gather(g, table(name), ids));
 
   const cached: Attend = (cx, q, k, v, i) => {
     const src = c.layers[i].kvSource;
@@ -65,12 +91,12 @@ export function buildDecoderGraph(
     return o.matmul(g, probs, expandKv(cx, vAll));
   };
 
-  const E = ctx.w.get("model.embed_tokens.weight")!;
-  let h = o.scale(g, o.gather(g, E, ids), Math.fround(Math.sqrt(c.hiddenSize))); // [S,H]
-  if (c.ple) perLayerInputs(ctx, o.gather(g, ctx.w.get("model.embed_tokens_per_layer.weight")!, ids), h);
+  let h = o.scale(g, rowsOf(TABLES[0]), Math.fround(Math.sqrt(c.hiddenSize))); // [S,H]
+  if (c.ple) perLayerInputs(ctx, rowsOf(TABLES[1]), h);
   for (let i = 0; i < c.numLayers; i++) h = layer(ctx, h, i, cached);
   h = rmsNorm(g, h, ctx.w.get("model.norm.weight")!, c.rmsNormEps, c.normOffset);
   const rows = opts.withLogitsAll ? h : o.gather(g, h, last); // [1,H] (or [S,H])
+  const E = lowBase ? ctx.frozen.fromBf16(table(TABLES[0])) : table(TABLES[0]);
   let logits = o.gemm(g, rows, E, { transB: true });
   if (c.finalSoftcap) logits = softcap(g, logits, c.finalSoftcap);
   g.output(logits, "logits");

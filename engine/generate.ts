@@ -12,11 +12,28 @@ import { createSession, type Device, tensor } from "./session.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
-import { loraScaling, mergeLora } from "./lora.ts";
+import { loraScaling, mergeLora, type NamedTensor } from "./lora.ts";
+import type { LoraSpec } from "./gemma/model.ts";
+import type { BasePrecision } from "./quant/blocks.ts";
+import { baseBytes, type FrozenBase, loadFrozen } from "./quant/base.ts";
+import { BF16_LUT, bf16Lut, frozenFeeds } from "./quant/graph.ts";
+import { checkBasePrecision } from "./quant/policy.ts";
 
 export interface GeneratorModel {
   config: GemmaConfig;
+  /** float32 weights by HF name: all of them, or only the norms when `base` holds the rest. */
   weights: Map<string, Float32Array>;
+  /** A low-precision frozen base (engine/quant/base.ts): projections in blocks, tables in bf16. */
+  base?: FrozenBase;
+  /** An adapter kept beside a low-precision base (merging would need the float32 weights). */
+  adapter?: { lora: LoraSpec; tensors: Map<string, NamedTensor> };
+}
+
+/** Bytes a generator model holds (the chat worker's cache accounting). */
+export function modelBytes(m: GeneratorModel): number {
+  let n = 0;
+  for (const w of m.weights.values()) n += w.byteLength;
+  return m.base ? n + baseBytes(m.base) : n;
 }
 
 const PREFILL_CHUNK = 128;
@@ -36,7 +53,19 @@ export class Generator {
   pos = 0;
 
   constructor(readonly model: GeneratorModel, readonly opts: { device?: Device; threads?: number } = {}) {
-    for (const s of paramSpecs(model.config)) this.weightFeeds[s.name] = tensor("float32", model.weights.get(s.name)!, s.shape);
+    const base = model.base;
+    for (const s of paramSpecs(model.config)) {
+      const w = model.weights.get(s.name);
+      if (w) this.weightFeeds[s.name] = tensor("float32", w, s.shape);
+      else if (base?.linears.has(s.name)) Object.assign(this.weightFeeds, frozenFeeds(s.name, base.linears.get(s.name)!));
+      else if (base && s.kind === "embedding") {
+        const t = s.name === "model.embed_tokens.weight" ? base.embedding : base.ple;
+        if (!t?.bits) throw new RangeError(`Generator: the base has no bf16 table "${s.name}"`);
+        this.weightFeeds[s.name] = tensor("uint16", t.bits, s.shape);
+      } else throw new RangeError(`Generator: model has no tensor "${s.name}"`);
+    }
+    if (base) this.weightFeeds[BF16_LUT] = tensor("float32", bf16Lut(), [65536]);
+    for (const [name, t] of model.adapter?.tensors ?? []) this.weightFeeds[name] = tensor("float32", t.data, t.shape);
   }
 
   get config() {
@@ -51,7 +80,8 @@ export class Generator {
     const key = `${S}x${C}`;
     let s = this.sessions.get(key);
     if (!s) {
-      s = createSession(buildDecoderGraph(this.config, S, C).bytes, { device: this.opts.device, threads: this.opts.threads });
+      const graph = buildDecoderGraph(this.config, S, C, { basePrecision: this.model.base?.precision, lora: this.model.adapter?.lora });
+      s = createSession(graph.bytes, { device: this.opts.device, threads: this.opts.threads });
       this.sessions.set(key, s);
     }
     return s;
@@ -201,10 +231,25 @@ export async function generateIds(gen: Generator, prompt: number[], o: GenerateO
   return { ids: out, stopReason: reason, promptTokens: prompt.length, tokensPerSecond: out.length / Math.max(secs, 1e-9) };
 }
 
-/** Loads a model dir (and adapter, merged into the weights) for generation. */
-export async function loadForGeneration(modelDir: string, adapterDir?: string): Promise<GeneratorModel> {
+/**
+ * Loads a model dir (and adapter) for generation. With fp32 (the default) the adapter is merged into
+ * the float32 weights; with a low `basePrecision` the base loads straight into its frozen form
+ * (engine/quant/base.ts) and the adapter runs beside it, as it was trained (QLoRA-style). A precision
+ * the device cannot run is refused before anything loads.
+ */
+export async function loadForGeneration(
+  modelDir: string,
+  adapterDir?: string,
+  o: { basePrecision?: BasePrecision; device?: Device } = {},
+): Promise<GeneratorModel> {
+  const precision = o.basePrecision ?? "fp32";
+  if (o.device && o.device !== "cpu") await checkBasePrecision(o.device, precision);
+  const a = adapterDir ? readAdapter(adapterDir) : undefined;
+  if (precision !== "fp32") {
+    const m = loadFrozen(modelDir, precision);
+    return { config: m.config, weights: m.weights, base: m.base, ...(a ? { adapter: { lora: { ...a.lora, dropout: 0 }, tensors: a.tensors } } : {}) };
+  }
   const m = await loadModel(modelDir);
-  if (!adapterDir) return m;
-  const a = readAdapter(adapterDir);
+  if (!a) return m;
   return { config: m.config, weights: mergeLora(m.weights, a.tensors, loraScaling({ ...a.lora })) };
 }
