@@ -13,6 +13,9 @@ import { loadModel } from "../engine/model_dir.ts";
 import { paramSpecs } from "../engine/gemma/params.ts";
 import { bf16ToF32, dequantize, quantize, toBf16Bits } from "../engine/quant/blocks.ts";
 import { NLL_BOUND } from "../engine/quant/policy.ts";
+import { loraScaling, loraSpecs } from "../engine/gemma/model.ts";
+import { mergeLora } from "../engine/lora.ts";
+import { writeAdapter } from "../engine/peft.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -98,6 +101,20 @@ Deno.test("generate --base-precision: the decoder runs the stored base (int4 log
     }
     assert(worst < 1e-4, `int4 decoder differs from fp32 on the dequantized weights by ${worst}`);
     assert(moved > 1e-4, `int4 logits equal the fp32 model's (${moved}): nothing was quantized`);
+
+    // An adapter runs beside the int4 base (as it trained): = fp32 decoder on dequantized base + s·B·A.
+    const spec = { r: 2, alpha: 4, dropout: 0, rslora: false, targets: ["q_proj", "o_proj", "down_proj"] as ("q_proj" | "o_proj" | "down_proj")[] };
+    const tensors = new Map(loraSpecs(fp.config, spec).map((t, k) => [t.name, { shape: t.shape, data: Float32Array.from({ length: t.shape[0] * t.shape[1] }, (_, i) => Math.sin(i * 0.7 + k) * 0.3) }]));
+    writeAdapter(path.join(tmp, "adapter"), tensors, spec, dir);
+    const withLora = await logits(new Generator(await loadForGeneration(dir, path.join(tmp, "adapter"), { basePrecision: "int4" })));
+    const merged = await logits(new Generator({ config: fp.config, weights: mergeLora(held, tensors, loraScaling(spec)) }));
+    let worstLora = 0, loraMoved = 0;
+    for (let i = 0; i < merged.length; i++) {
+      worstLora = Math.max(worstLora, Math.abs(withLora[i] - merged[i]) / (1 + Math.abs(merged[i])));
+      loraMoved = Math.max(loraMoved, Math.abs(withLora[i] - got[i]));
+    }
+    assert(worstLora < 1e-4, `int4 base + adapter differs from the merged dequantized weights by ${worstLora}`);
+    assert(loraMoved > 1e-4, "the adapter changed no logit: nothing was tested");
 
     // The CLI: greedy ids out, and the precision it ran.
     const r = await cli(["generate", "--model", dir, "--ids", prompt.join(","), "--max-new-tokens", "4", "--temperature", "0", "--json", "--base-precision", "bf16"]);
