@@ -60,8 +60,9 @@ export class Generator {
       else if (base?.linears.has(s.name)) Object.assign(this.weightFeeds, frozenFeeds(s.name, base.linears.get(s.name)!));
       else if (base && s.kind === "embedding") {
         const t = s.name === "model.embed_tokens.weight" ? base.embedding : base.ple;
-        if (!t?.bits) throw new RangeError(`Generator: the base has no bf16 table "${s.name}"`);
-        this.weightFeeds[s.name] = tensor("uint16", t.bits, s.shape);
+        if (!t || t.dtype !== "bf16") throw new RangeError(`Generator: the base has no bf16 table "${s.name}"`);
+        // The decoder gathers rows in the graph, so a table left in its file is read whole here.
+        this.weightFeeds[s.name] = tensor("uint16", t.allBits(), s.shape);
       } else throw new RangeError(`Generator: model has no tensor "${s.name}"`);
     }
     if (base) this.weightFeeds[BF16_LUT] = tensor("float32", bf16Lut(), [65536]);

@@ -125,3 +125,36 @@ Deno.test("generate --base-precision: the decoder runs the stored base (int4 log
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+Deno.test("a bf16 table left in its file (Gemma 4's per-layer table) reads the same rows and chunks as one held in memory", async () => {
+  const { EmbeddingTable } = await import("../engine/quant/table.ts");
+  const V = 37, H = 24, at = 8 + 2 * 5; // after a header, as a safetensors tensor is
+  const bits = toBf16Bits(Float32Array.from({ length: V * H }, (_, i) => Math.sin(i * 0.37) * 3));
+  const file = Deno.makeTempFileSync();
+  try {
+    const bytes = new Uint8Array(at + bits.byteLength);
+    bytes.fill(0xaa, 0, at);
+    bytes.set(new Uint8Array(bits.buffer), at);
+    fs.writeFileSync(file, bytes);
+    const mem = EmbeddingTable.fromBf16(bits, V, H), disk = EmbeddingTable.fromFile(file, at, V, H);
+    assert(disk.inFile && !mem.inFile && disk.bytes === mem.bytes, "table kinds");
+    const a = new Float32Array(2 * H), b = new Float32Array(2 * H);
+    for (const v of [0, 5, V - 1]) {
+      mem.row(v, a, H);
+      disk.row(v, b, H);
+      assert(a.every((x, i) => x === b[i]) && a.subarray(H).some((x) => x !== 0), `row ${v} differs`);
+    }
+    const c1 = mem.chunk(3, 10).slice(), c2 = disk.chunk(3, 10);
+    assert(c1.every((x, i) => x === c2[i]), "chunk differs");
+    assert(disk.allBits().every((x, i) => x === bits[i]), "allBits differs");
+    let refused = "";
+    try {
+      EmbeddingTable.fromFile(file, at + 2, V, H);
+    } catch (e) {
+      refused = (e as Error).message;
+    }
+    assert(refused.includes("too short"), `a short file was not refused: ${refused}`);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+});
