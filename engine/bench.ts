@@ -230,6 +230,8 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
       optimizer!.update(engine.grads, 1e-5, 1 / r.tokens);
     }
     const ms = performance.now() - t0;
+    // Progress on stderr (stdout keeps the one JSON line): a long shape's first step is known even if a later one is cut short.
+    console.error(JSON.stringify({ bench_step: s, ms: Math.round(ms), peak_rss_mb: Math.round(peakRssMb()) }));
     if (s === 0) firstMs = ms;
     else times.push(ms);
   }
