@@ -33,7 +33,11 @@ export interface OnnxVerification {
 
 /** Our engine's probe: NLL of each next token, and greedy tokens (no stop ids) after the text. */
 export async function ourProbe(model: Pick<LoadedModel, "config" | "weights">, ids: number[]): Promise<{ nll: number[]; greedy: number[] }> {
-  const engine = await TrainEngine.create({ model, method: "full", seed: 0 });
+  // A mixture-of-experts model has no full-fine-tuning graph: its scoring graph is LoRA's, with B = 0
+  // (PEFT's initialisation), which computes the base model.
+  const engine = await TrainEngine.create(
+    model.config.moe ? { model, method: "lora", seed: 0, lora: { r: 1, alpha: 1, rslora: false, dropout: 0, targets: ["q_proj"] } } : { model, method: "full", seed: 0 },
+  );
   let nll: number[];
   try {
     nll = await engine.tokenNll({ inputIds: Int32Array.from(ids), labels: Int32Array.from(ids), batchSize: 1, seqLen: ids.length });

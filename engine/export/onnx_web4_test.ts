@@ -101,7 +101,16 @@ for (const preset of ["tiny-4", "tiny-4-moe"]) {
       if (preset === "tiny-4") {
         seen["per-layer embeddings"] = await without("per-layer embeddings", (cc) => (cc.ple = null));
         // KV sharing off: every layer computes its own keys and values from its stored (random) k/v weights.
-        seen["KV sharing"] = await without("KV sharing", (cc) => cc.layers.forEach((l, i) => (l.kvSource = i)));
+        // (Its stored k/v weights are not loaded, so it gets its source layer's projections and k-norm.)
+        seen["KV sharing"] = await without("KV sharing", (cc, w) =>
+          cc.layers.forEach((l, i) => {
+            if (l.kvSource === i) return;
+            for (const [k, t] of m.weights) {
+              const own = k.replace(`model.layers.${l.kvSource}.self_attn.`, `model.layers.${i}.self_attn.`);
+              if (own !== k && /\.(k_proj|v_proj|k_norm)\./.test(k)) w.set(own, t);
+            }
+            l.kvSource = i;
+          }));
       } else {
         seen["the experts"] = await without("the experts", (cc) => (cc.moe = null));
         // K=V full layers: V is the raw K projection, then the weightless v-norm; without that norm the values differ.
