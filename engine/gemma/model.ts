@@ -279,12 +279,13 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
  * Gemma 4 PLE inputs (docs/GEMMA4.md §PLE): rows [N, L·Dp] of embed_tokens_per_layer for the ids and
  * the scaled main embedding e [N,H] → each layer's [N,Dp] in ctx.ple.
  */
-export function perLayerInputs(ctx: Ctx, rows: Value, e: Value): void {
+export function perLayerInputs(ctx: Ctx, rows: Value, e: Value, rowsScaled = false): void {
   const { g, c } = ctx;
   const { dim: Dp } = c.ple!;
   const N = ctx.N, L = c.numLayers, H = c.hiddenSize;
   const f = (x: number) => (g.float === "float32" ? Math.fround(x) : x);
-  const raw = o.reshape(g, o.scale(g, rows, f(Math.sqrt(Dp))), [N, L, Dp]);
+  // rowsScaled: the rows come already times √Dp (the browser export's embed_tokens graph does it).
+  const raw = o.reshape(g, rowsScaled ? rows : o.scale(g, rows, f(Math.sqrt(Dp))), [N, L, Dp]);
   const projected = o.scale(g, frozenMatMul(ctx, e, "model.per_layer_model_projection.weight", [L * Dp, H]), f(H ** -0.5)); // [N,L·Dp]
   const normed = rmsNorm(g, o.reshape(g, projected, [N, L, Dp]), ctx.w.get("model.per_layer_projection_norm.weight")!, c.rmsNormEps, c.normOffset);
   const P = o.scale(g, o.add(g, normed, raw), f(2 ** -0.5)); // [N,L,Dp]
