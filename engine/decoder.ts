@@ -3,8 +3,11 @@
  * attention over [cached keys ‖ this call's keys]. Full-attention layers keep C slots (one per
  * position); sliding layers keep a ring of min(W, C) slots, so they hold only their window.
  *
+ * One graph serves every call: S and the slots may be symbols (`seq`, `slots_<type>`, docs/GRAPHS.md).
+ * Norms are single SimplifiedLayerNormalization nodes here (inference only).
+ *
  * Legend: S = tokens in this call (1 when decoding), C = cache slots of a layer, nKv, D, V as in model.ts.
- * Inputs: input_ids [S] · rope_cos_<type>, rope_sin_<type> [S,D] (positions pos…pos+S−1) ·
+ * Inputs: input_ids [S] (or, with packed weights, embeds [S,H] and Gemma 4's ple_rows [S,L·Dp]) · rope_cos_<type>, rope_sin_<type> [S,D] (positions pos…pos+S−1) ·
  *   mask_<type> [S, C_type + S] (additive; which cached slots and which new tokens each query sees) ·
  *   cache_k.<i>, cache_v.<i> [1,nKv_i,C_i,D_i] (layers that compute keys; Gemma 4 KV-shared layers
  *   attend to their source layer's) · last [1] int64 (row whose logits are returned) · weights.
