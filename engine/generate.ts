@@ -21,7 +21,7 @@ import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
 import { type BasePrecision, bf16ToF32, dequantize, type FrozenTensor, quantize } from "./quant/blocks.ts";
-import { type FrozenBase, freezeWeights } from "./quant/base.ts";
+import { freezeWeights, type FrozenBase } from "./quant/base.ts";
 import type { EmbeddingTable } from "./quant/table.ts";
 
 export interface GeneratorModel {

@@ -15,9 +15,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { initModel } from "../engine/init_model.ts";
 import { loadModel } from "../engine/model_dir.ts";
-import { writeModelGguf, type Quant } from "../engine/export/gguf.ts";
+import { type Quant, writeModelGguf } from "../engine/export/gguf.ts";
 import { generateIds, Generator, loadForGeneration } from "../engine/generate.ts";
-import { type BasePrecision, BASE_PRECISIONS } from "../engine/quant/blocks.ts";
+import { BASE_PRECISIONS, type BasePrecision } from "../engine/quant/blocks.ts";
 import { collectGarbage } from "../engine/gc.ts";
 import type { Token } from "node-llama-cpp";
 
