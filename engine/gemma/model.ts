@@ -96,6 +96,12 @@ export class Ctx {
   readonly kv = new Map<number, { k: Value; v: Value }>();
   /** Gemma 4 PLE: each layer's per-layer input [N,Dp]. */
   ple: Value[] = [];
+  /**
+   * Set by the KV-cache decoder (engine/decoder.ts) only: a projection's product in its own form
+   * (MatMulNBits over prepacked blocks), or null for the ordinary Gemm; and norms as one fused node.
+   */
+  matmul: ((x: Value, name: string, shape: readonly [number, number]) => Value | null) | null = null;
+  fusedNorm = false;
   private rots = new Map<number, Value>();
   constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {
     this.frozen = new FrozenInputs(g, opts.basePrecision ?? "fp32");
@@ -133,6 +139,12 @@ export function rmsNorm(g: Graph, x: Value, w: Value | null, eps: number, offset
   return o.mul(g, y, offset ? o.add(g, w, g.scalar(1)) : w);
 }
 
+/** rmsNorm as one SimplifiedLayerNormalization node (inference only: the autodiff has no rule for it). */
+export function fusedRmsNorm(g: Graph, x: Value, w: Value, eps: number, offset: 0 | 1 = 1): Value {
+  const scale = offset ? o.add(g, w, g.scalar(1)) : w;
+  return g.node("SimplifiedLayerNormalization", [x, scale], [{ shape: x.shape, dtype: x.dtype }], { axis: -1, epsilon: { float: eps } })[0];
+}
+
 /** tanh-approximate GELU (HF's gelu_pytorch_tanh), one ONNX node with its own backward rule. */
 export const geluTanh = o.geluTanh;
 
@@ -157,6 +169,8 @@ export function declareWeights(ctx: Ctx, skip: (name: string) => boolean = () =>
  * here, so the base precision (engine/quant/graph.ts) is decided in one place.
  */
 export function frozenMatMul(ctx: Ctx, x: Value, name: string, shape: readonly [number, number]): Value {
+  const custom = ctx.matmul?.(x, name, shape);
+  if (custom) return custom;
   const W = ctx.w.get(name) ?? ctx.frozen.weight(name, shape);
   return o.gemm(ctx.g, x, W, { transB: true });
 }
@@ -230,7 +244,7 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
   const nH = c.numHeads, nKv = l.kvHeads, D = l.headDim;
   const p = `model.layers.${i}`;
   const w = (name: string) => ctx.w.get(`${p}.${name}`)!;
-  const norm = (x: Value, name: string) => rmsNorm(g, x, w(`${name}.weight`), c.rmsNormEps, c.normOffset);
+  const norm = (x: Value, name: string) => (ctx.fusedNorm ? fusedRmsNorm : rmsNorm)(g, x, w(`${name}.weight`), c.rmsNormEps, c.normOffset);
   const rot = ctx.rot(D);
   const cos = ctx.table(`rope_cos_${l.type}`); // [T,D]
   const sin = ctx.table(`rope_sin_${l.type}`);
