@@ -132,7 +132,7 @@ Deno.test("Gemma 4 GGUF: a PLE table shorter than the vocabulary is padded with 
   assertEquals([...rf.data], [1, 1, 1, 1, 1e30, 1e30, 1e30, 1e30].map(Math.fround));
 });
 
-Deno.test("Gemma 4 GGUF vocabulary: tokenizer model \"gemma4\" with merges, as llama.cpp's converter writes it", async () => {
+Deno.test('Gemma 4 GGUF vocabulary: tokenizer model "gemma4" with merges, as llama.cpp\'s converter writes it', async () => {
   const tmp = Deno.makeTempDirSync({ prefix: "g4vocab-" });
   try {
     const dir = await realisticTiny({ preset: "tiny-4", out: path.join(tmp, "model") });
@@ -169,7 +169,11 @@ for (const quant of ["q8_0", "q4_0"] as const) {
       const r = writeModelGguf({ dir, config: m.config, weights: m.weights, name: "tiny-4" }, tmp, quant, { stored });
       assert((r.types[quant] ?? 0) >= 3 * m.config.numLayers, `few ${quant} tensors: ${JSON.stringify(r.types)}`);
       const v = await verifyGguf({ gguf: r.file, model: m, stored, modelDir: dir, quant });
-      console.log(`tiny-4 ${quant}: max |ΔNLL| ${v.max_abs_dnll.toFixed(4)} (bound ${v.bound}), stored ${v.max_abs_dnll_same_weights?.toFixed(4)} (bound ${v.same_weights_bound}), greedy ${v.greedy_equal ? "equal" : "differs"}, margin ${v.greedy_min_margin.toFixed(3)}, ${v.seconds.toFixed(0)} s`);
+      console.log(
+        `tiny-4 ${quant}: max |ΔNLL| ${v.max_abs_dnll.toFixed(4)} (bound ${v.bound}), stored ${v.max_abs_dnll_same_weights?.toFixed(4)} (bound ${v.same_weights_bound}), greedy ${
+          v.greedy_equal ? "equal" : "differs"
+        }, margin ${v.greedy_min_margin.toFixed(3)}, ${v.seconds.toFixed(0)} s`,
+      );
       assert(!v.error, v.error);
       assertEquals(v.tokenizer_equal, true);
       assert(v.max_abs_dnll <= NLL_BOUND[quant], `max |ΔNLL| ${v.max_abs_dnll} > ${NLL_BOUND[quant]}`);

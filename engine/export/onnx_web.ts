@@ -85,7 +85,9 @@ export function webExportRefusal(c: GemmaConfig): string | null {
   const owners = c.layers.flatMap((l, i) => (l.kvSource === i ? [i] : []));
   const shared = Number(textConfig(c).num_kv_shared_layers ?? 0);
   if (owners.length !== c.numLayers - shared || owners.some((i, k) => i !== k)) {
-    return `transformers.js gives Gemma 4 a cache for layers 0…${c.numLayers - shared - 1} (num_kv_shared_layers ${shared}), but this model's layers ${owners.join(", ")} compute keys and values`;
+    return `transformers.js gives Gemma 4 a cache for layers 0…${c.numLayers - shared - 1} (num_kv_shared_layers ${shared}), but this model's layers ${
+      owners.join(", ")
+    } compute keys and values`;
   }
   return null;
 }

@@ -51,7 +51,16 @@ for (const preset of ["tiny-4", "tiny-4-moe"]) {
       const c = m.config;
       const out = path.join(tmp, "web");
       const files = writeWebExport(c, m.weights, dir, out);
-      for (const f of ["config.json", "onnx/embed_tokens.onnx", "onnx/embed_tokens.onnx_data", "onnx/decoder_model_merged.onnx", "onnx/decoder_model_merged.onnx_data", "tokenizer.json"]) {
+      for (
+        const f of [
+          "config.json",
+          "onnx/embed_tokens.onnx",
+          "onnx/embed_tokens.onnx_data",
+          "onnx/decoder_model_merged.onnx",
+          "onnx/decoder_model_merged.onnx_data",
+          "tokenizer.json",
+        ]
+      ) {
         assert(files.includes(f) && fs.existsSync(path.join(out, f)), `export lacks ${f}: ${files}`);
       }
       const cfg = JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"));
