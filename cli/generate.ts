@@ -4,6 +4,7 @@ import { defineVerb } from "./verb.ts";
 import { chatPromptIds } from "../engine/chat_format.ts";
 import { generateIds, Generator, loadForGeneration } from "../engine/generate.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
+import { checkBasePrecision } from "../engine/quant/policy.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -32,7 +33,9 @@ export const generateVerb = defineVerb({
   async run(f) {
     const device = parseDevice("generate", f.device, f["ort-providers"]);
     const basePrecision = parseBasePrecision("generate", f["base-precision"]);
-    const model = await loadForGeneration(f.model, f.adapter, { basePrecision, device });
+    // A precision the device cannot run is refused before anything loads.
+    if (device !== "cpu") await checkBasePrecision(device, basePrecision);
+    const model = await loadForGeneration(f.model, f.adapter, basePrecision);
     // With --ids a model directory needs no tokenizer: ids in, ids out (text only when one is there).
     const tok = f.ids && !fs.existsSync(path.join(f.model, "tokenizer.json")) ? null : await loadTokenizer(f.model);
     let prompt: number[];
