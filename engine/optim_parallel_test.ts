@@ -122,8 +122,16 @@ Deno.test("AdamW on two threads is bit-identical to one thread (update, norm, st
 Deno.test("full fine-tuning: 20 steps with the two-thread optimizer give the single-thread losses exactly", async () => {
   // A model just above the parallel threshold (vocabulary 65536 × hidden 64 = 4.2M elements in E).
   const c = normalizeConfig({
-    model_type: "gemma3_text", vocab_size: 65536, hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2,
-    num_attention_heads: 2, num_key_value_heads: 1, head_dim: 32, query_pre_attn_scalar: 32, sliding_window: 4,
+    model_type: "gemma3_text",
+    vocab_size: 65536,
+    hidden_size: 64,
+    intermediate_size: 96,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    num_key_value_heads: 1,
+    head_dim: 32,
+    query_pre_attn_scalar: 32,
+    sliding_window: 4,
   }, "parallel-optimizer test");
   const w0 = randomWeights(c, 5, 0.05);
   const r = rng(11);
