@@ -171,7 +171,14 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </select>
         <Hint id="format">auto picks the format from the rows' fields (the preview says which and why).</Hint>
         <Err name="format" />
-        <Num name="validation" label="Validation fraction" value={cfg.dataset.validation} min={0} max={0.5} hint="Share of rows held out to measure the eval loss (0 to 0.5; 0: train on all)." />
+        <Num
+          name="validation"
+          label="Validation fraction"
+          value={cfg.dataset.validation}
+          min={0}
+          max={0.5}
+          hint="Share of rows held out to measure the eval loss (0 to 0.5; 0: train on all)."
+        />
         <label>
           <input type="checkbox" name="skip_invalid" checked={cfg.dataset.skipInvalid} /> Skip invalid rows (train on the rest; otherwise a file with unusable rows is refused)
         </label>
@@ -207,7 +214,14 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         <div class="grid lora-only">
           <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" hint="Size of the adapter: 8–32 is usual; higher learns more and takes more memory." />
           <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} hint="Scale of the adapter's update (often 2 × r)." />
-          <Num name="lora_dropout" label="LoRA dropout" value={cfg.lora.dropout} min={0} max={0.9} hint="Randomly drops adapter inputs while training (0 to 0.9); helps small datasets." />
+          <Num
+            name="lora_dropout"
+            label="LoRA dropout"
+            value={cfg.lora.dropout}
+            min={0}
+            max={0.9}
+            hint="Randomly drops adapter inputs while training (0 to 0.9); helps small datasets."
+          />
         </div>
         <label class="lora-only">
           <input type="checkbox" name="lora_rslora" checked={cfg.lora.rslora} /> rsLoRA (scale α/√r)
@@ -233,11 +247,32 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           </label>
         </fieldset>
         <div class="grid">
-          <Num name="maxSteps" label="Max steps" value={cfg.maxSteps} min={1} step="1" disabled={cfg.epochs !== undefined} hint="Optimizer steps to train (with Steps chosen above)." />
+          <Num
+            name="maxSteps"
+            label="Max steps"
+            value={cfg.maxSteps}
+            min={1}
+            step="1"
+            disabled={cfg.epochs !== undefined}
+            hint="Optimizer steps to train (with Steps chosen above)."
+          />
           <Num name="epochs" label="Epochs" value={cfg.epochs} min={0} disabled={cfg.epochs === undefined} hint="Passes over the training rows (with Epochs chosen above)." />
           <Num name="batchSize" label="Batch size" value={cfg.batchSize} min={1} step="1" hint="Rows per step; more uses more memory." />
-          <Num name="gradAccum" label="Gradient accumulation" value={cfg.gradAccum} min={1} step="1" hint="Steps of gradients summed before each update: a larger batch in the same memory." />
-          <Num name="learningRate" label="Learning rate" value={cfg.learningRate} min={0} hint="Size of each update: about 1e-4 to 2e-4 for LoRA, 1e-5 to 2e-5 for full fine-tuning of a real model." />
+          <Num
+            name="gradAccum"
+            label="Gradient accumulation"
+            value={cfg.gradAccum}
+            min={1}
+            step="1"
+            hint="Steps of gradients summed before each update: a larger batch in the same memory."
+          />
+          <Num
+            name="learningRate"
+            label="Learning rate"
+            value={cfg.learningRate}
+            min={0}
+            hint="Size of each update: about 1e-4 to 2e-4 for LoRA, 1e-5 to 2e-5 for full fine-tuning of a real model."
+          />
           <div class="field">
             <label for="f-schedule">Schedule</label>
             <select id="f-schedule" name="schedule">
@@ -248,8 +283,22 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           </div>
           <Num name="warmupSteps" label="Warmup steps" value={cfg.warmupSteps} min={0} step="1" hint="Steps over which the learning rate rises from 0." />
           <Num name="maxLength" label="Max length (tokens)" value={cfg.maxLength} min={8} step="1" hint="Longer rows are cut (the preview counts them); memory grows with it." />
-          <Num name="evalEvery" label="Eval every (steps)" value={cfg.evalEvery} min={0} step="1" hint="Measure the eval loss every N steps (0: never; needs a validation fraction)." />
-          <Num name="saveEvery" label="Save every (steps)" value={cfg.saveEvery} min={0} step="1" hint="Keep a checkpoint every N steps to resume from or try (0: only at the end)." />
+          <Num
+            name="evalEvery"
+            label="Eval every (steps)"
+            value={cfg.evalEvery}
+            min={0}
+            step="1"
+            hint="Measure the eval loss every N steps (0: never; needs a validation fraction)."
+          />
+          <Num
+            name="saveEvery"
+            label="Save every (steps)"
+            value={cfg.saveEvery}
+            min={0}
+            step="1"
+            hint="Keep a checkpoint every N steps to resume from or try (0: only at the end)."
+          />
           <Num name="seed" label="Seed" value={cfg.seed} min={0} step="1" hint="The same seed and settings train the same model." />
         </div>
       </section>

@@ -87,7 +87,10 @@ function Control(props: { v: RunView }) {
   } else if (s.state === "completed") {
     body = (
       <>
-        <p role="status">Completed {s.step} step{s.step === 1 ? "" : "s"}{Number.isFinite(trainingMs(v)) ? ` in ${formatDuration(trainingMs(v))}` : ""}. {latest ? `Latest checkpoint: step ${latest.step}.` : ""}</p>
+        <p role="status">
+          Completed {s.step} step{s.step === 1 ? "" : "s"}
+          {Number.isFinite(trainingMs(v)) ? ` in ${formatDuration(trainingMs(v))}` : ""}. {latest ? `Latest checkpoint: step ${latest.step}.` : ""}
+        </p>
         <div class="actions">
           {tryModel && <a class="button primary" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try it</a>}
           {tryModel && <a class="button" href={`/exports?model=${encodeURIComponent(tryModel)}`}>Export (GGUF, ONNX, …)</a>}

@@ -40,13 +40,19 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
   assert(runDuration(waiting, Date.parse(at(600))) === "–", `a queued run shows a duration: ${runDuration(waiting, Date.parse(at(600)))}`);
   const started = logged([[0, "queued"], [600, "initializing"], [605, "training"]], { state: "training", updatedAt: at(620) });
   assert(runDuration(started, Date.parse(at(690))) === "1m 30s", `a training run queued for 10 minutes: ${runDuration(started, Date.parse(at(690)))}, not 1m 30s`);
-  const resumed = logged([[0, "queued"], [600, "initializing"], [605, "training"], [665, "aborted"], [900, "queued"], [1000, "initializing"], [1010, "training"], [1090, "completed"]], {
+  const resumed = logged([[0, "queued"], [600, "initializing"], [605, "training"], [665, "aborted"], [900, "queued"], [1000, "initializing"], [1010, "training"], [
+    1090,
+    "completed",
+  ]], {
     state: "completed",
     updatedAt: at(1090),
   });
   assert(runDuration(resumed, Date.parse(at(5000))) === "2m 35s", `an aborted and resumed run: ${runDuration(resumed, Date.parse(at(5000)))}, not 2m 35s`);
   const requeued = logged([[0, "queued"], [600, "initializing"], [605, "training"], [665, "aborted"], [900, "queued"]], { state: "queued", updatedAt: at(900) });
-  assert(runDuration(requeued, Date.parse(at(5000))) === "1m 5s", `a resumed run waiting in the queue keeps its time and does not run on: ${runDuration(requeued, Date.parse(at(5000)))}`);
+  assert(
+    runDuration(requeued, Date.parse(at(5000))) === "1m 5s",
+    `a resumed run waiting in the queue keeps its time and does not run on: ${runDuration(requeued, Date.parse(at(5000)))}`,
+  );
   // The same settings: the comparison says so, and its legends are the run names.
   assert(html.includes("data-no-diff") && html.includes(`&quot;${a}&quot;:&quot;alpha&quot;`), "comparison: no settings note or no legend names");
   // Home highlights the run a trainer is working on, not the newest (the queued one).
