@@ -24,7 +24,9 @@ function poll(v: RunView, c: Context, body: preact.JSX.Element) {
 function abortedText(s: RunView["status"]): string {
   if (s.step === 0 && /^Cancelled/.test(s.message)) return s.message;
   const plain = /^Stopped by \S+ at step \d+$/.test(s.message);
-  return `Aborted at step ${s.step}${plain || !s.message ? "" : ` (${s.message})`}`;
+  // "Aborted (the trainer was stopped before it could save)" from the server: the reason without the word again.
+  const why = s.message.replace(/^Aborted\s*/, "").replace(/^\((.*)\)$/, "$1").trim();
+  return `Aborted at step ${s.step}${plain || !why ? "" : ` (${why})`}`;
 }
 
 /** The run's progress bar: steps done of the total, with the numbers in words beside it. */
