@@ -5,6 +5,7 @@
  * names the flag and lists the ones the verb knows, so a typo never silently does the default.
  */
 import { type Device, DEVICES } from "../engine/device.ts";
+import { BASE_PRECISIONS, type BasePrecision } from "../engine/quant/blocks.ts";
 
 export type FlagKind = "string" | "number" | "boolean";
 
@@ -116,4 +117,18 @@ export function parseDevice(verb: string, value: unknown, providers?: string): D
   if (!DEVICES.includes(d)) throw new UsageError(`${verb}: --device must be one of ${DEVICES.join(", ")}, got "${d}"`);
   if (providers) Deno.env.set("GEMMA_TUNER_ORT_PROVIDERS", providers);
   return d;
+}
+
+/** --base-precision on the verbs that load a model (docs/QUANT.md): the frozen base's weights. */
+export const BASE_PRECISION_FLAG = {
+  kind: "string",
+  help: "frozen base weights: fp32 | bf16 | int8 | int4 (as a LoRA run holds them; docs/QUANT.md)",
+  default: "fp32",
+} as const satisfies FlagSpec;
+
+/** A --base-precision value, or a UsageError naming the flag and the choices (as bench and train refuse it). */
+export function parseBasePrecision(verb: string, value: unknown): BasePrecision {
+  const p = String(value) as BasePrecision;
+  if (!BASE_PRECISIONS.includes(p)) throw new UsageError(`${verb}: --base-precision must be ${BASE_PRECISIONS.join(", ")}, got "${p}"`);
+  return p;
 }

@@ -1,15 +1,16 @@
 /** `gemma-tuner generate`: text from a model (and adapter), streamed to stdout or as one JSON line. */
-import { DEVICE_FLAGS, parseDevice, parseIds } from "./flags.ts";
+import { BASE_PRECISION_FLAG, DEVICE_FLAGS, parseBasePrecision, parseDevice, parseIds } from "./flags.ts";
 import { defineVerb } from "./verb.ts";
 import { chatPromptIds } from "../engine/chat_format.ts";
 import { generateIds, Generator, loadForGeneration } from "../engine/generate.ts";
 import { loadTokenizer } from "../engine/tokenizer.ts";
+import { checkBasePrecision } from "../engine/quant/policy.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
 export const generateVerb = defineVerb({
   name: "generate",
-  usage: "gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--json]",
+  usage: "gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--base-precision fp32|bf16|int8|int4] [--json]",
   flags: {
     model: { kind: "string", help: "model directory", metavar: "DIR" },
     adapter: { kind: "string", help: "PEFT LoRA adapter directory", metavar: "DIR" },
@@ -23,6 +24,7 @@ export const generateVerb = defineVerb({
     "min-p": { kind: "number", help: "min-p sampling (0 = off)", default: 0 },
     "repetition-penalty": { kind: "number", help: "HF-style repetition penalty", default: 1 },
     seed: { kind: "number", help: "sampling seed", default: 0 },
+    "base-precision": BASE_PRECISION_FLAG,
     ...DEVICE_FLAGS,
     json: { kind: "boolean", help: "print {ids, text, tokens_per_second}" },
   },
@@ -30,7 +32,10 @@ export const generateVerb = defineVerb({
   exactlyOne: [["prompt", "ids"]],
   async run(f) {
     const device = parseDevice("generate", f.device, f["ort-providers"]);
-    const model = await loadForGeneration(f.model, f.adapter);
+    const basePrecision = parseBasePrecision("generate", f["base-precision"]);
+    // A precision the device cannot run is refused before anything loads.
+    if (device !== "cpu") await checkBasePrecision(device, basePrecision);
+    const model = await loadForGeneration(f.model, f.adapter, basePrecision);
     // With --ids a model directory needs no tokenizer: ids in, ids out (text only when one is there).
     const tok = f.ids && !fs.existsSync(path.join(f.model, "tokenizer.json")) ? null : await loadTokenizer(f.model);
     let prompt: number[];
@@ -52,7 +57,7 @@ export const generateVerb = defineVerb({
     });
     gen.release();
     const text = tok ? tok.decode(r.ids) : null;
-    if (f.json) console.log(JSON.stringify({ ids: r.ids, text, tokens_per_second: r.tokensPerSecond, stop_reason: r.stopReason }));
+    if (f.json) console.log(JSON.stringify({ ids: r.ids, text, tokens_per_second: r.tokensPerSecond, stop_reason: r.stopReason, base_precision: basePrecision }));
     else console.log(`\n[${r.ids.length} tokens, ${r.tokensPerSecond.toFixed(1)} tokens/s, ${r.stopReason}]`);
     return 0;
   },

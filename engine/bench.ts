@@ -97,17 +97,33 @@ function fillRandom(a: Float32Array, next: () => number, std = 0.02): Float32Arr
   return a;
 }
 
-/** A random table [rows, cols] straight into bf16 bits, a block at a time (no whole float32 copy). */
-function randomBf16Table(rows: number, cols: number, next: () => number): EmbeddingTable {
-  const bits = new Uint16Array(rows * cols);
-  const block = new Float32Array(1 << 20), u = new Uint32Array(block.buffer);
-  for (let at = 0; at < bits.length; at += block.length) {
-    const n = Math.min(block.length, bits.length - at);
-    fillRandom(block.subarray(0, n), next);
-    // Round to nearest even, as floatToBf16 (engine/safetensors.ts); no NaNs here.
-    for (let i = 0; i < n; i++) bits[at + i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16;
+/**
+ * A random table [rows, cols] straight into bf16 bits, a block at a time (no whole float32 copy).
+ * `inFile`: written to a temporary file instead and read from it by rows, as a bf16 checkpoint's
+ * Gemma 4 per-layer table is (engine/quant/base.ts loadFrozen); the file is unlinked once open.
+ */
+function randomBf16Table(rows: number, cols: number, next: () => number, inFile = false): EmbeddingTable {
+  const total = rows * cols;
+  const bits = inFile ? null : new Uint16Array(total);
+  const file = inFile ? Deno.makeTempFileSync({ prefix: "gemma-tuner-bench-table-" }) : "";
+  const fd = inFile ? fs.openSync(file, "w") : -1;
+  const block = new Float32Array(1 << 20), u = new Uint32Array(block.buffer), out = new Uint16Array(block.length);
+  try {
+    for (let at = 0; at < total; at += block.length) {
+      const n = Math.min(block.length, total - at);
+      fillRandom(block.subarray(0, n), next);
+      // Round to nearest even, as floatToBf16 (engine/safetensors.ts); no NaNs here.
+      const dst = bits ? bits.subarray(at, at + n) : out.subarray(0, n);
+      for (let i = 0; i < n; i++) dst[i] = (u[i] + 0x7fff + ((u[i] >>> 16) & 1)) >>> 16;
+      if (!bits) fs.writeSync(fd, new Uint8Array(dst.buffer, 0, n * 2));
+    }
+  } finally {
+    if (inFile) fs.closeSync(fd);
   }
-  return EmbeddingTable.fromBf16(bits, rows, cols);
+  if (bits) return EmbeddingTable.fromBf16(bits, rows, cols);
+  const t = EmbeddingTable.fromFile(file, 0, rows, cols);
+  fs.unlinkSync(file);
+  return t;
 }
 
 /**
@@ -126,8 +142,9 @@ export function benchModel(config: GemmaConfig, precision: BasePrecision, seed =
     if (s.kind === "buffer" || s.kind === "norm") weights.set(s.name, new Float32Array(n).fill(s.kind === "buffer" || config.normOffset === 0 ? 1 : 0));
     else if (precision === "fp32" || s.kind === "expert") weights.set(s.name, fillRandom(new Float32Array(n), next));
     else if (s.kind === "embedding") {
-      const t = randomBf16Table(s.shape[0], s.shape[1], next);
-      if (s.name === "model.embed_tokens.weight") embedding = t;
+      const main = s.name === "model.embed_tokens.weight";
+      const t = randomBf16Table(s.shape[0], s.shape[1], next, !main);
+      if (main) embedding = t;
       else ple = t;
     } else {
       linears.set(s.name, quantize(fillRandom(new Float32Array(n), next), s.shape, precision));
@@ -216,6 +233,8 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
       optimizer!.update(engine.grads, 1e-5, 1 / r.tokens);
     }
     const ms = performance.now() - t0;
+    // Progress on stderr (stdout keeps the one JSON line): a long shape's first step is known even if a later one is cut short.
+    console.error(JSON.stringify({ bench_step: s, ms: Math.round(ms), peak_rss_mb: Math.round(peakRssMb()) }));
     if (s === 0) firstMs = ms;
     else times.push(ms);
   }

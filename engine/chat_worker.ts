@@ -9,9 +9,11 @@
 /// <reference lib="deno.worker" />
 import type { ChatJob, FromWorker, ToWorker, WorkerError } from "./model_cache.ts";
 import { generateIds, Generator, loadForGeneration } from "./generate.ts";
+import { baseBytes } from "./quant/base.ts";
+import { resolveBasePrecision } from "./quant/policy.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { chatPromptIds } from "./chat_format.ts";
-import { readConfig, resolveModelPath } from "./model_dir.ts";
+import { describeModel, readConfig, resolveModelPath } from "./model_dir.ts";
 import { ContextLengthError } from "./model_cache.ts";
 
 interface Loaded {
@@ -37,9 +39,12 @@ function load(job: ChatJob, modelDir: string): Promise<Loaded> {
   let p = loaded.get(job.model);
   if (!p) {
     p = (async () => {
-      const model = await loadForGeneration(modelDir, job.where.adapterDir);
+      // A LoRA run's adapter runs on the base as that run held it (its configured precision, else the size policy's).
+      const lora = job.where.lora;
+      const basePrecision = lora ? resolveBasePrecision(describeModel(modelDir).config, { method: "lora", basePrecision: lora.basePrecision }).precision : "fp32";
+      const model = await loadForGeneration(modelDir, job.where.adapterDir, basePrecision);
       const tok = await loadTokenizer(modelDir);
-      let bytes = 0;
+      let bytes = model.base ? baseBytes(model.base) : 0;
       for (const w of model.weights.values()) bytes += w.byteLength;
       return { gen: new Generator(model, { threads: 1 }), tok, bytes, usedAt: Date.now() };
     })();

@@ -79,7 +79,7 @@ export class Generator {
     } else if (base) {
       // bf16 (or fp32 blocks): the exact float32 values, fed as the fp32 graph's weights.
       for (const [name, t] of base.linears) weights.set(name, dequantize(t));
-      const table = (t: EmbeddingTable) => t.f32 ?? bf16ToF32(t.bits!);
+      const table = (t: EmbeddingTable) => t.f32 ?? bf16ToF32(t.allBits());
       weights.set("model.embed_tokens.weight", table(base.embedding));
       if (base.ple) weights.set("model.embed_tokens_per_layer.weight", table(base.ple));
     }

@@ -11,6 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ChatMessage } from "./chat_format.ts";
 import type { SamplingOptions } from "./sampling.ts";
+import type { BasePrecision } from "./quant/blocks.ts";
 
 export interface ModelEntry {
   /** "demo", or "<runId>/final", or "<runId>/checkpoint-<step>". */
@@ -29,6 +30,8 @@ export interface RunModelSource {
   dir: string;
   baseModel: string;
   method: "lora" | "full";
+  /** A LoRA run's configured base precision (unset: the size policy chose it, engine/quant/policy.ts). */
+  basePrecision?: BasePrecision;
   checkpoints: { step: number; dir: string }[];
   hasFinal: boolean;
   /** The step of the checkpoint final/ was copied from (final/checkpoint.txt): that checkpoint is the same model. */
@@ -53,7 +56,8 @@ export class ContextLengthError extends RangeError {
 export interface ChatJob {
   model: string;
   /** `model` as `resolveModelPath` takes it ("demo" or a directory), resolved in the worker. */
-  where: { model: string; dataDir: string; adapterDir?: string };
+  /** `lora`: the adapter's run, whose base the worker loads in the precision that run trained on. */
+  where: { model: string; dataDir: string; adapterDir?: string; lora?: { basePrecision?: BasePrecision } };
   messages: ChatMessage[];
   sampling: SamplingOptions;
   maxTokens: number;
@@ -167,7 +171,7 @@ export class ModelCache {
     if (!run) throw new RangeError(`Unknown model "${id}": no run ${runId}`);
     const dir = which === "final" ? path.join(run.dir, "final") : path.join(run.dir, "checkpoints", which);
     if (!fs.existsSync(dir)) throw new RangeError(`Unknown model "${id}": ${which} does not exist`);
-    if (run.method === "lora") return { model: run.baseModel, dataDir: this.dataDir, adapterDir: dir };
+    if (run.method === "lora") return { model: run.baseModel, dataDir: this.dataDir, adapterDir: dir, lora: { basePrecision: run.basePrecision } };
     return { model: dir, dataDir: this.dataDir };
   }
 

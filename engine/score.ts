@@ -6,6 +6,12 @@ import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { TrainEngine } from "./train_engine.ts";
 import type { Device } from "./device.ts";
+import type { BasePrecision } from "./quant/blocks.ts";
+import { loadFrozen } from "./quant/base.ts";
+import { checkBasePrecision } from "./quant/policy.ts";
+
+/** A no-op LoRA (B = 0) for scoring a low-precision base without an adapter: the engine's LoRA path. */
+const NO_ADAPTER = { r: 1, alpha: 1, dropout: 0, rslora: false, targets: ["q_proj"] };
 
 export interface ScoreResult {
   ids: number[];
@@ -21,14 +27,24 @@ export async function score(o: {
   grad?: boolean;
   device?: Device;
   threads?: number;
+  /**
+   * The frozen base's precision (docs/QUANT.md; default fp32): bf16 / int8 / int4 load the base as a
+   * LoRA run holds it, so the NLLs are the ones that run trains against.
+   */
+  basePrecision?: BasePrecision;
 }): Promise<ScoreResult> {
   if (o.ids.length < 2) throw new RangeError("score needs at least 2 tokens (each NLL predicts the next token)");
-  const model = await loadModel(o.model);
+  const precision = o.basePrecision ?? "fp32";
   const adapter = o.adapter ? readAdapter(o.adapter) : undefined;
+  if (precision !== "fp32" && o.grad && !adapter) {
+    throw new RangeError(`score: grad reports d(mean_nll)/dW of every weight, which needs the float32 base; use base precision fp32, or give an adapter (its LoRA gradients)`);
+  }
+  if (o.device && o.device !== "cpu") await checkBasePrecision(o.device, precision);
+  const model = precision === "fp32" ? await loadModel(o.model) : loadFrozen(o.model, precision);
   const engine = await TrainEngine.create({
     model,
-    method: adapter ? "lora" : "full",
-    lora: adapter ? { ...adapter.lora, dropout: 0 } : undefined,
+    method: adapter || precision !== "fp32" ? "lora" : "full",
+    lora: adapter ? { ...adapter.lora, dropout: 0 } : precision !== "fp32" ? NO_ADAPTER : undefined,
     adapter: adapter?.tensors,
     device: o.device,
     threads: o.threads,

@@ -24,6 +24,7 @@ export function modelCacheFor(deps: AppDeps): ModelCache {
       dir: v.dir,
       baseModel: v.run.config.model,
       method: v.run.config.method,
+      basePrecision: v.run.config.basePrecision,
       checkpoints: v.checkpoints,
       hasFinal: v.hasFinal,
       finalStep: v.hasFinal ? finalStep(v.dir) : undefined,

@@ -291,9 +291,9 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
 
 /**
  * Gemma 4 PLE inputs (docs/GEMMA4.md §PLE): rows [N, L·Dp] of embed_tokens_per_layer for the ids and
- * the scaled main embedding e [N,H] → each layer's [N,Dp] in ctx.ple.
+ * the scaled main embedding e [N,H] → each layer's [N,Dp] in ctx.ple. Returns all of them, [N,L,Dp].
  */
-export function perLayerInputs(ctx: Ctx, rows: Value, e: Value, rowsScaled = false): void {
+export function perLayerInputs(ctx: Ctx, rows: Value, e: Value, rowsScaled = false): Value {
   const { g, c } = ctx;
   const { dim: Dp } = c.ple!;
   const N = ctx.N, L = c.numLayers, H = c.hiddenSize;
@@ -304,6 +304,7 @@ export function perLayerInputs(ctx: Ctx, rows: Value, e: Value, rowsScaled = fal
   const normed = rmsNorm(g, o.reshape(g, projected, [N, L, Dp]), ctx.w.get("model.per_layer_projection_norm.weight")!, c.rmsNormEps, c.normOffset);
   const P = o.scale(g, o.add(g, normed, raw), f(2 ** -0.5)); // [N,L,Dp]
   ctx.ple = o.split(g, P, Array(L).fill(1), 1).map((x) => o.reshape(g, x, [N, Dp]));
+  return P;
 }
 
 /** Inputs rope_cos_/rope_sin_<type> [T,D] and mask_<type> [T,T] for each layer type used. */

@@ -28,8 +28,9 @@ export interface BodyOptions extends Omit<ModelGraphOptions, "logits"> {
    * checkpointing: one more body forward per step for no saved copies; see notes/PERF.md).
    * "layer": per-layer checkpointing: the forward saves only each layer's input h [N,H]; the backward
    * recomputes one layer at a time from it, right before that layer's backward, so only one layer's
-   * activations (and dequantized weights) are alive at once (docs/QUANT.md "Memory"). Gemma 1–3;
-   * layers that read another layer's keys or the per-layer inputs (Gemma 4) fall back to "save".
+   * activations (and dequantized weights) are alive at once (docs/QUANT.md "Memory"). Gemma 4's
+   * per-layer inputs and its KV-shared layers' source keys/values are saved beside the layer inputs
+   * (LoRA); full fine-tuning of a Gemma 4 E-model and the MoE models fall back to "save".
    */
   activations?: "save" | "recompute" | "layer";
 }
@@ -59,7 +60,7 @@ export const PLE_TABLE = "model.embed_tokens_per_layer.weight";
  */
 export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   if (opts.activations === "layer" && opts.method !== "forward") {
-    if (layerCheckpointable(c)) return buildLayerCheckpointed(c, opts);
+    if (layerCheckpointable(c, opts.method)) return buildLayerCheckpointed(c, opts);
     opts = { ...opts, activations: "save" };
   }
   const float = opts.float ?? "float32";
@@ -105,9 +106,16 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   };
 }
 
-/** Whether each layer depends on the one before it alone (no KV sharing, no per-layer inputs, no MoE). */
-export function layerCheckpointable(c: GemmaConfig): boolean {
-  return !c.ple && !c.moe && c.layers.every((l, i) => l.kvSource === i);
+/**
+ * Whether the body can be checkpointed per layer. Each layer must depend on the one below alone,
+ * except for what per-layer checkpointing saves beside the layer inputs for LoRA: Gemma 4's per-layer
+ * inputs [N,L·Dp] and the keys/values of each KV-sharing source layer (their gradients from the
+ * shared layers above are summed and seeded into the source layer's recompute). Full fine-tuning
+ * would differentiate through those saved values too, so it needs plain layers; MoE layers never.
+ */
+export function layerCheckpointable(c: GemmaConfig, method: "lora" | "full" | "forward" = "lora"): boolean {
+  if (c.moe) return false;
+  return method === "lora" || (!c.ple && c.layers.every((l, i) => l.kvSource === i));
 }
 
 /**
@@ -130,6 +138,10 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const L = c.numLayers, H = c.hiddenSize, P = opts.positions;
   const normalizer = float === "float32" ? Math.fround(Math.sqrt(H)) : Math.sqrt(H);
   const ckpt = (i: number) => `ckpt.${i}`;
+  // Layers whose keys/values later layers attend to (Gemma 4 KV sharing): saved as ckpt.k.<i>, ckpt.v.<i>.
+  const sources = new Set(c.layers.filter((l, i) => l.kvSource !== i).map((l) => l.kvSource));
+  const kvShape = (i: number) => [opts.batch, c.layers[i].kvHeads, opts.seq, c.layers[i].headDim];
+  const pleWidth = c.ple ? L * c.ple.dim : 0;
   if (opts.method === "lora" && !opts.lora) throw new RangeError("LoRA graph needs LoRA settings");
   const start = (g: Graph) => {
     const ctx = new Ctx(g, c, opts);
@@ -150,9 +162,17 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const f = new Graph(float);
   const F = start(f);
   let h = o.scale(f, F.embeds, normalizer);
+  if (c.ple) {
+    const rows = f.input("ple_embeds", [F.ctx.N, pleWidth]);
+    f.output(o.reshape(f, perLayerInputs(F.ctx, rows, h), [F.ctx.N, pleWidth]), "ckpt.ple");
+  }
   for (let i = 0; i < L; i++) {
     h = layer(F.ctx, h, i);
     f.output(h, ckpt(i + 1));
+    if (sources.has(i)) {
+      f.output(F.ctx.kv.get(i)!.k, `ckpt.k.${i}`);
+      f.output(F.ctx.kv.get(i)!.v, `ckpt.v.${i}`);
+    }
   }
   f.output(top(f, F.ctx, h, F.sel, F.tw), "hs");
 
@@ -161,6 +181,15 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   const B = start(g);
   const ctx = B.ctx;
   const dHs = g.input("d_hs", [P, H]);
+  if (c.ple) {
+    // The per-layer inputs as the forward computed them (constants for LoRA).
+    const saved = o.reshape(g, g.input("ckpt.ple", [ctx.N, pleWidth]), [ctx.N, L, c.ple.dim]);
+    ctx.ple = o.split(g, saved, Array(L).fill(1), 1).map((x) => o.reshape(g, x, [ctx.N, c.ple!.dim]));
+  }
+  // Saved keys/values of each source layer, and the sum of their gradients from the layers sharing them.
+  const kvSaved = new Map<number, { k: Value; v: Value }>();
+  const kvGrad = new Map<number, { k: Value | null; v: Value | null }>();
+  const sum = (a: Value | null, b: Value) => (a ? o.add(g, a, b) : b);
   const trainables = opts.method === "lora" ? [...ctx.lora.values()] : trainableWeights(ctx);
   const ofLayer = (i: number) => trainables.filter((v) => v.name.includes(`model.layers.${i}.`));
   const covered = new Set<Value>();
@@ -183,13 +212,37 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
     const hi = o.add(g, start, zero);
     ctx.frozen.after = zero;
     const mine = ofLayer(i);
+    const src = c.layers[i].kvSource;
+    const shared: Value[] = [];
+    if (src !== i) {
+      // A KV-shared layer reads its source's saved keys/values, through a copy of its own (ordered
+      // like hi): as a wanted leaf, the saved input itself would make the layers above look live.
+      let kv = kvSaved.get(src);
+      if (!kv) kvSaved.set(src, kv = { k: g.input(`ckpt.k.${src}`, kvShape(src)), v: g.input(`ckpt.v.${src}`, kvShape(src)) });
+      const local = { k: o.add(g, kv.k, zero), v: o.add(g, kv.v, zero) };
+      ctx.kv.set(src, local);
+      shared.push(local.k, local.v);
+    }
     // Layer 0 too differentiates w.r.t. its input h, not embeds: embeds carries the batch*seq dim
     // that every Reshape reads, and as a wanted leaf it would make those shape paths look live.
-    const wrt = [...mine, hi];
-    gr = gradientsFromSeeds(g, new Map([[layer(ctx, hi, i), dh]]), wrt);
+    const wrt = [...mine, ...shared, hi];
+    const seeds = new Map([[layer(ctx, hi, i), dh]]);
+    const fromAbove = kvGrad.get(i);
+    if (fromAbove) {
+      // A source layer: its keys/values also carry the gradients of every layer that shared them.
+      const own = ctx.kv.get(i)!;
+      if (fromAbove.k) seeds.set(own.k, fromAbove.k);
+      if (fromAbove.v) seeds.set(own.v, fromAbove.v);
+    }
+    gr = gradientsFromSeeds(g, seeds, wrt);
     emit(gr, mine);
+    if (src !== i) {
+      const acc = kvGrad.get(src) ?? { k: null, v: null };
+      const [dk, dv] = [gr.get(shared[0]), gr.get(shared[1])];
+      kvGrad.set(src, { k: dk ? sum(acc.k, dk) : acc.k, v: dv ? sum(acc.v, dv) : acc.v });
+    }
     dh = gr.get(wrt.at(-1)!)!;
-    deps = [dh, ...mine.map((v) => gr.get(v)!)];
+    deps = [dh, ...mine.map((v) => gr.get(v)!), ...shared.flatMap((v) => (gr.get(v) ? [gr.get(v)!] : []))];
   }
   ctx.frozen.after = null;
   const wrtAll = opts.method === "full" ? [...trainables, B.embeds] : trainables;
@@ -204,7 +257,7 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
     backward: backward.toBytes(),
     forwardInputs: feedNames(forward.inputs),
     backwardInputs: feedNames(backward.inputs),
-    saved: Array.from({ length: L }, (_, i) => ckpt(i + 1)).filter((n) => backward.inputs.some((v) => v.name === n)),
+    saved: forward.outputs.map((v) => v.name).filter((n) => n !== "hs" && backward.inputs.some((v) => v.name === n)),
     trainable: wrtAll.map((w) => w.name),
     dropoutInputs: F.dropoutInputs,
   };

@@ -76,7 +76,9 @@ export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32"
   for (const s of paramSpecs(config)) {
     const e = text.get(s.name)!;
     if (s.kind === "norm" || s.kind === "buffer" || s.kind === "expert") weights.set(s.name, readTensorF32(e));
-    else if (s.name === PLE_TABLE) ple = EmbeddingTable.fromBf16(e.dtype === "BF16" ? readBf16Bits(e) : toBf16Bits(readTensorF32(e)), s.shape[0], s.shape[1]);
+    // A bf16 per-layer table stays in the checkpoint, read by rows (4.7 GB for E2B that is never resident).
+    else if (s.name === PLE_TABLE && e.dtype === "BF16") ple = EmbeddingTable.fromFile(e.file, e.dataOffset, s.shape[0], s.shape[1]);
+    else if (s.name === PLE_TABLE) ple = EmbeddingTable.fromBf16(toBf16Bits(readTensorF32(e)), s.shape[0], s.shape[1]);
     else if (s.kind === "embedding") {
       const bits = e.dtype === "BF16" ? readBf16Bits(e) : toBf16Bits(readTensorF32(e));
       embedding = EmbeddingTable.fromBf16(bits, config.vocabSize, config.hiddenSize);

@@ -44,6 +44,12 @@ export class FrozenInputs {
   after: Value | null = null;
   constructor(readonly g: Graph, readonly precision: BasePrecision) {}
 
+  /** float32 values of bf16 bits (e.g. a table's gathered rows) through the shared LUT input. */
+  fromBf16(bits: Value): Value {
+    this.lut ??= this.g.input(BF16_LUT, [65536]);
+    return o.gather(this.g, this.lut, o.cast(this.g, bits, "int32"));
+  }
+
   weight(name: string, shape: readonly [number, number]): Value {
     let v = this.values.get(name);
     if (!v) {

@@ -132,7 +132,8 @@ export function estimateRunMemory(
     else weightsBytes += n * 4;
   }
   let activationBytes = base.activationBytes;
-  const perLayer = !c.ple && !c.moe && c.layers.every((l, i) => l.kvSource === i);
+  // Per-layer checkpointing (engine/gemma/staged.ts layerCheckpointable): Gemma 4 LoRA too, not MoE.
+  const perLayer = o.method === "lora" ? !c.moe : !c.ple && !c.moe && c.layers.every((l, i) => l.kvSource === i);
   if (perLayer) {
     // One layer's share of the activations alive (plus its dequantized weights), and every layer's input h.
     const L = c.numLayers, N = o.batchSize * o.seqLen;
