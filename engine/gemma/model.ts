@@ -157,8 +157,8 @@ export function declareWeights(ctx: Ctx, skip: (name: string) => boolean = () =>
  * here, so the base precision (engine/quant/graph.ts) is decided in one place.
  */
 export function frozenMatMul(ctx: Ctx, x: Value, name: string, shape: readonly [number, number]): Value {
-  const W = ctx.w.get(name) ?? ctx.frozen.weight(name, shape);
-  return o.gemm(ctx.g, x, W, { transB: true });
+  const W = ctx.w.get(name);
+  return W ? o.gemm(ctx.g, x, W, { transB: true }) : ctx.frozen.matmul(x, name, shape);
 }
 
 /** x [M,in] → [M,out] through layer i's linear, plus its LoRA branch when targeted. */

@@ -76,8 +76,9 @@ export function probeBasePrecision(device: Device, precision: BasePrecision): Pr
       const { createSession, tensor } = await import("../session.ts");
       const g = new Graph();
       const x = g.input("x", [2, 64]);
-      const W = new FrozenInputs(g, precision).weight("w", [4, 64]);
-      g.output(o.gemm(g, x, W, { transB: true }), "y");
+      // Both kernels a LoRA step runs: the forward product from the blocks and the dequantized W (dX = dY·W).
+      const frozen = new FrozenInputs(g, precision);
+      g.output(o.add(g, frozen.matmul(x, "w", [4, 64]), o.gemm(g, x, frozen.weight("w", [4, 64]), { transB: true })), "y");
       const w = Float32Array.from({ length: 256 }, (_, i) => Math.sin(i) * 0.05);
       const feeds = { x: tensor("float32", Float32Array.from({ length: 128 }, (_, i) => Math.cos(i)), [2, 64]), ...frozenFeeds("w", quantize(w, [4, 64], precision)) };
       const results: Float32Array[] = [];
