@@ -115,7 +115,8 @@ export async function checkBasePrecision(device: Device, precision: BasePrecisio
  * The memory estimate of a run's settings, the one the create page (before the run) and the worker
  * (run.json modelInfo.memoryEstimateMb) both show: estimateMemory (engine/gemma/params.ts) with the frozen
  * weights in that precision (projections in their blocks, tables in bf16) and, for LoRA with
- * per-layer checkpointing, the activations of one layer plus each layer's input instead of all of them.
+ * per-layer checkpointing, the activations of one layer plus each layer's input instead of all of them,
+ * and one frozen weight's dequantized form at a time.
  */
 export function estimateRunMemory(
   c: GemmaConfig,
@@ -135,12 +136,14 @@ export function estimateRunMemory(
   let activationBytes = base.activationBytes;
   const perLayer = !c.ple && !c.moe && c.layers.every((l, i) => l.kvSource === i);
   if (perLayer) {
-    // One layer's share of the activations alive (plus its dequantized weights), and every layer's input h.
+    // One layer's share of the activations alive, and every layer's input h.
     const L = c.numLayers, N = o.batchSize * o.seqLen;
-    const layerWeights = Math.max(
-      ...c.layers.map((_, i) => paramSpecs(c).filter((s) => s.kind === "linear" && s.name.startsWith(`model.layers.${i}.`)).reduce((a, s) => a + s.shape[0] * s.shape[1], 0)),
-    );
-    activationBytes = base.activationBytes / L * 2 + 4 * L * N * c.hiddenSize + (precision === "fp32" ? 0 : 8 * layerWeights);
+    // Each frozen weight is dequantized right before its own product and freed after it
+    // (engine/quant/graph.ts), so one weight's float32 form and its unpacked bytes are alive, not a layer's:
+    // bf16 W and its int32 indices (8 B a weight), int8/int4 W and its uint8 codes (5 B).
+    const largest = Math.max(0, ...paramSpecs(c).filter((s) => s.kind === "linear").map((s) => s.shape[0] * s.shape[1]));
+    const transient = precision === "fp32" ? 0 : largest * (precision === "bf16" ? 8 : 5);
+    activationBytes = base.activationBytes / L * 2 + 4 * L * N * c.hiddenSize + transient;
   }
   const totalBytes = weightsBytes + base.trainableBytes + base.optimizerBytes + activationBytes;
   return { ...base, weightsBytes, activationBytes, totalBytes, basePrecision: precision };
