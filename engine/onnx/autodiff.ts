@@ -66,7 +66,7 @@ export const REMATERIALIZE = new WeakMap<Value, (after: Value) => Value>();
 
 /** A scalar 0 computed from `d`: an ordering dependency, so what reads it runs after d exists. */
 function zeroOf(g: Graph, d: Value): Value {
-  return o.mul(g, o.reduceSum(g, d, d.shape.map((_, i) => i), false), g.scalar(0));
+  return o.mul(g, o.reduceSum(g, d, d.shape.map((_, i) => i), false), g.constant([0], [], d.dtype));
 }
 
 export const RULES: Record<string, Rule> = {

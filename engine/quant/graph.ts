@@ -93,7 +93,7 @@ export class FrozenInputs {
       else {
         r = {
           q: g.input(name, [out, this.precision === "int8" ? inp : inp / 2], "uint8"),
-          scales: g.input(`${name}.scales`, [out, blocksPerRow(inp)]),
+          scales: g.input(`${name}.scales`, [out, blocksPerRow(inp)], "float32"),
         };
       }
       this.raw.set(name, r);
