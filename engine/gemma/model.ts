@@ -171,8 +171,8 @@ export function declareWeights(ctx: Ctx, skip: (name: string) => boolean = () =>
 export function frozenMatMul(ctx: Ctx, x: Value, name: string, shape: readonly [number, number]): Value {
   const custom = ctx.matmul?.(x, name, shape);
   if (custom) return custom;
-  const W = ctx.w.get(name) ?? ctx.frozen.weight(name, shape);
-  return o.gemm(ctx.g, x, W, { transB: true });
+  const W = ctx.w.get(name);
+  return W ? o.gemm(ctx.g, x, W, { transB: true }) : ctx.frozen.matmul(x, name, shape);
 }
 
 /** x [M,in] → [M,out] through layer i's linear, plus its LoRA branch when targeted. */

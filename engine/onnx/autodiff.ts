@@ -57,6 +57,18 @@ function scatterIndex(g: Graph, idx: Value): Value {
   return g.inputAsColumn(idx) ?? o.reshape(g, idx, [...idx.shape, 1]);
 }
 
+/**
+ * Frozen weights whose gradient uses should not keep the forward's value alive: the function builds
+ * the same value again, computed after the given one (engine/quant/graph.ts: a dequantized weight,
+ * made again after dY for dX = dY·W). Keyed by the Gemm's B input, or MatMulNBits' packed B.
+ */
+export const REMATERIALIZE = new WeakMap<Value, (after: Value) => Value>();
+
+/** A scalar 0 computed from `d`: an ordering dependency, so what reads it runs after d exists. */
+function zeroOf(g: Graph, d: Value): Value {
+  return o.mul(g, o.reduceSum(g, d, d.shape.map((_, i) => i), false), g.constant([0], [], d.dtype));
+}
+
 export const RULES: Record<string, Rule> = {
   Identity: (_g, _n, [d]) => [d],
   Add: (g, n, [d]) => [unbroadcast(g, d!, n.inputs[0]!.shape), unbroadcast(g, d!, n.inputs[1]!.shape)],
@@ -109,7 +121,9 @@ export const RULES: Record<string, Rule> = {
     ];
   },
   Gemm: (g, n, [d], need) => {
-    const [a, b, c] = n.inputs as Value[];
+    const [a, b0, c] = n.inputs as Value[];
+    const remat = REMATERIALIZE.get(b0);
+    const b = remat && need[0] && !need[1] ? remat(zeroOf(g, d!)) : b0;
     const tA = n.attrs.transA === 1, tB = n.attrs.transB === 1;
     const alpha = n.attrs.alpha ? (n.attrs.alpha as { float: number }).float : 1;
     const beta = n.attrs.beta ? (n.attrs.beta as { float: number }).float : 1;
@@ -117,6 +131,13 @@ export const RULES: Record<string, Rule> = {
     const db = !need[1] ? null : tB ? o.gemm(g, d!, a, { transA: true, transB: tA, alpha }) : o.gemm(g, a, d!, { transA: !tA, alpha });
     const dc = c && need[2] ? unbroadcast(g, o.scale(g, d!, beta), c.shape) : null;
     return c ? [da, db, dc] : [da, db];
+  },
+  // y = x·Wᵀ with W [N,K] stored in blocks (engine/quant/graph.ts): dx = dy·W, W dequantized after dy.
+  MatMulNBits: (g, n, [d], need) => {
+    const remat = REMATERIALIZE.get(n.inputs[1]!);
+    if (need[1] || need[2] || !remat) throw new Error("MatMulNBits: only the gradient of its input A is supported (a frozen base)");
+    const W = remat(zeroOf(g, d!));
+    return [need[0] ? o.matmul(g, d!, W) : null, null, null];
   },
   Transpose: (g, n, [d]) => {
     const perm = n.attrs.perm as number[];

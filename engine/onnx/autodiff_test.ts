@@ -3,6 +3,8 @@ import { RULES } from "./autodiff.ts";
 import { type Graph, size } from "./builder.ts";
 import { type CheckInput, gradCheck, randn64 } from "./gradcheck.ts";
 import * as o from "./ops.ts";
+import { FrozenInputs } from "../quant/graph.ts";
+import { quantize } from "../quant/blocks.ts";
 
 function assertClose(label: string, r: { maxRelErr: number; worst: string }, tol = 1e-6) {
   if (!(r.maxRelErr <= tol)) throw new Error(`${label}: gradient mismatch, max rel err ${r.maxRelErr} at ${r.worst}`);
@@ -134,6 +136,15 @@ const CASES: Record<string, (g: Graph) => { inputs: CheckInput[]; out: ReturnTyp
     const a = inp(g, "a", [4]);
     return { inputs: [a], out: o.cast(g, o.cast(g, a.value, "float32"), "float64") };
   },
+  // A frozen int4 weight [3,32]: the product runs in float32, so the check is float32-accurate.
+  MatMulNBits: (g) => {
+    const a = inp(g, "a", [2, 32]);
+    const y = new FrozenInputs(g, "int4").matmul(o.cast(g, a.value, "float32"), "w", [3, 32]);
+    const t = quantize(Float32Array.from({ length: 96 }, (_, i) => Math.sin(i * 0.9)), [3, 32], "int4");
+    if (t.kind !== "int4") throw new Error("int4 expected");
+    const q = g.inputs.find((v) => v.name === "w")!, s = g.inputs.find((v) => v.name === "w.scales")!;
+    return { inputs: [a, { value: q, data: t.q, check: false }, { value: s, data: t.scales, check: false }], out: o.cast(g, y, "float64") };
+  },
 };
 
 Deno.test("every backward rule has a finite-difference case", () => {
@@ -144,8 +155,8 @@ Deno.test("every backward rule has a finite-difference case", () => {
 for (const [op, build] of Object.entries(CASES)) {
   Deno.test(`backward rule ${op} matches finite differences`, async () => {
     // Cast round-trips through float32, so its numeric derivative is only float32-accurate.
-    const tol = op === "Cast" ? 1e-2 : 1e-6;
-    assertClose(op, await gradCheck(build, { h: op === "Cast" ? 1e-2 : 1e-6 }), tol);
+    const f32 = op === "Cast" || op === "MatMulNBits";
+    assertClose(op, await gradCheck(build, { h: f32 ? 1e-2 : 1e-6 }), f32 ? 1e-2 : 1e-6);
   });
 }
 

@@ -11,7 +11,7 @@ import type * as ortTypes from "onnxruntime-node";
 
 export interface CheckInput {
   value: Value;
-  data: Float64Array | BigInt64Array;
+  data: Float64Array | BigInt64Array | Float32Array | Uint8Array;
   /** Check the gradient of this input (float inputs only). */
   check?: boolean;
 }

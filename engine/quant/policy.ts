@@ -76,8 +76,9 @@ export function probeBasePrecision(device: Device, precision: BasePrecision): Pr
       const { createSession, tensor } = await import("../session.ts");
       const g = new Graph();
       const x = g.input("x", [2, 64]);
-      const W = new FrozenInputs(g, precision).weight("w", [4, 64]);
-      g.output(o.gemm(g, x, W, { transB: true }), "y");
+      // Both kernels a LoRA step runs: the forward product from the blocks and the dequantized W (dX = dY·W).
+      const frozen = new FrozenInputs(g, precision);
+      g.output(o.add(g, frozen.matmul(x, "w", [4, 64]), o.gemm(g, x, frozen.weight("w", [4, 64]), { transB: true })), "y");
       const w = Float32Array.from({ length: 256 }, (_, i) => Math.sin(i) * 0.05);
       const feeds = { x: tensor("float32", Float32Array.from({ length: 128 }, (_, i) => Math.cos(i)), [2, 64]), ...frozenFeeds("w", quantize(w, [4, 64], precision)) };
       const results: Float32Array[] = [];
@@ -114,7 +115,8 @@ export async function checkBasePrecision(device: Device, precision: BasePrecisio
  * The memory estimate of a run's settings, the one the create page (before the run) and the worker
  * (run.json modelInfo.memoryEstimateMb) both show: estimateMemory (engine/gemma/params.ts) with the frozen
  * weights in that precision (projections in their blocks, tables in bf16) and, for LoRA with
- * per-layer checkpointing, the activations of one layer plus each layer's input instead of all of them.
+ * per-layer checkpointing, the activations of one layer plus each layer's input instead of all of them,
+ * and one frozen weight's dequantized form at a time.
  */
 export function estimateRunMemory(
   c: GemmaConfig,
@@ -135,12 +137,14 @@ export function estimateRunMemory(
   // Per-layer checkpointing (engine/gemma/staged.ts layerCheckpointable): Gemma 4 LoRA too, not MoE.
   const perLayer = o.method === "lora" ? !c.moe : !c.ple && !c.moe && c.layers.every((l, i) => l.kvSource === i);
   if (perLayer) {
-    // One layer's share of the activations alive (plus its dequantized weights), and every layer's input h.
+    // One layer's share of the activations alive, and every layer's input h.
     const L = c.numLayers, N = o.batchSize * o.seqLen;
-    const layerWeights = Math.max(
-      ...c.layers.map((_, i) => paramSpecs(c).filter((s) => s.kind === "linear" && s.name.startsWith(`model.layers.${i}.`)).reduce((a, s) => a + s.shape[0] * s.shape[1], 0)),
-    );
-    activationBytes = base.activationBytes / L * 2 + 4 * L * N * c.hiddenSize + (precision === "fp32" ? 0 : 8 * layerWeights);
+    // Each frozen weight is dequantized right before its own product and freed after it
+    // (engine/quant/graph.ts), so one weight's float32 form and its unpacked bytes are alive, not a layer's:
+    // bf16 W and its int32 indices (8 B a weight), int8/int4 W and its uint8 codes (5 B).
+    const largest = Math.max(0, ...paramSpecs(c).filter((s) => s.kind === "linear").map((s) => s.shape[0] * s.shape[1]));
+    const transient = precision === "fp32" ? 0 : largest * (precision === "bf16" ? 8 : 5);
+    activationBytes = base.activationBytes / L * 2 + 4 * L * N * c.hiddenSize + transient;
   }
   const totalBytes = weightsBytes + base.trainableBytes + base.optimizerBytes + activationBytes;
   return { ...base, weightsBytes, activationBytes, totalBytes, basePrecision: precision };

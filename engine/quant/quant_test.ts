@@ -98,3 +98,53 @@ Deno.test("the body's backward recomputes dequantized weights instead of saving 
     if (p !== "bf16" && !b.backwardInputs.includes(`${w}.scales`)) throw new Error(`${p}: the backward has no scales input`);
   }
 });
+
+Deno.test("frozen products: the forward runs from the stored form, the backward dequantizes W again after dY (exact for the blocks)", async () => {
+  const { Graph } = await import("../onnx/builder.ts");
+  const { gradientsFromSeeds } = await import("../onnx/autodiff.ts");
+  const { FrozenInputs, frozenFeeds } = await import("./graph.ts");
+  const { createSession, tensor } = await import("../session.ts");
+  const M = 3, OUT = 8, IN = 64;
+  const w = Float32Array.from({ length: OUT * IN }, (_, i) => Math.sin(i * 0.37) * 0.1);
+  const x = Float32Array.from({ length: M * IN }, (_, i) => Math.cos(i * 0.11));
+  const dy = Float32Array.from({ length: M * OUT }, (_, i) => Math.sin(i * 0.7));
+  for (const p of ["bf16", "int8", "int4"] as const) {
+    const g = new Graph();
+    const xv = g.input("x", [M, IN]), dv = g.input("dy", [M, OUT]);
+    const y = new FrozenInputs(g, p).matmul(xv, "w", [OUT, IN]);
+    const cut = g.nodes.length;
+    const dx = gradientsFromSeeds(g, new Map([[y, dv]]), [xv]).get(xv)!;
+    g.output(y, "y");
+    g.output(dx, "dx");
+    const fwd = g.nodes.slice(0, cut), bwd = g.nodes.slice(cut);
+    if (p !== "bf16" && (fwd.filter((n) => n.op === "MatMulNBits").length !== 1 || fwd.some((n) => n.op === "DequantizeLinear"))) {
+      throw new Error(`${p}: the forward should be one MatMulNBits on the blocks, got ${fwd.map((n) => n.op)}`);
+    }
+    // The backward's W: made in the backward, read once, and downstream of dY (so it cannot run early).
+    const deq = bwd.find((n) => n.op === (p === "bf16" ? "Gather" : "DequantizeLinear"));
+    if (!deq) throw new Error(`${p}: the backward does not dequantize W again: ${bwd.map((n) => n.op)}`);
+    const W = deq.outputs[0];
+    const readers = g.nodes.filter((n) => n.inputs.includes(W));
+    if (readers.length !== 1) throw new Error(`${p}: the backward's W has ${readers.length} readers`);
+    const upstream = new Set<number>([dv.id]);
+    for (const n of g.nodes) if (n.inputs.some((v) => v && upstream.has(v.id))) n.outputs.forEach((v) => upstream.add(v.id));
+    if (!upstream.has(W.id)) throw new Error(`${p}: the backward's W does not wait on dY`);
+    const t = quantize(w, [OUT, IN], p), Wd = dequantize(t);
+    const s = await createSession(g.toBytes());
+    const out = await s.run({ x: tensor("float32", x, [M, IN]), dy: tensor("float32", dy, [M, OUT]), ...frozenFeeds("w", t) });
+    await s.release();
+    const yo = out.y.data as Float32Array, dxo = out.dx.data as Float32Array;
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < OUT; j++) {
+        let a = 0;
+        for (let k = 0; k < IN; k++) a += x[i * IN + k] * Wd[j * IN + k];
+        if (Math.abs(a - yo[i * OUT + j]) > 1e-5 * (1 + Math.abs(a))) throw new Error(`${p}: y[${i},${j}] ${yo[i * OUT + j]} vs ${a}`);
+      }
+      for (let k = 0; k < IN; k++) {
+        let a = 0;
+        for (let j = 0; j < OUT; j++) a += dy[i * OUT + j] * Wd[j * IN + k];
+        if (Math.abs(a - dxo[i * IN + k]) > 1e-5 * (1 + Math.abs(a))) throw new Error(`${p}: dx[${i},${k}] ${dxo[i * IN + k]} vs ${a}`);
+      }
+    }
+  }
+});
