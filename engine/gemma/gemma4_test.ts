@@ -133,4 +133,21 @@ Deno.test("Gemma 4 MoE: only the routed experts run (NaN weights in every other 
   if (!finite(got.logits!)) throw new Error("an expert without tokens was computed (NaN reached the logits)");
   const d = maxDiff(got.logits!, ref.subarray(0, (ids.length - 1) * c.vocabSize));
   if (!(d <= 1e-4)) throw new Error(`logits differ by ${d}`);
+  // The LoRA backward, on the same routing (B = 0 as at the start of training, so the stream and the
+  // experts picked are the base model's): idle experts stay out of every gradient.
+  const spec = { r: 2, alpha: 4, rslora: false, dropout: 0, targets: ["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
+  const lora = initLora(c, spec, 5);
+  const tensors = new Map([...lora].map(([k, x]) => [k, x.data]));
+  const clean = await runSequence(c, w, ids, { method: "lora", lora: { spec, tensors } });
+  const dirty = await runSequence(c, poisoned, ids, { method: "lora", lora: { spec, tensors } });
+  if (clean.grads.size === 0) throw new Error("no LoRA gradients");
+  for (const [name, g] of clean.grads) {
+    const h = dirty.grads.get(name)!;
+    if (!finite(h)) throw new Error(`NaN from an idle expert reached grad.${name}`);
+    const dg = maxDiff(g, h);
+    if (dg > 1e-6) throw new Error(`grad.${name} differs by ${dg} with idle experts poisoned`);
+  }
+  if (clean.grads.get([...clean.grads.keys()].find((k) => k.includes("layers.0.self_attn.q_proj.lora_B"))!)!.every((x) => x === 0)) {
+    throw new Error("attention's LoRA got no gradient");
+  }
 });
