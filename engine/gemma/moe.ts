@@ -17,7 +17,7 @@
  * selection carries no gradient, as in transformers (top-k under no_grad); gradients flow through
  * the routing weights and through the experts' inputs (the experts themselves are frozen).
  */
-import { mulDim, type Value } from "../onnx/builder.ts";
+import type { Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { type Ctx, frozenMatMul, geluTanh, rmsNorm } from "./model.ts";
 
@@ -53,7 +53,6 @@ export function moeBlock(ctx: Ctx, r: Value, i: number): Value {
   const orderT = o.transpose(g, order, [1, 0]); // [E,N]
   const countI = o.cast(g, o.reshape(g, count, [E]), "int32");
   const usedI = o.cast(g, o.reshape(g, g.node("Clip", [count, g.scalar(0), g.scalar(1)], [{ shape: [1, E], dtype: g.float }])[0], [E]), "int32"); // min(M_e, 1)
-  const flatWeights = o.reshape(g, weights, [mulDim(N, E)]); // [N·E], (n, e) at n·E + e
 
   const x2 = rmsNorm(g, r, w("pre_feedforward_layernorm_2.weight"), c.rmsNormEps, c.normOffset);
   const gateUp = w("experts.gate_up_proj"), down = w("experts.down_proj"); // [E,2Ie,H], [E,H,Ie]
@@ -70,8 +69,9 @@ export function moeBlock(ctx: Ctx, r: Value, i: number): Value {
     const gu = o.matmul(g, o.gather(g, gateUp, expert), xT); // [L,2Ie,M_e]
     const [gate, up] = o.split(g, gu, [Ie, Ie], 1);
     const y = o.reduceSum(g, o.matmul(g, o.gather(g, down, expert), o.mul(g, geluTanh(g, gate), up)), [0], false); // [H,M_e]
-    const pair = o.add(g, o.mul(g, tok, i32([E])), i32([e])); // [M_e] n·E + e
-    const wt = o.reshape(g, o.gather(g, flatWeights, pair), [1, M]);
+    // The routing weight of each of its tokens: their rows of `weights`, column e (a one-hot product).
+    const onehot = g.constant(Array.from({ length: E }, (_, k) => (k === e ? 1 : 0)), [E, 1]);
+    const wt = o.transpose(g, o.matmul(g, o.gather(g, weights, tok), onehot), [1, 0]); // [1,M_e]
     acc = o.scatterElementsAdd(g, acc, o.expand(g, o.reshape(g, tok, [1, M]), [H, M]), o.mul(g, y, wt), 1);
   }
   const mixed = o.transpose(g, acc, [1, 0]); // [N,H]
