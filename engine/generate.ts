@@ -1,22 +1,35 @@
 /**
  * Text generation with a KV cache: prefill the prompt in chunks, then one `session.run` per token.
- * The JS side keeps the cache buffers (fed as zero-copy views) and writes each call's new keys and
- * values into their slots; sampling is engine/sampling.ts. The `generate` verb is cli/generate.ts.
+ * One decoder session per model (symbolic tokens and cache slots, engine/decoder.ts), so prefill
+ * chunks and a growing cache cost no new graph. The JS side keeps the cache buffers (fed as zero-copy
+ * views) and writes each call's new keys and values into their slots; sampling is engine/sampling.ts.
+ * The `generate` verb is cli/generate.ts.
+ *
+ * Base precision (docs/QUANT.md): fp32 feeds the float32 weights; a bf16 base decodes with its exact
+ * float32 values (the CPU build has no bf16 matrix product); int8 / int4 bases decode through
+ * MatMulNBits over the same blocks as training, prepacked once per session, with the tied head in
+ * 8-bit blocks too and the embedding rows read from the bf16 table.
  */
 import type * as ortTypes from "onnxruntime-node";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
 import { ropeTables, typeHeadDim } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
-import { buildDecoderGraph, decoderMask, slotsFor } from "./decoder.ts";
+import { buildDecoderGraph, decoderMask, type PackedWeights, slotsFor } from "./decoder.ts";
 import { createSession, type Device, tensor } from "./session.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
+import { type BasePrecision, bf16ToF32, dequantize, type FrozenTensor, quantize } from "./quant/blocks.ts";
+import { freezeWeights, type FrozenBase } from "./quant/base.ts";
+import type { EmbeddingTable } from "./quant/table.ts";
 
 export interface GeneratorModel {
   config: GemmaConfig;
+  /** float32 weights; with a `base`, only what it does not hold (norms, buffers, experts). */
   weights: Map<string, Float32Array>;
+  /** A frozen base in a low precision (engine/quant/base.ts). */
+  base?: FrozenBase;
 }
 
 const PREFILL_CHUNK = 128;
@@ -25,18 +38,57 @@ function roundUp(n: number, m: number) {
   return Math.ceil(n / m) * m;
 }
 
+/** The tied table [V,H] as 8-bit blocks, a few thousand rows at a time (never a whole float32 copy). */
+export function tableBlocks(t: EmbeddingTable): FrozenTensor {
+  const V = t.vocab, H = t.hidden, nb = Math.ceil(H / 32), step = 4096;
+  const q = new Uint8Array(V * H), scales = new Float32Array(V * nb);
+  for (let r = 0; r < V; r += step) {
+    const rows = Math.min(step, V - r);
+    const part = quantize(t.chunk(r, rows), [rows, H], "int8") as Extract<FrozenTensor, { q: Uint8Array }>;
+    q.set(part.q, r * H);
+    scales.set(part.scales, r * nb);
+  }
+  return { kind: "int8", shape: [V, H], q, scales };
+}
+
 /** One sequence's decoding state on one model. Not safe for concurrent use (queue requests). */
 export class Generator {
-  private sessions = new Map<string, Promise<ortTypes.InferenceSession>>();
+  private sessionP: Promise<ortTypes.InferenceSession> | null = null;
   private capacity = 0;
   private k: Float32Array[] = [];
   private v: Float32Array[] = [];
   private weightFeeds: Record<string, ortTypes.Tensor> = {};
+  private packed: PackedWeights | null = null;
+  private table: EmbeddingTable | null = null;
+  private pleTable: EmbeddingTable | null = null;
+  /** cos/sin per layer type for positions 0…capacity−1 (float32, fed as views). */
+  private rope = new Map<LayerType, { cos: Float32Array; sin: Float32Array }>();
+  /** The precision the weights are decoded in. */
+  readonly precision: BasePrecision;
   /** Tokens in the cache. */
   pos = 0;
 
   constructor(readonly model: GeneratorModel, readonly opts: { device?: Device; threads?: number } = {}) {
-    for (const s of paramSpecs(model.config)) this.weightFeeds[s.name] = tensor("float32", model.weights.get(s.name)!, s.shape);
+    const base = model.base;
+    this.precision = base?.precision ?? "fp32";
+    const weights = new Map(model.weights);
+    if (base && (base.precision === "int8" || base.precision === "int4")) {
+      this.packed = { linears: base.linears, head: tableBlocks(base.embedding) };
+      this.table = base.embedding;
+      this.pleTable = base.ple ?? null;
+    } else if (base) {
+      // bf16 (or fp32 blocks): the exact float32 values, fed as the fp32 graph's weights.
+      for (const [name, t] of base.linears) weights.set(name, dequantize(t));
+      const table = (t: EmbeddingTable) => t.f32 ?? bf16ToF32(t.bits!);
+      weights.set("model.embed_tokens.weight", table(base.embedding));
+      if (base.ple) weights.set("model.embed_tokens_per_layer.weight", table(base.ple));
+    }
+    for (const s of paramSpecs(model.config)) {
+      if (this.packed && (s.kind === "embedding" || this.packed.linears.has(s.name))) continue;
+      const w = weights.get(s.name);
+      if (!w) throw new RangeError(`Model has no tensor "${s.name}"`);
+      this.weightFeeds[s.name] = tensor("float32", w, s.shape);
+    }
   }
 
   get config() {
@@ -47,14 +99,12 @@ export class Generator {
     this.pos = 0;
   }
 
-  private session(S: number, C: number) {
-    const key = `${S}x${C}`;
-    let s = this.sessions.get(key);
-    if (!s) {
-      s = createSession(buildDecoderGraph(this.config, S, C).bytes, { device: this.opts.device, threads: this.opts.threads });
-      this.sessions.set(key, s);
-    }
-    return s;
+  private session() {
+    this.sessionP ??= createSession(buildDecoderGraph(this.config, "seq", "capacity", { packed: this.packed ?? undefined }).bytes, {
+      device: this.opts.device,
+      threads: this.opts.threads,
+    });
+    return this.sessionP;
   }
 
   /** Layers that own a cache (Gemma 4 KV-shared layers read their source layer's). */
@@ -84,6 +134,10 @@ export class Generator {
       this.k[i] = k;
       this.v[i] = v;
     }
+    for (const type of new Set<LayerType>(c.layerTypes)) {
+      const { cos, sin } = ropeTables(c, type, C);
+      this.rope.set(type, { cos: Float32Array.from(cos), sin: Float32Array.from(sin) });
+    }
     this.capacity = C;
   }
 
@@ -102,23 +156,26 @@ export class Generator {
 
   private async step(chunk: number[]): Promise<Float32Array> {
     const c = this.config;
-    const L = chunk.length;
-    const S = L === 1 ? 1 : Math.min(PREFILL_CHUNK, roundUp(L, 16));
+    const S = chunk.length;
     this.ensureCapacity(this.pos + S);
     const C = this.capacity;
-    const session = await this.session(S, C);
-    const ids = new BigInt64Array(S);
-    chunk.forEach((t, i) => (ids[i] = BigInt(t)));
-    const feeds: Record<string, ortTypes.Tensor> = {
-      ...this.weightFeeds,
-      input_ids: tensor("int64", ids, [S]),
-      last: tensor("int64", BigInt64Array.of(BigInt(L - 1)), [1]),
-    };
+    const session = await this.session();
+    const feeds: Record<string, ortTypes.Tensor> = { ...this.weightFeeds, last: tensor("int64", BigInt64Array.of(BigInt(S - 1)), [1]) };
+    if (this.table) {
+      const H = c.hiddenSize, e = new Float32Array(S * H);
+      chunk.forEach((t, i) => this.table!.row(t, e, i * H));
+      feeds.embeds = tensor("float32", e, [S, H]);
+      if (this.pleTable) {
+        const W = this.pleTable.hidden, p = new Float32Array(S * W);
+        chunk.forEach((t, i) => this.pleTable!.row(t, p, i * W));
+        feeds.ple_rows = tensor("float32", p, [S, W]);
+      }
+    } else feeds.input_ids = tensor("int64", BigInt64Array.from(chunk, BigInt), [S]);
     for (const type of new Set<LayerType>(c.layerTypes)) {
       const slots = slotsFor(c, type, C), D = typeHeadDim(c, type);
-      const { cos, sin } = ropeTables(c, type, this.pos + S);
-      feeds[`rope_cos_${type}`] = tensor("float32", Float32Array.from(cos.subarray(this.pos * D)), [S, D]);
-      feeds[`rope_sin_${type}`] = tensor("float32", Float32Array.from(sin.subarray(this.pos * D)), [S, D]);
+      const { cos, sin } = this.rope.get(type)!;
+      feeds[`rope_cos_${type}`] = tensor("float32", cos.subarray(this.pos * D, (this.pos + S) * D), [S, D]);
+      feeds[`rope_sin_${type}`] = tensor("float32", sin.subarray(this.pos * D, (this.pos + S) * D), [S, D]);
       feeds[`mask_${type}`] = tensor("float32", decoderMask(c, type, slots, this.pos, S), [S, slots + S]);
     }
     for (const i of this.cachedLayers) {
@@ -128,12 +185,12 @@ export class Generator {
       feeds[`cache_v.${i}`] = tensor("float32", this.v[i], shape);
     }
     const out = await session.run(feeds);
-    // Write the real tokens' keys and values into their slots.
+    // Write the tokens' keys and values into their slots.
     for (const i of this.cachedLayers) {
       const { type, kvHeads: nKv, headDim: D } = c.layers[i];
       const slots = slotsFor(c, type, C);
       const nk = out[`new_k.${i}`].data as Float32Array, nv = out[`new_v.${i}`].data as Float32Array;
-      for (let s = 0; s < L; s++) {
+      for (let s = 0; s < S; s++) {
         const slot = (this.pos + s) % slots;
         for (let h = 0; h < nKv; h++) {
           const from = (h * S + s) * D, to = (h * slots + slot) * D;
@@ -142,13 +199,13 @@ export class Generator {
         }
       }
     }
-    this.pos += L;
+    this.pos += S;
     return out.logits.data as Float32Array;
   }
 
   release(): void {
-    for (const s of this.sessions.values()) s.then((x) => x.release()).catch(() => {});
-    this.sessions.clear();
+    this.sessionP?.then((x) => x.release()).catch(() => {});
+    this.sessionP = null;
   }
 }
 
@@ -201,10 +258,17 @@ export async function generateIds(gen: Generator, prompt: number[], o: GenerateO
   return { ids: out, stopReason: reason, promptTokens: prompt.length, tokensPerSecond: out.length / Math.max(secs, 1e-9) };
 }
 
-/** Loads a model dir (and adapter, merged into the weights) for generation. */
-export async function loadForGeneration(modelDir: string, adapterDir?: string): Promise<GeneratorModel> {
+/**
+ * Loads a model dir (and adapter, merged into the float32 weights) for generation, then, for a low
+ * base precision, converts it tensor by tensor into a frozen base (the merge uses the unquantized base).
+ */
+export async function loadForGeneration(modelDir: string, adapterDir?: string, precision: BasePrecision = "fp32"): Promise<GeneratorModel> {
   const m = await loadModel(modelDir);
-  if (!adapterDir) return m;
-  const a = readAdapter(adapterDir);
-  return { config: m.config, weights: mergeLora(m.weights, a.tensors, loraScaling({ ...a.lora })) };
+  let weights = m.weights;
+  if (adapterDir) {
+    const a = readAdapter(adapterDir);
+    weights = mergeLora(m.weights, a.tensors, loraScaling({ ...a.lora }));
+  }
+  if (precision === "fp32") return { config: m.config, weights };
+  return freezeWeights(m.config, weights, precision);
 }

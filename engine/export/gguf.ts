@@ -77,7 +77,7 @@ export function writeModelGguf(
   const row = ARCHS[c.modelType];
   if (!row) throw new GgufUnsupportedError(`No GGUF architecture for model_type "${c.modelType}"`);
   const warnings = row.check(c);
-  const vocab = buildVocab(m.dir, c.vocabSize, { bos: c.bosTokenId, eos: c.eosTokenIds[0] ?? 1, pad: c.padTokenId });
+  const vocab = buildVocab(m.dir, c.vocabSize, { bos: c.bosTokenId, eos: c.eosTokenIds[0] ?? 1, pad: c.padTokenId }, c.generation === 4 ? "gemma4" : "llama");
   if (vocab.dropped.length) warnings.push(`${vocab.dropped.length} tokenizer token(s) past the ${c.vocabSize} embedding rows left out: ${vocab.dropped.slice(0, 3).join(", ")}`);
   const specs = paramSpecs(c);
   const extras = row.extraTensors?.(c) ?? [];

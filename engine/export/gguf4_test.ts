@@ -14,6 +14,8 @@ import { tinyRawConfig4 } from "../gemma/testing.ts";
 import { loadModel } from "../model_dir.ts";
 import { ARCHS, GgufUnsupportedError } from "./gguf_arch.ts";
 import { writeModelGguf } from "./gguf.ts";
+import { buildVocab, GEMMA4_VISIBLE_TOKENS, TOKEN_TYPE } from "./gguf_vocab.ts";
+import { SAME_WEIGHTS_BOUND } from "./verify.ts";
 import { realisticTiny } from "./testing.ts";
 import { llamaProbe, NLL_BOUND, ourProbe, probeIds, type ProbeResult, verifyGguf } from "./verify.ts";
 import type { GemmaConfig } from "../gemma/config.ts";
@@ -129,3 +131,58 @@ Deno.test("Gemma 4 GGUF: a PLE table shorter than the vocabulary is padded with 
   assertEquals(rf.name, "rope_freqs.weight");
   assertEquals([...rf.data], [1, 1, 1, 1, 1e30, 1e30, 1e30, 1e30].map(Math.fround));
 });
+
+Deno.test('Gemma 4 GGUF vocabulary: tokenizer model "gemma4" with merges, as llama.cpp\'s converter writes it', async () => {
+  const tmp = Deno.makeTempDirSync({ prefix: "g4vocab-" });
+  try {
+    const dir = await realisticTiny({ preset: "tiny-4", out: path.join(tmp, "model") });
+    const c = (await loadModel(dir)).config;
+    const v = buildVocab(dir, c.vocabSize, { bos: c.bosTokenId, eos: c.eosTokenIds[0], pad: c.padTokenId }, "gemma4");
+    const meta = new Map(v.meta);
+    assertEquals(meta.get("tokenizer.ggml.model"), { str: "gemma4" });
+    assertEquals(meta.get("tokenizer.ggml.pre"), { str: "gemma4" });
+    assertEquals(meta.get("tokenizer.ggml.add_space_prefix"), { bool: false });
+    assertEquals(meta.get("tokenizer.ggml.add_bos_token"), { bool: true });
+    const tj = JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8"));
+    const merges = (meta.get("tokenizer.ggml.merges") as { strs: string[] }).strs;
+    assertEquals(merges.length, tj.model.merges.length);
+    assertEquals(merges[1000], tj.model.merges[1000].join(" "));
+    // Pieces verbatim (the "llama" flavour turns a user-defined "▁▁" into spaces), the turn tokens control, the channel ones visible.
+    const id = (t: string) => v.tokens.indexOf(t);
+    assertEquals(v.types[id("<|turn>")], TOKEN_TYPE.CONTROL);
+    assertEquals(v.types[id("<turn|>")], TOKEN_TYPE.CONTROL);
+    for (const t of ["<|channel>", "<channel|>", "<|tool_call>"]) assert(GEMMA4_VISIBLE_TOKENS.has(t) && v.types[id(t)] === TOKEN_TYPE.USER_DEFINED, `${t} is not USER_DEFINED`);
+    assertEquals(meta.get("tokenizer.ggml.eot_token_id"), { u32: id("<turn|>") });
+    assertEquals(new Map(buildVocab(dir, c.vocabSize, { bos: 2, eos: 1, pad: 0 }).meta).get("tokenizer.ggml.model"), { str: "llama" });
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+for (const quant of ["q8_0", "q4_0"] as const) {
+  Deno.test(`Gemma 4 GGUF (tiny-4, ${quant}) in llama.cpp: within the format's bounds, on the original and the stored weights`, async () => {
+    const tmp = Deno.makeTempDirSync({ prefix: `g4gguf-${quant}-` });
+    try {
+      const dir = await realisticTiny({ preset: "tiny-4", out: path.join(tmp, "model"), config: VISIBLE });
+      const m = await loadModel(dir);
+      const stored = new Map<string, Float32Array>();
+      const r = writeModelGguf({ dir, config: m.config, weights: m.weights, name: "tiny-4" }, tmp, quant, { stored });
+      assert((r.types[quant] ?? 0) >= 3 * m.config.numLayers, `few ${quant} tensors: ${JSON.stringify(r.types)}`);
+      const v = await verifyGguf({ gguf: r.file, model: m, stored, modelDir: dir, quant });
+      console.log(
+        `tiny-4 ${quant}: max |ΔNLL| ${v.max_abs_dnll.toFixed(4)} (bound ${v.bound}), stored ${v.max_abs_dnll_same_weights?.toFixed(4)} (bound ${v.same_weights_bound}), greedy ${
+          v.greedy_equal ? "equal" : "differs"
+        }, margin ${v.greedy_min_margin.toFixed(3)}, ${v.seconds.toFixed(0)} s`,
+      );
+      assert(!v.error, v.error);
+      assertEquals(v.tokenizer_equal, true);
+      assert(v.max_abs_dnll <= NLL_BOUND[quant], `max |ΔNLL| ${v.max_abs_dnll} > ${NLL_BOUND[quant]}`);
+      assert(v.max_abs_dnll_same_weights! <= SAME_WEIGHTS_BOUND[quant], `stored-weights max |ΔNLL| ${v.max_abs_dnll_same_weights}`);
+      // Greedy tokens equal unless our engine itself sees a near tie (as verify.ts allows for block formats).
+      assert(v.greedy_equal || v.greedy_min_margin < 0.05, `greedy ours ${v.greedy_ours} vs llama.cpp ${v.greedy_runtime} with margin ${v.greedy_min_margin}`);
+      assert(v.ok);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+}

@@ -33,7 +33,11 @@ export interface OnnxVerification {
 
 /** Our engine's probe: NLL of each next token, and greedy tokens (no stop ids) after the text. */
 export async function ourProbe(model: Pick<LoadedModel, "config" | "weights">, ids: number[]): Promise<{ nll: number[]; greedy: number[] }> {
-  const engine = await TrainEngine.create({ model, method: "full", seed: 0 });
+  // A mixture-of-experts model has no full-fine-tuning graph: its scoring graph is LoRA's, with B = 0
+  // (PEFT's initialisation), which computes the base model.
+  const engine = await TrainEngine.create(
+    model.config.moe ? { model, method: "lora", seed: 0, lora: { r: 1, alpha: 1, rslora: false, dropout: 0, targets: ["q_proj"] } } : { model, method: "full", seed: 0 },
+  );
   let nll: number[];
   try {
     nll = await engine.tokenNll({ inputIds: Int32Array.from(ids), labels: Int32Array.from(ids), batchSize: 1, seqLen: ids.length });
@@ -109,6 +113,16 @@ export async function verifyOnnxExport(dir: string, model: Pick<LoadedModel, "co
 
 /** The model card of the export folder, with the verification result. */
 export function writeOnnxModelCard(dir: string, v: OnnxVerification | null): void {
+  const gemma4 = fs.existsSync(path.join(dir, "onnx", "decoder_model_merged.onnx"));
+  const layout = gemma4
+    ? "Gemma 4, as transformers.js runs it (config.json is the `gemma4` wrapper, text only): `onnx/embed_tokens.onnx` maps `input_ids` to\n" +
+      "`inputs_embeds` (and `per_layer_inputs` on E-models); `onnx/decoder_model_merged.onnx` takes those, `attention_mask`, `position_ids`\n" +
+      "and `past_key_values.<layer>.key/value` for the layers that own a cache (KV-shared layers read their source's), and returns\n" +
+      "`logits` and `present.<layer>.key/value`. Each graph has its own `.onnx_data`; every batch and length dim is dynamic; RoPE and\n" +
+      "the causal / sliding-window masks are computed inside the graph."
+    : "`onnx/model.onnx` (weights in `onnx/model.onnx_data`) takes `input_ids`, `attention_mask`, `position_ids`\n" +
+      "and `past_key_values.<layer>.key/value`, and returns `logits` and `present.<layer>.key/value`; every batch\n" +
+      "and length dim is dynamic; RoPE and the causal / sliding-window masks are computed inside the graph.";
   const result = v
     ? `Verified on export in ${v.runtime}: a ${v.tokens}-token probe ("${v.text}") gives token NLLs within ` +
       `${v.maxAbsNllDiff.toExponential(2)} of gemma-tuner's engine (bound ${v.bound}); greedy tokens ${v.greedyEqual ? "equal" : "DIFFER"} ` +
@@ -131,9 +145,7 @@ env.localModelPath = "/path/to/parent/"; // or serve the folder
 const generate = await pipeline("text-generation", "<this folder's name>", { dtype: "fp32" });
 \`\`\`
 
-\`onnx/model.onnx\` (weights in \`onnx/model.onnx_data\`) takes \`input_ids\`, \`attention_mask\`, \`position_ids\`
-and \`past_key_values.<layer>.key/value\`, and returns \`logits\` and \`present.<layer>.key/value\`; every batch
-and length dim is dynamic; RoPE and the causal / sliding-window masks are computed inside the graph.
+${layout}
 
 ## Verification
 

@@ -96,6 +96,12 @@ export class Ctx {
   readonly kv = new Map<number, { k: Value; v: Value }>();
   /** Gemma 4 PLE: each layer's per-layer input [N,Dp]. */
   ple: Value[] = [];
+  /**
+   * Set by the KV-cache decoder (engine/decoder.ts) only: a projection's product in its own form
+   * (MatMulNBits over prepacked blocks), or null for the ordinary Gemm; and norms as one fused node.
+   */
+  matmul: ((x: Value, name: string, shape: readonly [number, number]) => Value | null) | null = null;
+  fusedNorm = false;
   private rots = new Map<number, Value>();
   constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {
     this.frozen = new FrozenInputs(g, opts.basePrecision ?? "fp32");
@@ -133,6 +139,12 @@ export function rmsNorm(g: Graph, x: Value, w: Value | null, eps: number, offset
   return o.mul(g, y, offset ? o.add(g, w, g.scalar(1)) : w);
 }
 
+/** rmsNorm as one SimplifiedLayerNormalization node (inference only: the autodiff has no rule for it). */
+export function fusedRmsNorm(g: Graph, x: Value, w: Value, eps: number, offset: 0 | 1 = 1): Value {
+  const scale = offset ? o.add(g, w, g.scalar(1)) : w;
+  return g.node("SimplifiedLayerNormalization", [x, scale], [{ shape: x.shape, dtype: x.dtype }], { axis: -1, epsilon: { float: eps } })[0];
+}
+
 /** tanh-approximate GELU (HF's gelu_pytorch_tanh), one ONNX node with its own backward rule. */
 export const geluTanh = o.geluTanh;
 
@@ -157,6 +169,8 @@ export function declareWeights(ctx: Ctx, skip: (name: string) => boolean = () =>
  * here, so the base precision (engine/quant/graph.ts) is decided in one place.
  */
 export function frozenMatMul(ctx: Ctx, x: Value, name: string, shape: readonly [number, number]): Value {
+  const custom = ctx.matmul?.(x, name, shape);
+  if (custom) return custom;
   const W = ctx.w.get(name) ?? ctx.frozen.weight(name, shape);
   return o.gemm(ctx.g, x, W, { transB: true });
 }
@@ -230,7 +244,7 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
   const nH = c.numHeads, nKv = l.kvHeads, D = l.headDim;
   const p = `model.layers.${i}`;
   const w = (name: string) => ctx.w.get(`${p}.${name}`)!;
-  const norm = (x: Value, name: string) => rmsNorm(g, x, w(`${name}.weight`), c.rmsNormEps, c.normOffset);
+  const norm = (x: Value, name: string) => (ctx.fusedNorm ? fusedRmsNorm : rmsNorm)(g, x, w(`${name}.weight`), c.rmsNormEps, c.normOffset);
   const rot = ctx.rot(D);
   const cos = ctx.table(`rope_cos_${l.type}`); // [T,D]
   const sin = ctx.table(`rope_sin_${l.type}`);
@@ -279,12 +293,13 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
  * Gemma 4 PLE inputs (docs/GEMMA4.md §PLE): rows [N, L·Dp] of embed_tokens_per_layer for the ids and
  * the scaled main embedding e [N,H] → each layer's [N,Dp] in ctx.ple.
  */
-export function perLayerInputs(ctx: Ctx, rows: Value, e: Value): void {
+export function perLayerInputs(ctx: Ctx, rows: Value, e: Value, rowsScaled = false): void {
   const { g, c } = ctx;
   const { dim: Dp } = c.ple!;
   const N = ctx.N, L = c.numLayers, H = c.hiddenSize;
   const f = (x: number) => (g.float === "float32" ? Math.fround(x) : x);
-  const raw = o.reshape(g, o.scale(g, rows, f(Math.sqrt(Dp))), [N, L, Dp]);
+  // rowsScaled: the rows come already times √Dp (the browser export's embed_tokens graph does it).
+  const raw = o.reshape(g, rowsScaled ? rows : o.scale(g, rows, f(Math.sqrt(Dp))), [N, L, Dp]);
   const projected = o.scale(g, frozenMatMul(ctx, e, "model.per_layer_model_projection.weight", [L * Dp, H]), f(H ** -0.5)); // [N,L·Dp]
   const normed = rmsNorm(g, o.reshape(g, projected, [N, L, Dp]), ctx.w.get("model.per_layer_projection_norm.weight")!, c.rmsNormEps, c.normOffset);
   const P = o.scale(g, o.add(g, normed, raw), f(2 ** -0.5)); // [N,L,Dp]
