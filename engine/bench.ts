@@ -225,6 +225,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   const params = countParams(config);
   const trainable = [...engine.trainable.values()].reduce((a, t) => a + t.data.length, 0);
   engine.release();
+  optimizer?.close();
   // 2 FLOPs per weight per token forward, ×3 with the backward (LoRA skips weight gradients: ×2).
   const mult = method === "forward" ? 2 : method === "full" ? 6 : 4;
   return {

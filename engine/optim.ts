@@ -2,7 +2,13 @@
  * AdamW (decoupled weight decay, PyTorch semantics), learning-rate schedules with linear warmup, and
  * clipping by global gradient norm. Parameters are updated in place in the engine's live buffers; the
  * state (m, v, step) round-trips through named tensors so a checkpoint resumes bit for bit.
+ *
+ * Large parameter sets (full fine-tuning) run the update and the gradient norm on both cores: a worker
+ * (engine/optim_pool.ts) takes half of the elements while this thread does the other half. Every element
+ * gets the same float64 arithmetic either way, so the result is bit-identical to the single-threaded
+ * update; the norm sums fixed blocks in a fixed order, whoever computes them.
  */
+import { OptimPool } from "./optim_pool.ts";
 
 export interface Param {
   shape: number[];
@@ -23,20 +29,70 @@ export function defaultDecay(name: string): boolean {
   return !/(^|\.)bias$/.test(name) && !/norm/i.test(name);
 }
 
+/** Fewest parameter elements for which the update is split across two threads (below, a worker costs more than it saves). */
+export const PARALLEL_MIN_ELEMENTS = 1 << 22;
+
+export interface AdamWRunOptions {
+  /** Split large updates across a worker thread (default true; results are identical either way). */
+  parallel?: boolean;
+}
+
 export class AdamW {
   /** Optimizer steps taken so far (the `t` of bias correction). */
   step = 0;
   readonly m = new Map<string, Float32Array>();
   readonly v = new Map<string, Float32Array>();
   private decayed = new Set<string>();
+  private pool: OptimPool | null = null;
 
-  constructor(readonly params: Map<string, Param>, readonly opts: AdamWOptions) {
+  constructor(readonly params: Map<string, Param>, readonly opts: AdamWOptions, run: AdamWRunOptions = {}) {
     const decay = opts.decay ?? defaultDecay;
+    let total = 0;
+    for (const p of params.values()) total += p.data.length;
     for (const [name, p] of params) {
       this.m.set(name, new Float32Array(p.data.length));
       this.v.set(name, new Float32Array(p.data.length));
       if (decay(name)) this.decayed.add(name);
     }
+    if ((run.parallel ?? true) && total >= PARALLEL_MIN_ELEMENTS && typeof SharedArrayBuffer === "function") this.pool = new OptimPool();
+  }
+
+  /** Whether updates now run on two threads (the worker has started; until then this thread does it all). */
+  get parallel(): boolean {
+    return this.pool?.ready() ?? false;
+  }
+
+  /** Stops the worker (if any); later updates run on this thread. */
+  close(): void {
+    this.pool?.close();
+    this.pool = null;
+  }
+
+  /** The tensors in update order, each [w, g, m, v], when the worker is up (else null: this thread does it all). */
+  private sharedTensors(grads: Map<string, Float32Array>): Float32Array[][] | null {
+    if (!this.pool?.ready()) return null;
+    const out: Float32Array[][] = [];
+    for (const [name, p] of this.params) {
+      const g = grads.get(name);
+      if (!g) return null;
+      out.push([p.data, g, this.m.get(name)!, this.v.get(name)!]);
+    }
+    return out;
+  }
+
+  /**
+   * L2 norm of every parameter's gradient times `scale` (what `globalNorm` returns, same blocks in the
+   * same order), on both cores when the worker is up.
+   */
+  gradNorm(grads: Map<string, Float32Array>, scale = 1): number {
+    const list = [...this.params.keys()].map((name) => {
+      const g = grads.get(name);
+      if (!g) throw new RangeError(`AdamW: no gradient for parameter "${name}"`);
+      return g;
+    });
+    const shared = this.sharedTensors(grads);
+    if (!shared) return globalNorm(list, scale);
+    return Math.sqrt(this.pool!.sumSquares(shared)) * Math.abs(scale);
   }
 
   /**
@@ -49,14 +105,22 @@ export class AdamW {
     const bc1 = 1 - b1 ** this.step;
     const bc2Sqrt = Math.sqrt(1 - b2 ** this.step);
     const stepSize = lr / bc1;
+    const k: AdamWScalars = { b1, b2, gradScale, stepSize, invBc2: 1 / (bc2Sqrt * bc2Sqrt), eps };
+    const decays: number[] = [];
     for (const [name, p] of this.params) {
       const g = grads.get(name);
       if (!g) throw new RangeError(`AdamW: no gradient for parameter "${name}"`);
       if (g.length !== p.data.length) {
         throw new RangeError(`AdamW: gradient of "${name}" has ${g.length} values, parameter has ${p.data.length}`);
       }
-      const decay = this.decayed.has(name) ? 1 - lr * weightDecay : 1;
-      adamwKernel(p.data, g, this.m.get(name)!, this.v.get(name)!, { b1, b2, gradScale, decay, stepSize, invBc2: 1 / (bc2Sqrt * bc2Sqrt), eps });
+      decays.push(this.decayed.has(name) ? 1 - lr * weightDecay : 1);
+    }
+    const shared = this.sharedTensors(grads);
+    if (shared) return this.pool!.adamw(shared, decays, k);
+    let i = 0;
+    for (const [name, p] of this.params) {
+      const g = grads.get(name)!;
+      adamwRange(p.data, g, this.m.get(name)!, this.v.get(name)!, decays[i++], k, 0, g.length);
     }
   }
 
@@ -86,21 +150,35 @@ export class AdamW {
   }
 }
 
+/** The per-step scalars of one AdamW update (the same for every tensor; `decay` is per tensor). */
+export interface AdamWScalars {
+  b1: number;
+  b2: number;
+  gradScale: number;
+  stepSize: number;
+  invBc2: number;
+  eps: number;
+}
+
 /**
- * One AdamW pass over a tensor, in place. The same arithmetic as torch's: w·(1 − lr·wd) −
- * lr/bc1 · m / (√v/√bc2 + eps), written as √(v·(1/bc2)) to keep one division; in float64 per
- * element, stored as float32.
+ * One AdamW pass over elements [start, end) of a tensor, in place. The same arithmetic as torch's:
+ * w·(1 − lr·wd) − lr/bc1 · m / (√v/√bc2 + eps), written as √(v·(1/bc2)) to keep one division; in
+ * float64 per element, stored as float32. Each element depends on nothing else, so any split of the
+ * range across threads gives the same bits.
  */
-function adamwKernel(
+export function adamwRange(
   w: Float32Array,
   g: Float32Array,
   m: Float32Array,
   v: Float32Array,
-  k: { b1: number; b2: number; gradScale: number; decay: number; stepSize: number; invBc2: number; eps: number },
+  decay: number,
+  k: AdamWScalars,
+  start: number,
+  end: number,
 ): void {
-  const { b1, b2, gradScale, decay, stepSize, invBc2, eps } = k;
+  const { b1, b2, gradScale, stepSize, invBc2, eps } = k;
   const c1 = 1 - b1, c2 = 1 - b2;
-  for (let i = 0; i < w.length; i++) {
+  for (let i = start; i < end; i++) {
     const gi = g[i] * gradScale;
     const mi = b1 * m[i] + c1 * gi;
     const vi = b2 * v[i] + c2 * gi * gi;
@@ -132,13 +210,31 @@ export function lrAt(step: number, s: Schedule): number {
   return s.peakLr * 0.5 * (1 + Math.cos(Math.PI * progress));
 }
 
-/** L2 norm over every gradient, each multiplied by `scale`. */
+/** Elements per block of the gradient norm: each block's Σg² is one float64 sum, and blocks add up in order. */
+export const NORM_BLOCK = 1 << 16;
+
+/**
+ * Σ g² over elements [start, end) in float64, with four interleaved partial sums (a single chain of
+ * dependent additions is latency-bound: 4× slower over 179M values). Callers pass whole blocks.
+ */
+export function sumSquares(g: Float32Array, start: number, end: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = start;
+  for (; i + 4 <= end; i += 4) {
+    const a = g[i], b = g[i + 1], c = g[i + 2], d = g[i + 3];
+    s0 += a * a;
+    s1 += b * b;
+    s2 += c * c;
+    s3 += d * d;
+  }
+  for (; i < end; i++) s0 += g[i] * g[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+/** L2 norm over every gradient, each multiplied by `scale`: blocks of NORM_BLOCK summed in tensor and block order. */
 export function globalNorm(grads: Iterable<Float32Array>, scale = 1): number {
   let sum = 0;
   for (const g of grads) {
-    let s = 0;
-    for (let i = 0; i < g.length; i++) s += g[i] * g[i];
-    sum += s;
+    for (let at = 0; at < g.length; at += NORM_BLOCK) sum += sumSquares(g, at, Math.min(g.length, at + NORM_BLOCK));
   }
   return Math.sqrt(sum) * Math.abs(scale);
 }

@@ -41,6 +41,30 @@ export function smooth(points: [number, number][], w: number): [number, number][
   return points.map(([x, y]) => [x, ema = w * ema + (1 - w) * y]);
 }
 
+/** A scalar's name in words, for legends ("train/loss" → "training loss"). */
+const TAG_NAMES: Record<string, string> = {
+  "train/loss": "training loss",
+  "eval/loss": "evaluation loss",
+  "train/learning_rate": "learning rate",
+  "train/grad_norm": "gradient norm",
+  "train/tokens_per_second": "tokens per second",
+  "train/step_time_ms": "step time (ms)",
+  "system/rss_mb": "memory (MB)",
+};
+
+export function tagName(tag: string): string {
+  const known = TAG_NAMES[tag];
+  if (known) return known;
+  const last = tag.split("/").at(-1) ?? tag;
+  return last.replace(/_/g, " ");
+}
+
+/** The legend text of one series: the scalar in words, after the run's name when several runs share a chart. */
+export function seriesLabel(tag: string, run?: string): string {
+  const t = tagName(tag);
+  return run ? `${run} · ${t}` : t.charAt(0).toUpperCase() + t.slice(1);
+}
+
 export default function MetricsChart(props: MetricsChartProps) {
   const canvas = useRef<HTMLCanvasElement>(null);
   const chart = useRef<Chart | null>(null);
@@ -58,18 +82,21 @@ export default function MetricsChart(props: MetricsChartProps) {
         responsive: true,
         maintainAspectRatio: false,
         scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { type: "linear" } },
-        plugins: { legend: { display: true }, title: { display: !!props.title, text: props.title } },
+        plugins: { legend: { display: true } },
         elements: { point: { radius: 0 } },
       },
     });
     chart.current = c;
+    const labelOf = new Map<string, string>();
     const redraw = () => {
-      c.data.datasets = [...data.current].map(([label, pts], i) => ({
-        label,
-        data: downsample(label.endsWith("train/loss") ? smooth(pts, props.smoothing ?? 0) : pts).map(([x, y]) => ({ x, y })),
+      c.data.datasets = [...data.current].map(([key, pts], i) => ({
+        label: labelOf.get(key) ?? key,
+        data: downsample(key.endsWith("train/loss") ? smooth(pts, props.smoothing ?? 0) : pts).map(([x, y]) => ({ x, y })),
         borderColor: COLORS[i % COLORS.length],
         borderWidth: 1.5,
       }));
+      // One series: the title already names it.
+      c.options.plugins!.legend!.display = c.data.datasets.length > 1;
       c.update();
     };
     for (const s of props.series ?? []) data.current.set(s.label, s.points);
@@ -84,7 +111,8 @@ export default function MetricsChart(props: MetricsChartProps) {
       let live = false;
       for (const run of runs) {
         for (const tag of tags) {
-          const key = runs.length > 1 ? `${props.labels?.[run] ?? run} ${tag}` : tag;
+          const key = runs.length > 1 ? `${run} ${tag}` : tag;
+          labelOf.set(key, seriesLabel(tag, runs.length > 1 ? props.labels?.[run] ?? run : undefined));
           const url = `/api/runs/${encodeURIComponent(run)}/scalars?tag=${encodeURIComponent(tag)}&after=${after.get(key) ?? -1}`;
           try {
             const r = await fetch(url, { headers: { Accept: "application/json" } });
@@ -103,7 +131,7 @@ export default function MetricsChart(props: MetricsChartProps) {
         }
       }
       const n = [...data.current.values()].reduce((s, p) => s + p.length, 0);
-      setStatus(n ? "" : "Waiting for the first step…");
+      setStatus(n ? "" : live ? "Waiting for the first step…" : "No values recorded");
       redraw();
       if (!stopped && live) timer = setTimeout(poll, props.pollMs ?? 2000) as unknown as number;
     };
@@ -115,10 +143,18 @@ export default function MetricsChart(props: MetricsChartProps) {
     };
   }, []);
 
+  // The title is the page's text (not drawn on the canvas); the waiting note sits inside the plot, not below its box.
   return (
-    <figure class="chart" style={{ height: `${props.height ?? 260}px` }}>
-      <canvas ref={canvas} role="img" aria-label={props.title ?? "chart"}></canvas>
-      {status && <figcaption class="muted">{status}</figcaption>}
+    <figure class="chart">
+      {props.title && <figcaption class="chart-title">{props.title}</figcaption>}
+      <div class="chart-plot" style={{ height: `${props.height ?? 260}px` }}>
+        <canvas ref={canvas} role="img" aria-label={props.title ?? "chart"}></canvas>
+        {status && (
+          <p class="chart-wait muted" data-chart-wait>
+            {status}
+          </p>
+        )}
+      </div>
     </figure>
   );
 }

@@ -66,7 +66,7 @@ function Err(props: { name: string; msg?: string; oob?: boolean }) {
   );
 }
 
-function Num(props: { name: string; label: string; value?: number; step?: string; min?: number; max?: number; hint?: string }) {
+function Num(props: { name: string; label: string; value?: number; step?: string; min?: number; max?: number; hint?: string; disabled?: boolean }) {
   return (
     <div class="field">
       <label for={`f-${props.name}`}>{props.label}</label>
@@ -79,11 +79,30 @@ function Num(props: { name: string; label: string; value?: number; step?: string
         step={props.step ?? "any"}
         min={props.min}
         max={props.max}
-        aria-describedby={`err-${props.name}`}
+        disabled={props.disabled}
+        aria-describedby={`err-${props.name}${props.hint ? ` hint-${props.name}` : ""}`}
       />
-      {props.hint && <small class="muted">{props.hint}</small>}
+      {props.hint && <small class="muted hint" id={`hint-${props.name}`}>{props.hint}</small>}
       <Err name={props.name} />
     </div>
+  );
+}
+
+/** A short line of help under a field. */
+function Hint(props: { id: string; children: preact.ComponentChildren }) {
+  return <small class="muted hint" id={`hint-${props.id}`}>{props.children}</small>;
+}
+
+/** The Start button with, beside it, why it is disabled; the check fragment replaces both (out of band) as the settings change. */
+function StartRow(props: { errors?: number; oob?: boolean }) {
+  const n = props.errors ?? 0;
+  return (
+    <p class="actions start-row" id="start-row" hx-swap-oob={props.oob ? "true" : undefined}>
+      <button type="submit" class="primary" id="start" disabled={n > 0} aria-describedby="start-why">Start training</button>
+      <span id="start-why" class={n ? "field-error" : "muted"} data-start-blocked={n || undefined}>
+        {n ? `Fix ${n === 1 ? "the setting" : `the ${n} settings`} marked above to start.` : ""}
+      </span>
+    </p>
   );
 }
 
@@ -96,8 +115,21 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
       <div hx-post="/create/fragments/check" hx-trigger={trigger} hx-include="#create-form" hx-target="#check" hx-sync="this:replace"></div>
       <section class="panel" aria-labelledby="h-presets">
         <h2 id="h-presets">Presets</h2>
-        <p class="actions">
-          {Object.entries(PRESETS).map(([k, p]) => <a class="button" href={`/create?preset=${k}`} aria-current={props.preset === k ? "true" : undefined}>{p.label}</a>)}
+        <p class="actions presets">
+          {Object.entries(PRESETS).map(([k, p]) => (
+            <a class="button preset" href={`/create?preset=${k}`} data-preset={k} aria-current={props.preset === k ? "true" : undefined} title={p.description}>
+              {p.label}
+            </a>
+          ))}
+        </p>
+        <p class="muted" data-preset-note>
+          {props.preset && PRESETS[props.preset]
+            ? (
+              <>
+                <strong>{PRESETS[props.preset].label}:</strong> {PRESETS[props.preset].description} Choosing another preset keeps your model, run name and dataset.
+              </>
+            )
+            : "Your last settings. Choose a preset to start from one; it keeps your model, run name and dataset."}
         </p>
       </section>
       <section class="panel" aria-labelledby="h-model">
@@ -108,14 +140,15 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           {props.cached.map((m) => <option value={m.dir} selected={cfg.model === m.dir}>{m.label}</option>)}
         </select>
         <p class="muted">
-          <a href="/hub">Download from the Hub…</a> (a Gemma model from huggingface.co into the cache; it is listed here once downloaded)
+          The demo model needs no download. <a href="/hub">Download from the Hub…</a> (a Gemma model from huggingface.co into the cache; it is listed here once downloaded)
         </p>
         <label for="f-model_path">…or a local Hugging Face model directory</label>
         <input id="f-model_path" name="model_path" type="text" size={60} placeholder="/path/to/gemma-3-270m" value={custom ? cfg.model : ""} aria-describedby="err-model_path" />
         <Err name="model_path" />
         <Err name="model" />
         <label for="f-name">Run name</label>
-        <input id="f-name" name="name" type="text" value={cfg.name} maxLength={100} aria-describedby="err-name" />
+        <input id="f-name" name="name" type="text" value={cfg.name} maxLength={100} aria-describedby="err-name hint-name" />
+        <Hint id="name">The run's folder and its models are named after it, with the date and time added.</Hint>
         <Err name="name" />
       </section>
       <section class="panel" aria-labelledby="h-data">
@@ -124,6 +157,9 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           Dataset: <code>sample</code>, a path, or upload a file below
         </label>
         <input id="f-dataset_path" name="dataset_path" type="text" size={60} value={cfg.dataset.path} aria-describedby="err-dataset_path" />
+        <Hint id="dataset_path">
+          <code>sample</code> is 50 questions with one short answer each (examples/sample.jsonl). A path is read on this machine.
+        </Hint>
         <Err name="dataset_path" />
         <label for="f-upload">Upload (JSONL, JSON, CSV or Parquet)</label>
         <input id="f-upload" name="file" type="file" accept=".jsonl,.json,.csv,.parquet" form="upload-form" />
@@ -133,8 +169,16 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         <select id="f-format" name="format">
           {["auto", "messages", "prompt_completion", "alpaca", "text"].map((f) => <option value={f} selected={cfg.dataset.format === f}>{f}</option>)}
         </select>
+        <Hint id="format">auto picks the format from the rows' fields (the preview says which and why).</Hint>
         <Err name="format" />
-        <Num name="validation" label="Validation fraction" value={cfg.dataset.validation} min={0} max={0.5} />
+        <Num
+          name="validation"
+          label="Validation fraction"
+          value={cfg.dataset.validation}
+          min={0}
+          max={0.5}
+          hint="Share of rows held out to measure the eval loss (0 to 0.5; 0: train on all)."
+        />
         <label>
           <input type="checkbox" name="skip_invalid" checked={cfg.dataset.skipInvalid} /> Skip invalid rows (train on the rest; otherwise a file with unusable rows is refused)
         </label>
@@ -144,6 +188,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         <h2 id="h-method">3. Method and settings</h2>
         <fieldset>
           <legend>Method</legend>
+          <Hint id="method">LoRA trains a small adapter beside frozen weights; full fine-tuning changes every weight and needs several times the memory.</Hint>
           <label>
             <input type="radio" name="method" value="lora" checked={cfg.method === "lora"} /> LoRA (small adapter, little memory)
           </label>
@@ -166,16 +211,24 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           </select>
         </label>
         <Err name="base_precision" />
-        <div class="grid">
-          <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" />
-          <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} />
-          <Num name="lora_dropout" label="LoRA dropout" value={cfg.lora.dropout} min={0} max={0.9} />
+        <div class="grid lora-only">
+          <Num name="lora_r" label="LoRA rank r" value={cfg.lora.r} min={1} step="1" hint="Size of the adapter: 8–32 is usual; higher learns more and takes more memory." />
+          <Num name="lora_alpha" label="LoRA alpha" value={cfg.lora.alpha} min={0} hint="Scale of the adapter's update (often 2 × r)." />
+          <Num
+            name="lora_dropout"
+            label="LoRA dropout"
+            value={cfg.lora.dropout}
+            min={0}
+            max={0.9}
+            hint="Randomly drops adapter inputs while training (0 to 0.9); helps small datasets."
+          />
         </div>
-        <label>
+        <label class="lora-only">
           <input type="checkbox" name="lora_rslora" checked={cfg.lora.rslora} /> rsLoRA (scale α/√r)
         </label>
-        <fieldset>
+        <fieldset class="lora-only">
           <legend>LoRA target modules</legend>
+          <Hint id="lora_targets">The layers that get an adapter: attention (q, k, v, o) and the MLP (gate, up, down).</Hint>
           {ALL_TARGETS.map((t) => (
             <label class="inline">
               <input type="checkbox" name="lora_targets" value={t} checked={cfg.lora.targets.includes(t)} /> {t}
@@ -185,6 +238,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </fieldset>
         <fieldset>
           <legend>Length of training</legend>
+          <Hint id="until">A number of steps, or of passes over the dataset (epochs): only the chosen one is used.</Hint>
           <label>
             <input type="radio" name="until" value="steps" checked={cfg.epochs === undefined} /> Steps
           </label>
@@ -193,23 +247,59 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
           </label>
         </fieldset>
         <div class="grid">
-          <Num name="maxSteps" label="Max steps" value={cfg.maxSteps} min={1} step="1" />
-          <Num name="epochs" label="Epochs" value={cfg.epochs} min={0} />
-          <Num name="batchSize" label="Batch size" value={cfg.batchSize} min={1} step="1" />
-          <Num name="gradAccum" label="Gradient accumulation" value={cfg.gradAccum} min={1} step="1" />
-          <Num name="learningRate" label="Learning rate" value={cfg.learningRate} min={0} />
+          <Num
+            name="maxSteps"
+            label="Max steps"
+            value={cfg.maxSteps}
+            min={1}
+            step="1"
+            disabled={cfg.epochs !== undefined}
+            hint="Optimizer steps to train (with Steps chosen above)."
+          />
+          <Num name="epochs" label="Epochs" value={cfg.epochs} min={0} disabled={cfg.epochs === undefined} hint="Passes over the training rows (with Epochs chosen above)." />
+          <Num name="batchSize" label="Batch size" value={cfg.batchSize} min={1} step="1" hint="Rows per step; more uses more memory." />
+          <Num
+            name="gradAccum"
+            label="Gradient accumulation"
+            value={cfg.gradAccum}
+            min={1}
+            step="1"
+            hint="Steps of gradients summed before each update: a larger batch in the same memory."
+          />
+          <Num
+            name="learningRate"
+            label="Learning rate"
+            value={cfg.learningRate}
+            min={0}
+            hint="Size of each update: about 1e-4 to 2e-4 for LoRA, 1e-5 to 2e-5 for full fine-tuning of a real model."
+          />
           <div class="field">
             <label for="f-schedule">Schedule</label>
             <select id="f-schedule" name="schedule">
               {["cosine", "linear", "constant"].map((s) => <option value={s} selected={cfg.schedule === s}>{s}</option>)}
             </select>
+            <Hint id="schedule">How the learning rate falls after the warmup.</Hint>
             <Err name="schedule" />
           </div>
-          <Num name="warmupSteps" label="Warmup steps" value={cfg.warmupSteps} min={0} step="1" />
-          <Num name="maxLength" label="Max length (tokens)" value={cfg.maxLength} min={8} step="1" />
-          <Num name="evalEvery" label="Eval every (steps)" value={cfg.evalEvery} min={0} step="1" />
-          <Num name="saveEvery" label="Save every (steps)" value={cfg.saveEvery} min={0} step="1" />
-          <Num name="seed" label="Seed" value={cfg.seed} min={0} step="1" />
+          <Num name="warmupSteps" label="Warmup steps" value={cfg.warmupSteps} min={0} step="1" hint="Steps over which the learning rate rises from 0." />
+          <Num name="maxLength" label="Max length (tokens)" value={cfg.maxLength} min={8} step="1" hint="Longer rows are cut (the preview counts them); memory grows with it." />
+          <Num
+            name="evalEvery"
+            label="Eval every (steps)"
+            value={cfg.evalEvery}
+            min={0}
+            step="1"
+            hint="Measure the eval loss every N steps (0: never; needs a validation fraction)."
+          />
+          <Num
+            name="saveEvery"
+            label="Save every (steps)"
+            value={cfg.saveEvery}
+            min={0}
+            step="1"
+            hint="Keep a checkpoint every N steps to resume from or try (0: only at the end)."
+          />
+          <Num name="seed" label="Seed" value={cfg.seed} min={0} step="1" hint="The same seed and settings train the same model." />
         </div>
       </section>
       <section class="panel" aria-labelledby="h-check">
@@ -223,9 +313,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
         </p>
         <div id="estimate" aria-live="polite"></div>
       </section>
-      <p class="actions">
-        <button type="submit" class="primary" id="start">Start training</button>
-      </p>
+      <StartRow />
       <Err name="form" />
       <div id="start-result" aria-live="polite"></div>
     </form>
@@ -306,17 +394,29 @@ export function createRoutes(deps: AppDeps) {
   const dataDir = deps.settings.dataDir;
 
   app.get("/create", (c) => {
-    const preset = c.req.query("preset");
+    const asked = c.req.query("preset");
+    let preset: string | undefined = asked && PRESETS[asked] ? asked : undefined;
     let cfg = presetConfig(preset ?? DEFAULT_PRESET);
     if (!preset) {
+      preset = DEFAULT_PRESET;
       const last = deps.service.setting(LAST_SETTINGS);
       if (last) {
         // Remembered by an older version, or edited by hand: used only if it is still a valid config.
         try {
           const r = RunConfigSchema.safeParse(JSON.parse(last));
-          if (r.success) cfg = r.data;
+          if (r.success) [cfg, preset] = [r.data, undefined];
         } catch { /* not JSON: keep the preset */ }
       }
+    } else {
+      // A preset chosen on this page carries what the person had chosen (islands/_form.ts adds it to the link).
+      const keep = { name: c.req.query("name")?.trim(), model: c.req.query("model")?.trim(), dataset: c.req.query("dataset")?.trim() };
+      const r = RunConfigSchema.safeParse({
+        ...cfg,
+        ...(keep.name ? { name: keep.name } : {}),
+        ...(keep.model ? { model: keep.model } : {}),
+        dataset: { ...cfg.dataset, ...(keep.dataset ? { path: keep.dataset } : {}) },
+      });
+      if (r.success) cfg = r.data;
     }
     return page(
       c,
@@ -349,6 +449,7 @@ export function createRoutes(deps: AppDeps) {
         {n > 0 && <p class="field-error" role="alert" data-errors={n}>{n} setting{n === 1 ? "" : "s"} to fix before starting (see the messages next to the fields).</p>}
         {info && config && <ModelPanel info={info} cfg={config} />}
         {oob}
+        <StartRow errors={n} oob />
       </>,
     );
   });

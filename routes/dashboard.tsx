@@ -12,11 +12,36 @@ import { isFinalState } from "../trainer/run_dir.ts";
 import { countErrorLines, readLogChunk } from "../trainer/logs.ts";
 import { STDERR_LOG, STDOUT_LOG } from "../trainer/process.ts";
 import { ClusterForm } from "./handoff.tsx";
+import { trainingMs } from "./runs.tsx";
 
 const STOP_POLLING = 286;
 
 function poll(v: RunView, c: Context, body: preact.JSX.Element) {
   return fragment(c, body, isFinalState(v.status.state) && !v.orphan ? STOP_POLLING : 200);
+}
+
+/** "Aborted at step N", with the reason when it is more than the signal that stopped it. */
+function abortedText(s: RunView["status"]): string {
+  if (s.step === 0 && /^Cancelled/.test(s.message)) return s.message;
+  const plain = /^Stopped by \S+ at step \d+$/.test(s.message);
+  // "Aborted (the trainer was stopped before it could save)" from the server: the reason without the word again.
+  const why = s.message.replace(/^Aborted\s*/, "").replace(/^\((.*)\)$/, "$1").trim();
+  return `Aborted at step ${s.step}${plain || !why ? "" : ` (${why})`}`;
+}
+
+/** The run's progress bar: steps done of the total, with the numbers in words beside it. */
+function RunProgress(props: { v: RunView }) {
+  const s = props.v.status;
+  if (!s.totalSteps) return null;
+  const pct = Math.min(100, Math.floor((100 * s.step) / s.totalSteps));
+  return (
+    <div class="run-progress">
+      <progress data-progress={s.step} max={s.totalSteps} value={s.step} aria-label="Training progress">{pct}%</progress>
+      <span class="muted">
+        Step {s.step} of {s.totalSteps} · {pct}%
+      </span>
+    </div>
+  );
 }
 
 function Control(props: { v: RunView }) {
@@ -51,16 +76,23 @@ function Control(props: { v: RunView }) {
       </>
     );
   } else if (s.state === "initializing" || s.state === "training") {
+    const word = s.state === "initializing" ? "Initializing" : "Training";
+    // The worker's message often is the state itself ("Training"): say it once.
+    const detail = s.message && s.message.toLowerCase() !== word.toLowerCase() ? s.message : "";
     body = (
       <>
-        <p role="status">{s.state === "initializing" ? "Initializing" : "Training"}: {s.message}</p>
+        <p role="status">{word}{detail ? `: ${detail}` : ""}</p>
+        <RunProgress v={v} />
         <div class="actions">{abort}</div>
       </>
     );
   } else if (s.state === "completed") {
     body = (
       <>
-        <p role="status">Completed. {latest ? `Latest checkpoint: step ${latest.step}.` : ""}</p>
+        <p role="status">
+          Completed {s.step} step{s.step === 1 ? "" : "s"}
+          {Number.isFinite(trainingMs(v)) ? ` in ${formatDuration(trainingMs(v))}` : ""}. {latest ? `Latest checkpoint: step ${latest.step}.` : ""}
+        </p>
         <div class="actions">
           {tryModel && <a class="button primary" href={`/inference?model=${encodeURIComponent(tryModel)}`}>Try it</a>}
           {tryModel && <a class="button" href={`/exports?model=${encodeURIComponent(tryModel)}`}>Export (GGUF, ONNX, …)</a>}
@@ -71,7 +103,8 @@ function Control(props: { v: RunView }) {
   } else {
     body = (
       <>
-        <p role="status">{s.state === "failed" ? "Failed" : "Aborted"}: {s.message}</p>
+        <p role="status">{s.state === "failed" ? `Failed: ${s.message}` : abortedText(s)}</p>
+        <RunProgress v={v} />
         {s.error && <pre class="error">{s.error}</pre>}
         {v.damagedCheckpoints.map((d) => <p class="warning" data-damaged={d.step}>Checkpoint {path.basename(d.dir)} is damaged and is not offered: {d.damaged}.</p>)}
         {!latest && (
@@ -118,16 +151,18 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
   if (!lastLoss) {
     return (
       <div>
-        <p class="muted" data-kpi="waiting" data-cache={cache}>Waiting for the first training step… ({s.message || s.state})</p>
+        <p class="muted" data-kpi="waiting" data-cache={cache}>
+          Waiting for the first training step… ({s.message || s.state})
+          {info.memoryEstimateMb ? ` It should need about ${formatBytes(Number(info.memoryEstimateMb) * 2 ** 20)} of memory.` : ""}
+        </p>
         {damaged.map((e) => <p key={e} class="error">{e}</p>)}
       </div>
     );
   }
+  const live = !isFinalState(s.state);
   const evalSecs = m.lastEvalSeconds();
   const tps = m.mean("train/tokens_per_second", 10);
   const stepMs = m.mean("train/step_time_ms", 20);
-  const range = m.wallRange("train/loss");
-  const elapsedMs = range ? (range[1] - range[0]) * 1000 + (stepMs ?? 0) : NaN;
   const remaining = s.totalSteps > s.step && stepMs ? (s.totalSteps - s.step) * stepMs : 0;
   const evalLoss = m.last("eval/loss");
   const rss = m.last("system/rss_mb");
@@ -136,6 +171,48 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
   return (
     <div>
       <div class="grid">
+        <section class="kpi" aria-label="Progress">
+          <h3>Progress</h3>
+          <dl>
+            <dt>Step</dt>
+            <dd data-kpi="step">{s.totalSteps ? `${lastLoss[0]} / ${s.totalSteps}` : lastLoss[0]}</dd>
+            <dt>Loss</dt>
+            <dd data-kpi="loss">{lastLoss[1].toFixed(4)}</dd>
+            <dt>Eval loss</dt>
+            <dd>{evalLoss ? evalLoss[1].toFixed(4) : "–"}</dd>
+            <dt>Epoch</dt>
+            <dd>{epoch ? epoch[1].toFixed(2) : "–"}</dd>
+            <dt>Training time</dt>
+            <dd data-kpi="elapsed">{formatDuration(trainingMs(v))}</dd>
+            {live && (
+              <>
+                <dt>Time left</dt>
+                <dd data-kpi="eta">{remaining ? `about ${formatDuration(remaining)}` : "–"}</dd>
+              </>
+            )}
+          </dl>
+        </section>
+        <section class="kpi" aria-label="Performance">
+          <h3>Performance</h3>
+          <dl>
+            <dt>Tokens/s</dt>
+            <dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
+            <dt>Step time</dt>
+            <dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
+            <dt>Eval time</dt>
+            <dd>{evalSecs === undefined ? "–" : evalSecs < 60 ? `${evalSecs.toFixed(1)} s` : formatDuration(evalSecs * 1000)}</dd>
+            <dt>Memory</dt>
+            <dd data-kpi="memory" title="The trainer process's resident memory, measured at the last step">
+              {rss ? `${formatBytes(rss[1] * 2 ** 20)} in use` : info.memoryEstimateMb ? `about ${formatBytes(Number(info.memoryEstimateMb) * 2 ** 20)} (estimate)` : "–"}
+            </dd>
+            {gpuMem && (
+              <>
+                <dt>GPU memory</dt>
+                <dd>{formatBytes(gpuMem[1] * 2 ** 20)}</dd>
+              </>
+            )}
+          </dl>
+        </section>
         <section class="kpi" aria-label="Model">
           <h3>Model</h3>
           <dl>
@@ -148,39 +225,7 @@ function Kpi(props: { v: RunView; service: TrainingService }) {
             <dt>Trainable</dt>
             <dd>{info.trainableParameters ? formatCount(Number(info.trainableParameters)) : "–"}</dd>
             <dt>Device</dt>
-            <dd data-kpi="device">{v.run.config.device}{gpuMem ? ` · ${formatBytes(gpuMem[1] * 2 ** 20)} GPU memory` : ""}</dd>
-            <dt>Memory (est.)</dt>
-            <dd>{info.memoryEstimateMb ? formatBytes(Number(info.memoryEstimateMb) * 2 ** 20) : "–"}</dd>
-          </dl>
-        </section>
-        <section class="kpi" aria-label="Progress">
-          <h3>Progress</h3>
-          <dl>
-            <dt>Step</dt>
-            <dd data-kpi="step">{s.totalSteps ? `${lastLoss[0]} / ${s.totalSteps}` : lastLoss[0]}</dd>
-            <dt>Epoch</dt>
-            <dd>{epoch ? epoch[1].toFixed(2) : "–"}</dd>
-            <dt>Loss</dt>
-            <dd data-kpi="loss">{lastLoss[1].toFixed(4)}</dd>
-            <dt>Eval loss</dt>
-            <dd>{evalLoss ? evalLoss[1].toFixed(4) : "–"}</dd>
-            <dt>Elapsed</dt>
-            <dd>{formatDuration(elapsedMs)}</dd>
-          </dl>
-        </section>
-        <section class="kpi" aria-label="Performance">
-          <h3>Performance</h3>
-          <dl>
-            <dt>Tokens/s</dt>
-            <dd data-kpi="tps">{tps ? tps.toFixed(0) : "–"}</dd>
-            <dt>Step time</dt>
-            <dd>{stepMs ? `${stepMs.toFixed(0)} ms` : "–"}</dd>
-            <dt>ETA</dt>
-            <dd>{isFinalState(s.state) ? "done" : remaining ? formatDuration(remaining) : "–"}</dd>
-            <dt>Eval time</dt>
-            <dd>{evalSecs === undefined ? "–" : evalSecs < 60 ? `${evalSecs.toFixed(1)} s` : formatDuration(evalSecs * 1000)}</dd>
-            <dt>Memory in use</dt>
-            <dd>{rss ? formatBytes(rss[1] * 2 ** 20) : "–"}</dd>
+            <dd data-kpi="device">{v.run.config.device}</dd>
           </dl>
         </section>
       </div>

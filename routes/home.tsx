@@ -1,6 +1,7 @@
 /** `/`: what this is, recent runs, and the two ways in. */
 import { Hono } from "hono";
-import { Island, page } from "./_layout.tsx";
+import { formatDuration, Island, page } from "./_layout.tsx";
+import { trainingMs } from "./runs.tsx";
 import type { RunView } from "../trainer/service.ts";
 import type { AppDeps } from "./deps.ts";
 
@@ -23,8 +24,10 @@ function RecentRuns(props: { runs: RunView[]; live?: string }) {
         <li class={r.id === props.live ? "live" : undefined} data-live={r.id === props.live ? "1" : undefined}>
           <a href={`/runs/${encodeURIComponent(r.id)}`}>{r.run.config.name}</a> <span class={`state state-${r.status.state}`}>{r.status.state}</span>{" "}
           <span class="muted">
-            {r.run.config.method} on {r.run.config.dataset.path}, step {r.status.step}
+            {r.run.config.method} on {r.run.config.dataset.path}
+            {r.status.state === "queued" && r.status.step === 0 ? ", waiting to start" : `, step ${r.status.step}`}
             {r.trainLoss !== undefined ? `, loss ${r.trainLoss.toFixed(3)}` : ""}
+            {Number.isFinite(trainingMs(r)) ? <span data-duration>, {formatDuration(trainingMs(r))} of training</span> : ""}
           </span>
         </li>
       ))}

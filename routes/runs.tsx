@@ -4,17 +4,51 @@
  * Below 640 px each run is a card (static/app.css), so nothing scrolls sideways.
  */
 import { Hono } from "hono";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { DeleteButton, formatDuration, Island, page } from "./_layout.tsx";
 import type { AppDeps } from "./deps.ts";
 import type { RunView } from "../trainer/service.ts";
 import { isFinalState } from "../trainer/run_dir.ts";
 
-/** Wall time from creation to the last status (a live run: to now); a queued run has not started, so none. */
+const ACTIVE = new Set(["initializing", "training"]);
+
+/**
+ * Milliseconds a trainer has worked on the run: the time spent initializing or training, summed over
+ * every start (a resumed run counts its time before the abort and after the resume, not the pause;
+ * a queued run none). Read from status.log, which has one line per state change; NaN when the run
+ * never started here (queued, cancelled, or imported).
+ */
+export function trainingMs(v: RunView, now = Date.now()): number {
+  let text = "";
+  try {
+    text = fs.readFileSync(path.join(v.dir, "status.log"), "utf8");
+  } catch { /* no log yet: not started */ }
+  let total = 0, since = NaN, any = false;
+  for (const line of text.split("\n")) {
+    const m = /^(\S+) \[(\w+)\]/.exec(line);
+    if (!m) continue;
+    const t = Date.parse(m[1]), active = ACTIVE.has(m[2]);
+    if (!Number.isFinite(t)) continue;
+    if (active && !Number.isFinite(since)) since = t;
+    else if (!active && Number.isFinite(since)) {
+      total += t - since;
+      since = NaN;
+      any = true;
+    }
+  }
+  if (Number.isFinite(since)) {
+    // Still active by the log: a live run runs to now; one the server found dead ends at its last status.
+    const end = isFinalState(v.status.state) || v.status.state === "queued" ? Date.parse(v.status.updatedAt) : now;
+    if (Number.isFinite(end) && end >= since) total += end - since;
+    any = true;
+  }
+  return any ? total : NaN;
+}
+
+/** The run's training time in words: "–" for a run that has not started (queued, or never trained here); a re-queued one keeps what it trained. */
 export function runDuration(v: RunView, now = Date.now()): string {
-  if (v.status.state === "queued") return "–";
-  const start = Date.parse(v.run.createdAt), end = isFinalState(v.status.state) ? Date.parse(v.status.updatedAt) : now;
-  return Number.isFinite(start) && Number.isFinite(end) ? formatDuration(end - start) : "–";
+  return formatDuration(trainingMs(v, now));
 }
 
 /** A model as a person names it: "demo", ORG/NAME for a Hub cache folder, else the folder's name. */

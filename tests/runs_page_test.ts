@@ -28,9 +28,31 @@ Deno.test("runs page lists runs, overlays selected curves, and deletes only fini
   const cell = (id: string) => new RegExp(`data-run="${id}"[\\s\\S]*?data-duration="?[^>]*>([^<]*)<`).exec(html)?.[1];
   assert(/^\d+s$/.test(cell(live) ?? ""), `the training run's duration is "${cell(live)}"`);
   const view = service.list().find((v) => v.id === live)!;
-  const queued = { ...view, status: { ...view.status, state: "queued" as const } };
-  assert(runDuration(queued, Date.parse(view.run.createdAt) + 90_000) === "–", "a queued run shows a running duration");
-  assert(runDuration(view, Date.parse(view.run.createdAt) + 90_000) === "1m 30s", "a training run's duration");
+  // The duration counts the time a trainer worked on the run (status.log), not the time since creation:
+  // a run queued for 10 minutes, trained 65 s, aborted, re-queued, then trained 90 s more took 2m 35s.
+  const at = (s: number) => new Date(Date.parse("2026-01-01T00:00:00Z") + s * 1000).toISOString();
+  const logged = (lines: [number, string][], status: Partial<typeof view.status>) => {
+    const dir = fs.mkdtempSync("/tmp/gt-runlog-");
+    fs.writeFileSync(path.join(dir, "status.log"), lines.map(([t, st]) => `${at(t)} [${st}] ${st}\n`).join(""));
+    return { ...view, dir, run: { ...view.run, createdAt: at(0) }, status: { ...view.status, ...status } };
+  };
+  const waiting = logged([[0, "queued"]], { state: "queued", step: 0, updatedAt: at(0) });
+  assert(runDuration(waiting, Date.parse(at(600))) === "–", `a queued run shows a duration: ${runDuration(waiting, Date.parse(at(600)))}`);
+  const started = logged([[0, "queued"], [600, "initializing"], [605, "training"]], { state: "training", updatedAt: at(620) });
+  assert(runDuration(started, Date.parse(at(690))) === "1m 30s", `a training run queued for 10 minutes: ${runDuration(started, Date.parse(at(690)))}, not 1m 30s`);
+  const resumed = logged([[0, "queued"], [600, "initializing"], [605, "training"], [665, "aborted"], [900, "queued"], [1000, "initializing"], [1010, "training"], [
+    1090,
+    "completed",
+  ]], {
+    state: "completed",
+    updatedAt: at(1090),
+  });
+  assert(runDuration(resumed, Date.parse(at(5000))) === "2m 35s", `an aborted and resumed run: ${runDuration(resumed, Date.parse(at(5000)))}, not 2m 35s`);
+  const requeued = logged([[0, "queued"], [600, "initializing"], [605, "training"], [665, "aborted"], [900, "queued"]], { state: "queued", updatedAt: at(900) });
+  assert(
+    runDuration(requeued, Date.parse(at(5000))) === "1m 5s",
+    `a resumed run waiting in the queue keeps its time and does not run on: ${runDuration(requeued, Date.parse(at(5000)))}`,
+  );
   // The same settings: the comparison says so, and its legends are the run names.
   assert(html.includes("data-no-diff") && html.includes(`&quot;${a}&quot;:&quot;alpha&quot;`), "comparison: no settings note or no legend names");
   // Home highlights the run a trainer is working on, not the newest (the queued one).

@@ -56,5 +56,6 @@ export async function probeStep(cfg: RunConfig, dataDir: string, probeSteps = 2)
     return est;
   } finally {
     engine.release();
+    optimizer.close();
   }
 }

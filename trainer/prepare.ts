@@ -12,7 +12,7 @@ import type { RunConfig } from "../config/training.ts";
 import { type Batch, BatchPlan, prepareDataset, type PreparedDataset } from "../engine/data/mod.ts";
 import { type LoadedModel, resolveModelPath } from "../engine/model_dir.ts";
 import { loadForTraining } from "../engine/quant/base.ts";
-import { AdamW, clipFactor, globalNorm, lrAt, type Schedule } from "../engine/optim.ts";
+import { AdamW, clipFactor, lrAt, type Schedule } from "../engine/optim.ts";
 import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
 import type { TrainEngine } from "../engine/train_engine.ts";
 
@@ -113,7 +113,7 @@ export async function trainStep(
   }
   const t1 = performance.now();
   const scale = 1 / tokens; // token-count normalisation across micro-batches
-  const gradNorm = globalNorm(engine.grads.values(), scale);
+  const gradNorm = optimizer.gradNorm(engine.grads, scale);
   const lr = lrAt(step, t.schedule);
   optimizer.update(engine.grads, lr, scale * clipFactor(gradNorm, cfg.maxGradNorm));
   return { loss, lr, gradNorm, tokens, forwardBackwardMs: t1 - t0, optimizerMs: performance.now() - t1 };

@@ -212,6 +212,7 @@ async function train(runDir: string, dataDir: string, run: RunJson, ctx: Ctx): P
   } finally {
     t?.events.close();
     t?.engine.release();
+    t?.optimizer.close();
     signals.remove();
   }
 }
@@ -245,6 +246,7 @@ async function prepare(
     return { runDir, run, cfg, prep, engine, optimizer, events, progress, ctx, status };
   } catch (e) {
     engine.release();
+    optimizer.close();
     throw e;
   }
 }

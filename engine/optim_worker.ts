@@ -1,0 +1,37 @@
+/**
+ * The optimizer's worker (engine/optim_pool.ts): maps the caller's tensors by address, updates its half of
+ * their blocks and flags each step done in the shared control block.
+ */
+import { parentPort } from "node:worker_threads";
+import { adamwBlocks, CTL, normBlocks, type ToOptimWorker } from "./optim_pool.ts";
+
+let ctl: Int32Array | null = null;
+let tensors: Float32Array[][] = [];
+let partials: Float64Array = new Float64Array(0);
+
+function map([address, length]: [bigint, number]): Float32Array {
+  if (length === 0) return new Float32Array(0);
+  return new Float32Array(Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(address)!, length * 4));
+}
+
+parentPort!.on("message", (m: ToOptimWorker) => {
+  if (m.type === "init") {
+    ctl = m.ctl;
+    Atomics.store(ctl, CTL.ready, 1);
+    return;
+  }
+  if (m.type === "register") {
+    tensors = m.tensors.map((t) => t.map(map));
+    partials = m.partials;
+    return;
+  }
+  try {
+    if (m.type === "adamw") adamwBlocks(tensors, m.blocks, m.decays, m.k);
+    else normBlocks(tensors, m.blocks, partials);
+  } catch (err) {
+    Atomics.store(ctl!, CTL.failed, 1);
+    console.error("optimizer worker:", err);
+  }
+  Atomics.store(ctl!, CTL.done, m.seq);
+  Atomics.notify(ctl!, CTL.done);
+});
