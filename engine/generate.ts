@@ -20,7 +20,7 @@ import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
-import { type BasePrecision, bf16ToF32, dequantize, type FrozenTensor, quantize } from "./quant/blocks.ts";
+import { type BasePrecision, bf16ToF32, BLOCK, dequantize, type FrozenTensor, quantize } from "./quant/blocks.ts";
 import { freezeWeights, type FrozenBase } from "./quant/base.ts";
 import type { EmbeddingTable } from "./quant/table.ts";
 
@@ -72,8 +72,14 @@ export class Generator {
     const base = model.base;
     this.precision = base?.precision ?? "fp32";
     const weights = new Map(model.weights);
-    if (base && (base.precision === "int8" || base.precision === "int4")) {
-      this.packed = { linears: base.linears, head: tableBlocks(base.embedding) };
+    // MatMulNBits takes input sizes that are whole blocks; a weight that is not (only tiny test shapes)
+    // is decoded from its exact dequantized values instead, and a hidden size that is not keeps the head
+    // and tables in float32 too.
+    const packable = (t: FrozenTensor) => (t.kind === "int8" || t.kind === "int4") && t.shape[1] % BLOCK === 0;
+    if (base && (base.precision === "int8" || base.precision === "int4") && base.embedding.hidden % BLOCK === 0) {
+      const linears = new Map([...base.linears].filter(([, t]) => packable(t)));
+      for (const [name, t] of base.linears) if (!linears.has(name)) weights.set(name, dequantize(t));
+      this.packed = { linears, head: tableBlocks(base.embedding) };
       this.table = base.embedding;
       this.pleTable = base.ple ?? null;
     } else if (base) {

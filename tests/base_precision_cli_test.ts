@@ -87,6 +87,12 @@ Deno.test("generate --base-precision: the CLI loads the base in that precision (
     assert(r.code === 0, `generate exited ${r.code}: ${r.stderr.slice(-1500)}`);
     const j = lastJson(r.stdout);
     assert(j.base_precision === "bf16" && Array.isArray(j.ids) && j.ids.length > 0, r.stdout);
+    // int4 on a model whose input sizes are not whole 32-wide blocks (tiny-4): those weights decode from
+    // their dequantized values instead of MatMulNBits, which refuses them.
+    const q = await cli(["generate", "--model", dir, "--ids", prompt.join(","), "--max-new-tokens", "4", "--temperature", "0", "--json", "--base-precision", "int4"]);
+    assert(q.code === 0, `generate --base-precision int4 exited ${q.code}: ${q.stderr.slice(-1500)}`);
+    const jq = lastJson(q.stdout);
+    assert(jq.base_precision === "int4" && Array.isArray(jq.ids) && jq.ids.length > 0, q.stdout);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

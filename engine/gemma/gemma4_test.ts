@@ -3,8 +3,8 @@
  * shown to change the output, gradients against finite differences, and LoRA with B≠0 = merged.
  */
 import { reference4Forward } from "./reference4.ts";
-import { finiteDifferenceCheck, type Gemma4Variant, randomWeights, runSequence, tinyConfig4 } from "./testing.ts";
-import type { GemmaConfig } from "./config.ts";
+import { finiteDifferenceCheck, type Gemma4Variant, randomWeights, runSequence, tinyConfig4, tinyRawConfig4 } from "./testing.ts";
+import { type GemmaConfig, normalizeConfig } from "./config.ts";
 import { initLora, mergeLora, rng } from "../lora.ts";
 import { loraScaling } from "./model.ts";
 
@@ -102,5 +102,52 @@ Deno.test("Gemma 4: LoRA with B≠0 equals the merged weight; no adapter on KV-s
     if (d > 1e-4) throw new Error(`${v}: LoRA vs merged logits differ by ${d}`);
     const base = await runSequence(c, w, IDS, { logits: true });
     if (maxDiff(base.logits!, withLora.logits!) < 1e-3) throw new Error("the adapter had no effect");
+  }
+});
+
+Deno.test("Gemma 4 MoE: only the routed experts run (NaN weights in every other expert leave the logits finite and equal)", async () => {
+  // 16 experts, top-2, 4 tokens: at most 8 experts per layer get a token, so at least 8 get none.
+  const c = normalizeConfig({ ...tinyRawConfig4("moe"), num_experts: 16, top_k_experts: 2 }, "tiny-gemma-4-moe-16");
+  const { experts: E, intermediate: I } = c.moe!, H = c.hiddenSize;
+  const ids = IDS.slice(0, 4);
+  const w = randomWeights(c, 45, 0.2);
+  const ref = reference4Forward(c, w, ids);
+  const finite = (xs: ArrayLike<number>) => Array.prototype.every.call(xs, Number.isFinite);
+  // The reference runs only each token's top-k experts: an expert whose NaN weights keep it finite
+  // received no token.
+  let poisoned = new Map(w), idle = 0;
+  for (let l = 0; l < c.numLayers; l++) {
+    for (let e = 0; e < E; e++) {
+      const trial = new Map(poisoned);
+      const gu = Float32Array.from(trial.get(`model.layers.${l}.experts.gate_up_proj`)!);
+      const dn = Float32Array.from(trial.get(`model.layers.${l}.experts.down_proj`)!);
+      gu.fill(NaN, e * 2 * I * H, (e + 1) * 2 * I * H);
+      dn.fill(NaN, e * H * I, (e + 1) * H * I);
+      trial.set(`model.layers.${l}.experts.gate_up_proj`, gu);
+      trial.set(`model.layers.${l}.experts.down_proj`, dn);
+      if (finite(reference4Forward(c, trial, ids))) (poisoned = trial), idle++;
+    }
+  }
+  if (idle < 8 * c.numLayers) throw new Error(`only ${idle} idle experts found`);
+  const got = await runSequence(c, poisoned, ids, { logits: true });
+  if (!finite(got.logits!)) throw new Error("an expert without tokens was computed (NaN reached the logits)");
+  const d = maxDiff(got.logits!, ref.subarray(0, (ids.length - 1) * c.vocabSize));
+  if (!(d <= 1e-4)) throw new Error(`logits differ by ${d}`);
+  // The LoRA backward, on the same routing (B = 0 as at the start of training, so the stream and the
+  // experts picked are the base model's): idle experts stay out of every gradient.
+  const spec = { r: 2, alpha: 4, rslora: false, dropout: 0, targets: ["q_proj", "k_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
+  const lora = initLora(c, spec, 5);
+  const tensors = new Map([...lora].map(([k, x]) => [k, x.data]));
+  const clean = await runSequence(c, w, ids, { method: "lora", lora: { spec, tensors } });
+  const dirty = await runSequence(c, poisoned, ids, { method: "lora", lora: { spec, tensors } });
+  if (clean.grads.size === 0) throw new Error("no LoRA gradients");
+  for (const [name, g] of clean.grads) {
+    const h = dirty.grads.get(name)!;
+    if (!finite(h)) throw new Error(`NaN from an idle expert reached grad.${name}`);
+    const dg = maxDiff(g, h);
+    if (dg > 1e-6) throw new Error(`grad.${name} differs by ${dg} with idle experts poisoned`);
+  }
+  if (clean.grads.get([...clean.grads.keys()].find((k) => k.includes("layers.0.self_attn.q_proj.lora_B"))!)!.every((x) => x === 0)) {
+    throw new Error("attention's LoRA got no gradient");
   }
 });

@@ -69,6 +69,19 @@ function zeroOf(g: Graph, d: Value): Value {
   return o.mul(g, o.reduceSum(g, d, d.shape.map((_, i) => i), false), g.constant([0], [], d.dtype));
 }
 
+/**
+ * base + the rows `d` scattered back to where Gather(data, idx) read them (axis 0). int64 indices use
+ * ScatterND; int32 ones (the mixture of experts' routing, engine/gemma/moe.ts: ORT's WebGPU provider
+ * has no int64 arithmetic, and ScatterND takes int64 only) use ScatterElements with each index
+ * repeated along the row.
+ */
+function scatterRowsAdd(g: Graph, base: Value, idx: Value, d: Value): Value {
+  if (idx.dtype !== "int32") return o.scatterNDAdd(g, base, scatterIndex(g, idx), d);
+  if (idx.shape.length !== 1) throw new RangeError(`Gather backward: int32 indices must be 1-D, got [${idx.shape}]`);
+  const rows = d.shape.length === 1 ? idx : o.expand(g, o.reshape(g, idx, [idx.shape[0], ...d.shape.slice(1).map(() => 1)]), d.shape);
+  return o.scatterElementsAdd(g, base, rows, d, 0);
+}
+
 export const RULES: Record<string, Rule> = {
   Identity: (_g, _n, [d]) => [d],
   Add: (g, n, [d]) => [unbroadcast(g, d!, n.inputs[0]!.shape), unbroadcast(g, d!, n.inputs[1]!.shape)],
@@ -168,11 +181,18 @@ export const RULES: Record<string, Rule> = {
   },
   Gather: (g, n, [d]) => {
     const [data, idx] = n.inputs as Value[];
-    return [o.scatterNDAdd(g, o.zeros(g, data.shape, data.dtype), scatterIndex(g, idx), d!), null];
+    return [scatterRowsAdd(g, o.zeros(g, data.shape, data.dtype), idx, d!), null];
   },
   GatherElements: (g, n, [d]) => {
     const [data, idx] = n.inputs as Value[];
     return [o.scatterElementsAdd(g, o.zeros(g, data.shape, data.dtype), idx, d!, n.attrs.axis as number), null];
+  },
+  // Only the accumulating form (reduction "add"): the data passes through, each update gets the
+  // gradient at its destination. Index plumbing (no reduction) never carries a gradient.
+  ScatterElements: (g, n, [d], need) => {
+    if (n.attrs.reduction !== "add") throw new Error("No backward rule for ScatterElements without reduction add");
+    const idx = n.inputs[1]!;
+    return [need[0] ? d! : null, null, need[2] ? o.gatherElements(g, d!, idx, n.attrs.axis as number) : null];
   },
   Concat: (g, n, [d]) => {
     const axis = n.attrs.axis as number;
@@ -190,7 +210,7 @@ export const RULES: Record<string, Rule> = {
 };
 
 /** Ops whose inputs never receive gradients (integer plumbing). */
-const NON_DIFF = new Set(["ConstantOfShape", "Shape", "Equal", "Less", "ScatterND", "ScatterElements"]);
+const NON_DIFF = new Set(["ConstantOfShape", "Shape", "Equal", "Less", "ScatterND"]);
 
 /**
  * Emits the gradient graph of scalar `loss` with respect to each of `wrt`.
@@ -232,7 +252,7 @@ export function gradientsFromSeeds(g: Graph, seeds: Map<Value, Value>, wrt: Valu
     // two full [V,H] tensors.
     if (n.op === "Gather" && need[0] && grad.has(n.inputs[0]!.id)) {
       const [data, idx] = n.inputs as Value[];
-      grad.set(data.id, o.scatterNDAdd(g, grad.get(data.id)!, scatterIndex(g, idx), dys[0]!));
+      grad.set(data.id, scatterRowsAdd(g, grad.get(data.id)!, idx, dys[0]!));
       continue;
     }
     // Multi-output rules get null for outputs without gradient; single-output ones always get one.

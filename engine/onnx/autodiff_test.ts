@@ -122,6 +122,12 @@ const CASES: Record<string, (g: Graph) => { inputs: CheckInput[]; out: ReturnTyp
     const idx = ints(g, "idx", [3, 1], [3, 0, 3]);
     return { inputs: [x, idx], out: o.gatherElements(g, x.value, idx.value, 1) };
   },
+  ScatterElements: (g) => {
+    // Accumulating form with repeated destinations, int32 indices as the MoE routing uses them.
+    const x = inp(g, "x", [3, 4]), u = inp(g, "u", [2, 4]);
+    const idx = g.constant(Int32Array.from([2, 0, 2, 1, 2, 2, 0, 1]), [2, 4], "int32");
+    return { inputs: [x, u], out: o.scatterElementsAdd(g, x.value, idx, u.value, 0) };
+  },
   Concat: (g) => {
     const a = inp(g, "a", [2, 3]), b = inp(g, "b", [2, 2]);
     return { inputs: [a, b], out: o.concat(g, [a.value, b.value], 1) };
@@ -191,4 +197,15 @@ Deno.test("a table used by Gather and a product (tied embedding) gets both gradi
     return { inputs: [w, x, idx], out: o.add(g, o.reduceSum(g, e, [0, 1], false), o.reduceSum(g, o.mul(g, logits, logits), [0, 1], false)) };
   });
   assertClose("tied gather + gemm", r);
+});
+
+Deno.test("Gather with int32 indices (MoE routing): rows and 1-D tables, repeated ids summed, two Gathers of one table", async () => {
+  const r = await gradCheck((g) => {
+    const w = inp(g, "w", [5, 3]), v = inp(g, "v", [6]);
+    const i1 = g.constant(Int32Array.from([4, 0, 4]), [3], "int32"), i2 = g.constant(Int32Array.from([1, 4]), [2], "int32");
+    const rows = o.concat(g, [o.gather(g, w.value, i1), o.gather(g, w.value, i2)], 0); // [5,3]
+    const picked = o.reshape(g, o.gather(g, v.value, g.constant(Int32Array.from([5, 5, 2, 0, 1]), [5], "int32")), [5, 1]);
+    return { inputs: [w, v], out: o.mul(g, rows, picked) };
+  });
+  assertClose("Gather int32", r);
 });

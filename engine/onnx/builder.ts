@@ -130,6 +130,14 @@ export class Graph {
   }
 
   /**
+   * Names a data-dependent dimension (e.g. how many tokens a mixture-of-experts layer routes to one
+   * expert): `dimValue` reads it from the Shape of `v` at run time. The first definition wins.
+   */
+  defineDim(d: string, v: Value, axis: number): void {
+    if (!this.dimSources.has(d)) this.dimSources.set(d, { v, axis });
+  }
+
+  /**
    * A dimension as an int64 [1] tensor: a constant for a number; for a symbol, read from the Shape
    * of an input that has it, or computed from its factors / terms. `null` when nothing carries it.
    */

@@ -87,7 +87,10 @@ export function reshape(g: Graph, x: Value, shape: readonly Dim[]): Value {
   if (product(shape) !== product(x.shape)) throw new RangeError(`Cannot reshape [${x.shape}] to [${shape}]`);
   // 0 copies the input's dim at that axis (Reshape's default), so those need no run-time value.
   const target = shape.map((d, i) => (typeof d === "string" && x.shape[i] === d ? 0 : d));
-  return g.node("Reshape", [x, g.shapeValue(target, -1)], [{ shape, dtype: x.dtype }])[0];
+  // Without such a placeholder, a dim read at run time may itself be 0 (an expert with no tokens,
+  // engine/gemma/moe.ts): allowzero keeps it 0 instead of copying the input's dim.
+  const allowzero: Record<string, number> = !isStatic(target) && !target.includes(0) ? { allowzero: 1 } : {};
+  return g.node("Reshape", [x, g.shapeValue(target, -1)], [{ shape, dtype: x.dtype }], allowzero)[0];
 }
 
 export function transpose(g: Graph, x: Value, perm: readonly number[]): Value {
