@@ -10,7 +10,8 @@ import * as path from "node:path";
 
 export const generateVerb = defineVerb({
   name: "generate",
-  usage: "gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--base-precision fp32|bf16|int8|int4] [--json]",
+  usage:
+    "gemma-tuner generate --model DIR [--adapter DIR] (--prompt STR | --ids 2,17,…) [--chat] [--max-new-tokens N] [--temperature T] [--base-precision fp32|bf16|int8|int4] [--json]",
   flags: {
     model: { kind: "string", help: "model directory", metavar: "DIR" },
     adapter: { kind: "string", help: "PEFT LoRA adapter directory", metavar: "DIR" },
