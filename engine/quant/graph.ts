@@ -75,7 +75,10 @@ export class FrozenInputs {
     // released Gemma) takes the dequantized weight instead, with the same rematerialized backward.
     if (this.precision === "fp32" || this.precision === "bf16" || inp % BLOCK !== 0) {
       const W = this.weight(name, shape);
-      if (this.precision !== "fp32") REMATERIALIZE.set(W, remat);
+      // Not for bf16: there the rematerialized backward raised gemma-3-1b's peak (4×256) from 3351 to
+      // 4108 MB (notes/PERF.md); its dequantize reads graph inputs only, so the backward graph makes
+      // it again anyway (engine/onnx/partition.ts).
+      if (this.precision === "int8" || this.precision === "int4") REMATERIALIZE.set(W, remat);
       return o.gemm(g, x, W, { transB: true });
     }
     const { q, scales } = this.inputs(name, shape);
