@@ -4,44 +4,15 @@
  * teacher-forced token NLLs within the base-precision bound (engine/quant/policy.ts NLL_BOUND) of the
  * fp32 decoder on a checkpoint with realistic weight scales, and each step down really changes them.
  */
-import { normalizeConfig } from "./gemma/config.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { rng } from "./lora.ts";
 import { generateIds, Generator } from "./generate.ts";
 import { freezeWeights } from "./quant/base.ts";
 import { bf16ToF32, toBf16Bits } from "./quant/blocks.ts";
 import { NLL_BOUND } from "./quant/policy.ts";
+import { realisticConfig, realisticWeights } from "./quant/_realistic.ts";
 
-const c = normalizeConfig({
-  model_type: "gemma3_text",
-  hidden_size: 256,
-  intermediate_size: 1024,
-  num_hidden_layers: 4,
-  num_attention_heads: 4,
-  num_key_value_heads: 1,
-  head_dim: 64,
-  query_pre_attn_scalar: 64,
-  vocab_size: 2048,
-  sliding_window: 16,
-  layer_types: ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
-}, "decode quality test");
-
-/** The scales of engine/quant/quality_test.ts: std 0.02 projections with 1 % 8× outliers, std 0.05 embeddings, gains 1–1.5. */
-function realisticWeights(seed: number): Map<string, Float32Array> {
-  const r = rng(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
-  const w = new Map<string, Float32Array>();
-  for (const s of paramSpecs(c)) {
-    const a = new Float32Array(s.shape.reduce((x, y) => x * y, 1));
-    for (let i = 0; i < a.length; i++) {
-      if (s.kind === "norm") a[i] = 0.5 * r();
-      else if (s.kind === "embedding") a[i] = 0.05 * normal();
-      else a[i] = 0.02 * normal() * (r() < 0.01 ? 8 : 1);
-    }
-    w.set(s.name, a);
-  }
-  return w;
-}
+const c = realisticConfig("decode quality test");
 
 const copy = (w: Map<string, Float32Array>) => new Map([...w].map(([k, v]) => [k, v.slice()]));
 
@@ -61,7 +32,7 @@ async function decodeNll(g: Generator, ids: number[]): Promise<{ nll: number[]; 
   return { nll, logits };
 }
 
-const w = realisticWeights(42);
+const w = realisticWeights(c, 42);
 const r = rng(9);
 const ids = Array.from({ length: 40 }, () => 2 + Math.floor(r() * (c.vocabSize - 2)));
 

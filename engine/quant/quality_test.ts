@@ -6,7 +6,6 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { TrainEngine } from "../train_engine.ts";
-import { normalizeConfig } from "../gemma/config.ts";
 import { paramSpecs } from "../gemma/params.ts";
 import { loraScaling } from "../gemma/model.ts";
 import { mergeLora, rng } from "../lora.ts";
@@ -18,47 +17,13 @@ import { exportMerged } from "../export.ts";
 import { dequantize, quantize } from "./blocks.ts";
 import { freezeWeights, loadForTraining } from "./base.ts";
 import { NLL_BOUND } from "./policy.ts";
+import { realisticConfig, realisticWeights } from "./_realistic.ts";
 import { LORA_TARGETS } from "../../config/training.ts";
 
 const TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
-/**
- * Realistic scales: projections of std 0.02 (initializer_range) with heavy tails (1 % of weights
- * 8× larger, as trained LLM weights have outlier channels, the case absmax blocks handle worst),
- * embeddings of std 0.05, and norm gains of 1–1.5 (trained norms are not the identity), so the fp32
- * model's next-token distributions are peaked (NLLs spread over several nats), not uniform.
- */
-function realisticWeights(c: ReturnType<typeof normalizeConfig>, seed: number): Map<string, Float32Array> {
-  const r = rng(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
-  const w = new Map<string, Float32Array>();
-  for (const s of paramSpecs(c)) {
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      if (s.kind === "norm") a[i] = 0.5 * r(); // (1 + w): gains of 1–1.5
-      else if (s.kind === "embedding") a[i] = 0.05 * normal();
-      else a[i] = 0.02 * normal() * (r() < 0.01 ? 8 : 1);
-    }
-    w.set(s.name, a);
-  }
-  return w;
-}
-
 Deno.test("quality: bf16/int8/int4 base token NLLs stay within the documented bound of the fp32 base (realistic weight scales)", async () => {
-  const c = normalizeConfig({
-    model_type: "gemma3_text",
-    hidden_size: 256,
-    intermediate_size: 1024,
-    num_hidden_layers: 4,
-    num_attention_heads: 4,
-    num_key_value_heads: 1,
-    head_dim: 64,
-    query_pre_attn_scalar: 64,
-    vocab_size: 2048,
-    sliding_window: 16,
-    layer_types: ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
-  }, "quality test");
+  const c = realisticConfig("quality test");
   const w = realisticWeights(c, 42);
   const r = rng(7);
   const T = 48, B = 2;
