@@ -179,8 +179,9 @@ Deno.test({
       assert(sha256File(file) === up.sha256(), "the saved file differs from what was sent");
       console.log(`server peak RSS: ${mb(start)} MB at start, ${mb(before)} MB after a 32 MB upload, ${mb(after)} MB after a 160 MB one`);
       // Read whole, an upload took ~7x its size (over 1 GB for this one). Streamed, memory does not grow
-      // with the file: five times the bytes add (almost) nothing to the peak.
-      assert(after - before < 32 * 2 ** 20, `the server's peak RSS grew ${mb(after - before)} MB more for 160 MB than for 32 MB`);
+      // with the file: 128 MB more bytes add far less than their size to the peak (under a loaded CI
+      // machine the heap's own growth reached 36 MB; a server that held the file would add ≥ 128 MB).
+      assert(after - before < (size - 32 * 2 ** 20) / 2, `the server's peak RSS grew ${mb(after - before)} MB more for 160 MB than for 32 MB`);
       assert(after - start < size, `the server's peak RSS grew ${mb(after - start)} MB for a ${mb(size)} MB upload`);
       fs.rmSync(file);
 
