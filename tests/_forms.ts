@@ -31,3 +31,10 @@ export function formData(values: Record<string, string | string[]>): FormData {
   for (const [k, v] of Object.entries(values)) for (const x of Array.isArray(v) ? v : [v]) f.append(k, x);
   return f;
 }
+
+/** `values` urlencoded, as htmx's hx-include posts them; a list becomes repeated fields. */
+export function formParams(values: Record<string, string | string[]>): URLSearchParams {
+  const f = new URLSearchParams();
+  for (const [k, v] of Object.entries(values)) for (const x of Array.isArray(v) ? v : [v]) f.append(k, x);
+  return f;
+}

@@ -13,6 +13,7 @@ import { createRun, writeStatus } from "../trainer/run_dir.ts";
 import { parseRunConfig } from "../config/training.ts";
 import { extractEntry, listZip } from "../engine/zip_read.ts";
 import { assert, assertEquals } from "./_assert.ts";
+import { CREATE_FORM, formParams } from "./_forms.ts";
 
 const HX = { "HX-Request": "true", "HX-CSRF": "1" };
 
@@ -25,24 +26,15 @@ Deno.test("Run on a cluster: create form and dashboard prepare a bundle whose zi
     assert(create.includes("Run on a cluster…") && create.includes('hx-include="#create-form"'), "the create view has the cluster form");
 
     // The create form's fields (as hx-include sends them) plus the cluster fields.
-    const form = new URLSearchParams({
+    const form = formParams({
+      ...CREATE_FORM,
       name: "cluster demo",
-      model: "demo",
-      dataset_path: "sample",
-      format: "auto",
-      validation: "0.1",
-      method: "lora",
-      lora_r: "8",
-      lora_alpha: "16",
       lora_dropout: "0.05",
       maxSteps: "20",
       batchSize: "4",
       gradAccum: "2",
       learningRate: "0.0002",
-      schedule: "cosine",
       warmupSteps: "2",
-      maxLength: "128",
-      evalEvery: "5",
       saveEvery: "10",
       seed: "3",
       device: "cpu",
@@ -52,7 +44,6 @@ Deno.test("Run on a cluster: create form and dashboard prepare a bundle whose zi
       hf_nodes: "2",
       hf_time: "12:00:00",
     });
-    for (const t of ["q_proj", "v_proj"]) form.append("lora_targets", t);
     const prep = await app.request("/handoff/prepare", { method: "POST", body: form, headers: HX });
     const html = await prep.text();
     assertEquals(prep.status, 200, html);
