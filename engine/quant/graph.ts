@@ -123,10 +123,7 @@ export class FrozenInputs {
     const g = this.g, [out, inp] = shape;
     const { q: stored, scales } = this.inputs(name, shape);
     if (this.precision === "fp32") return stored;
-    if (this.precision === "bf16") {
-      this.lut ??= g.input(BF16_LUT, [65536]);
-      return o.gather(g, this.lut, o.cast(g, this.ordered(stored, after), "int32"));
-    }
+    if (this.precision === "bf16") return this.fromBf16(this.ordered(stored, after));
     const nb = blocksPerRow(inp);
     let q: Value;
     if (this.precision === "int8") q = this.ordered(stored, after);
