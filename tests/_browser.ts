@@ -33,6 +33,27 @@ export async function launch(): Promise<Browser> {
   });
 }
 
+/**
+ * Click the element `selector` names inside one page task: finding and clicking cannot be split by a
+ * polling htmx swap (puppeteer's `page.click` finds the node, then scrolls and clicks it in later
+ * protocol calls, and fails with "Node is detached from document" when #control is re-rendered between
+ * them). Waits for the element first; a confirm() it opens is answered by the page's dialog handler.
+ */
+export async function clickNow(page: Page, selector: string): Promise<void> {
+  await page.waitForSelector(selector);
+  const clicked = await page.evaluate((s) => {
+    const el = document.querySelector(s);
+    if (!(el instanceof HTMLElement)) return false;
+    el.click();
+    return true;
+  }, selector).catch((e: Error) => {
+    // A click that navigated at once took its page task with it: the click happened.
+    if (/Execution context was destroyed|Target closed/.test(e.message)) return true;
+    throw e;
+  });
+  if (!clicked) throw new Error(`clickNow: ${selector} is not on the page`);
+}
+
 export interface WatchedPage {
   page: Page;
   /** Console errors, page errors and failed requests seen so far. */

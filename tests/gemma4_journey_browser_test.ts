@@ -7,7 +7,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { launch, watchedPage } from "./_browser.ts";
+import { clickNow, launch, watchedPage } from "./_browser.ts";
 import { withServer } from "./_server.ts";
 import { assert } from "./_assert.ts";
 import { timeout } from "./_timeouts.ts";
@@ -56,7 +56,7 @@ Deno.test({
           await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(600_000) });
           await w.screenshot("02-completed-gemma4");
 
-          await Promise.all([w.page.waitForNavigation(), w.page.click("#control a.button.primary")]);
+          await Promise.all([w.page.waitForNavigation(), clickNow(w.page, "#control a.button.primary")]);
           assert(w.page.url().includes("/inference"), `"Try it" went to ${w.page.url()}`);
           await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]', { timeout: timeout(30_000) });
           await w.page.type("#chat-input", "What is the capital of Canada?");

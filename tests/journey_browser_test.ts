@@ -6,7 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { launch, watchedPage } from "./_browser.ts";
+import { clickNow, launch, watchedPage } from "./_browser.ts";
 import { withServer } from "./_server.ts";
 import { assert } from "./_assert.ts";
 import { timeout } from "./_timeouts.ts";
@@ -54,17 +54,17 @@ Deno.test({
         await w.screenshot("03-training");
 
         // The confirmed abort reloads the page (HX-Refresh) once the run has stopped.
-        await Promise.all([w.page.waitForNavigation({ timeout: timeout(90_000) }), w.page.click("#control button.danger")]);
+        await Promise.all([w.page.waitForNavigation({ timeout: timeout(90_000) }), clickNow(w.page, "#control button.danger")]);
         await w.page.waitForSelector('[data-state="aborted"]', { timeout: timeout(60_000) });
         assert(dialogs.some((d) => /Abort this run/.test(d)), `no confirmation was asked: ${dialogs}`);
         await w.screenshot("04-aborted");
 
-        await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), w.page.click("#control button.primary")]);
+        await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), clickNow(w.page, "#control button.primary")]);
         await w.page.waitForSelector('[data-state="training"], [data-state="initializing"], [data-state="completed"]', { timeout: timeout(60_000) });
         await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(400_000) });
         await w.screenshot("05-completed");
 
-        await Promise.all([w.page.waitForNavigation(), w.page.click("#control a.button.primary")]);
+        await Promise.all([w.page.waitForNavigation(), clickNow(w.page, "#control a.button.primary")]);
         assert(w.page.url().includes("/inference"), `"Try it" went to ${w.page.url()}`);
         // Chat with the tuned model: the reply streams in and its stats appear.
         await w.page.waitForSelector('[data-island="Chat"][data-hydrated="1"]', { timeout: timeout(30_000) });
