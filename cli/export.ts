@@ -84,7 +84,7 @@ const verb = defineVerb({
       }
     }
     onProgress?.({ phase: "done", message: failed ? "verification failed" : "done" });
-    line.files = fs.readdirSync(out).sort().map((name) => ({ name, bytes: fs.statSync(path.join(out, name)).isFile() ? fs.statSync(path.join(out, name)).size : null }));
+    line.files = listFiles(out);
     console.log(JSON.stringify(line));
     if (failed) {
       console.error(`export: ${failed}; the files are kept in ${out}`);
@@ -93,6 +93,17 @@ const verb = defineVerb({
     return 0;
   },
 });
+
+/** Every file under `dir`, by its path inside it ("onnx/model.onnx"), with its size: what the export wrote. */
+export function listFiles(dir: string, prefix = ""): { name: string; bytes: number }[] {
+  const out: { name: string; bytes: number }[] = [];
+  for (const e of fs.readdirSync(path.join(dir, prefix), { withFileTypes: true }).sort((a, b) => a.name < b.name ? -1 : 1)) {
+    const name = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...listFiles(dir, name));
+    else if (e.isFile()) out.push({ name, bytes: fs.statSync(path.join(dir, name)).size });
+  }
+  return out;
+}
 
 /**
  * `--adapter` is both the adapter export (a boolean) and, with --model, the adapter to merge

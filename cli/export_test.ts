@@ -13,6 +13,7 @@ import { writeAdapter } from "../engine/peft.ts";
 import { hubIdOf } from "../engine/hub_id.ts";
 import { assert, assertEquals } from "../tests/_assert.ts";
 import { TIMEOUTS } from "../tests/_timeouts.ts";
+import { listFiles } from "./export.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -132,5 +133,18 @@ Deno.test("export: adapter_config gets the Hub id; refusals name the reason and 
     }
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+Deno.test("export's file list names files inside folders with their sizes (the ONNX export's onnx/ folder)", () => {
+  const dir = fs.mkdtempSync("/tmp/gt-files-");
+  try {
+    fs.mkdirSync(path.join(dir, "onnx"));
+    fs.writeFileSync(path.join(dir, "config.json"), "{}");
+    fs.writeFileSync(path.join(dir, "onnx", "model.onnx"), new Uint8Array(10));
+    fs.writeFileSync(path.join(dir, "onnx", "model.onnx_data"), new Uint8Array(300));
+    assertEquals(listFiles(dir), [{ name: "config.json", bytes: 2 }, { name: "onnx/model.onnx", bytes: 10 }, { name: "onnx/model.onnx_data", bytes: 300 }]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -21,6 +21,8 @@ export interface MetricsChartProps {
   /** Poll interval while the run is live, ms. */
   pollMs?: number;
   height?: number;
+  /** Start the y axis at 0 (a learning rate or a speed; a loss keeps its own range). */
+  zero?: boolean;
 }
 
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
@@ -33,6 +35,20 @@ export function downsample(points: [number, number][], max = MAX_POINTS): [numbe
   const out = points.filter((_, i) => i % k === 0);
   if (out[out.length - 1] !== points[points.length - 1]) out.push(points[points.length - 1]);
   return out;
+}
+
+/**
+ * A y-axis tick as a person reads it: as many decimals as the tick spacing needs and no float noise
+ * ("0.00999990" becomes "0.01" when the ticks are 0.002 apart); exponents for very small or large values.
+ */
+export function tickLabel(v: number, step: number): string {
+  if (v === 0 || !Number.isFinite(v)) return String(v);
+  const span = Math.abs(step) > 0 && Number.isFinite(step) ? Math.abs(step) : Math.abs(v) / 10;
+  const mag = Math.abs(v);
+  const trim = (t: string) => t.replace(/(\.\d*?)0+(e|$)/, "$1$2").replace(/\.(e|$)/, "$1");
+  if (mag >= 1e-3 && mag < 1e6) return trim(v.toFixed(Math.min(8, Math.max(0, Math.ceil(-Math.log10(span) - 1e-9)))));
+  const digits = Math.min(6, Math.max(1, Math.ceil(Math.log10(mag / span) - 1e-9) + 1));
+  return trim(v.toExponential(digits - 1)).replace("e+", "e");
 }
 
 export function smooth(points: [number, number][], w: number): [number, number][] {
@@ -81,7 +97,14 @@ export default function MetricsChart(props: MetricsChartProps) {
         normalized: true,
         responsive: true,
         maintainAspectRatio: false,
-        scales: { x: { type: "linear", title: { display: true, text: "step" } }, y: { type: "linear" } },
+        scales: {
+          x: { type: "linear", title: { display: true, text: "step" } },
+          y: {
+            type: "linear",
+            beginAtZero: props.zero ?? false,
+            ticks: { callback: (v, _i, ticks) => tickLabel(Number(v), ticks.length > 1 ? ticks[1].value - ticks[0].value : 0) },
+          },
+        },
         plugins: { legend: { display: true } },
         elements: { point: { radius: 0 } },
       },

@@ -307,9 +307,9 @@ export function dashboardRoutes(service: TrainingService) {
         <section class="panel" aria-label="Charts">
           <div class="grid">
             <Island name="MetricsChart" props={{ runId: v.id, title: "Loss", tags: ["train/loss", "eval/loss"], smoothing: 0.6, pollMs: 1000 }} />
-            <Island name="MetricsChart" props={{ runId: v.id, title: "Learning rate", tags: ["train/learning_rate"], pollMs: 2000 }} />
+            <Island name="MetricsChart" props={{ runId: v.id, title: "Learning rate", tags: ["train/learning_rate"], pollMs: 2000, zero: true }} />
             <Island name="MetricsChart" props={{ runId: v.id, title: "Gradient norm", tags: ["train/grad_norm"], pollMs: 2000 }} />
-            <Island name="MetricsChart" props={{ runId: v.id, title: "Tokens per second", tags: ["train/tokens_per_second"], pollMs: 2000 }} />
+            <Island name="MetricsChart" props={{ runId: v.id, title: "Tokens per second", tags: ["train/tokens_per_second"], pollMs: 2000, zero: true }} />
           </div>
         </section>
         <section class="panel logs" aria-label="Logs">
