@@ -50,8 +50,17 @@ function Control(props: { v: RunView }) {
   const id = encodeURIComponent(v.id);
   const latest = v.checkpoints.at(-1);
   const tryModel = v.hasFinal ? `${v.id}/final` : latest ? `${v.id}/${path.basename(latest.dir)}` : "";
+  // Ids on the controls of a polled panel: htmx moves keyboard focus to the element with the same id
+  // after each swap, so a keyboard user on Abort keeps it while #control re-renders every second.
   const abort = (
-    <button type="button" class="danger" hx-post={`/api/runs/${id}/abort`} hx-confirm="Abort this run? It stops after the current step and keeps its checkpoints." hx-swap="none">
+    <button
+      type="button"
+      id="run-abort"
+      class="danger"
+      hx-post={`/api/runs/${id}/abort`}
+      hx-confirm="Abort this run? It stops after the current step and keeps its checkpoints."
+      hx-swap="none"
+    >
       Abort
     </button>
   );
@@ -71,7 +80,7 @@ function Control(props: { v: RunView }) {
       <>
         <p>Queued{v.queuePosition ? ` (position ${v.queuePosition})` : ""}: it starts when the current run finishes.</p>
         <div class="actions">
-          <button type="button" hx-post={`/api/runs/${id}/cancel`} hx-confirm="Cancel this queued run?" hx-swap="none">Cancel</button>
+          <button type="button" id="run-cancel" hx-post={`/api/runs/${id}/cancel`} hx-confirm="Cancel this queued run?" hx-swap="none">Cancel</button>
         </div>
       </>
     );

@@ -52,9 +52,14 @@ Deno.test({
         // Wait for a checkpoint so the abort has something to keep.
         await w.page.waitForFunction(() => (document.querySelector("#log-stdout")?.textContent ?? "").includes("Saved"), { timeout: timeout(120_000) });
         await w.screenshot("03-training");
+        // Keyboard focus on Abort survives the control panel's polling swaps (htmx refocuses by id).
+        await w.page.focus("#run-abort");
+        for (let i = 0; i < 2; i++) await w.page.waitForResponse((r) => r.url().includes("/fragments/control"), { timeout: timeout(30_000) });
+        const focused = await w.page.evaluate(() => document.activeElement?.id ?? "");
+        assert(focused === "run-abort", `focus moved off Abort after a poll of #control: "${focused}"`);
 
         // The confirmed abort reloads the page (HX-Refresh) once the run has stopped.
-        await Promise.all([w.page.waitForNavigation({ timeout: timeout(90_000) }), clickNow(w.page, "#control button.danger")]);
+        await Promise.all([w.page.waitForNavigation({ timeout: timeout(90_000) }), clickNow(w.page, "#run-abort")]);
         await w.page.waitForSelector('[data-state="aborted"]', { timeout: timeout(60_000) });
         assert(dialogs.some((d) => /Abort this run/.test(d)), `no confirmation was asked: ${dialogs}`);
         await w.screenshot("04-aborted");
