@@ -2,7 +2,7 @@
  * The create workflow in a real browser: fill the form with the demo model and the sample dataset,
  * see the preview with highlighted trained tokens, start, land on the dashboard of the new run.
  */
-import { browserTest } from "./_browser.ts";
+import { browserTest, clickNow } from "./_browser.ts";
 import { assert } from "./_assert.ts";
 import { timeout } from "./_timeouts.ts";
 
@@ -22,7 +22,7 @@ browserTest("browser: create a run from the form and land on its dashboard", "cr
   await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
   await w.page.waitForFunction(() => (document.querySelector("#err-batchSize")?.textContent ?? "") === "", { timeout: timeout(30_000) });
   await w.screenshot("create-filled");
-  await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), w.page.click("#start")]);
+  await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), clickNow(w.page, "#start")]);
   assert(/\/runs\/from-the-form-/.test(w.page.url()), `did not land on the dashboard: ${w.page.url()}`);
   await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(240_000) });
   await w.screenshot("create-run-completed");

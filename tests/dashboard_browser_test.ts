@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { launch, watchedPage } from "./_browser.ts";
+import { clickNow, launch, watchedPage } from "./_browser.ts";
 import { withServer } from "./_server.ts";
 import { assert } from "./_assert.ts";
 import { timeout } from "./_timeouts.ts";
@@ -86,7 +86,7 @@ Deno.test({
         }
 
         // TensorBoard: not installed here, so the page says what to run.
-        await w.page.click("#tensorboard button");
+        await clickNow(w.page, "#tensorboard button");
         await w.page.waitForSelector("[data-tensorboard]", { timeout: timeout(10_000) });
         const tb = await w.page.$eval("[data-tensorboard]", (e) => e.textContent ?? "");
         assert(/tensorboard --logdir/.test(tb) || /running/.test(tb), tb);

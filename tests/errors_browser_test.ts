@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Page } from "puppeteer-core";
-import { browserTest } from "./_browser.ts";
+import { browserTest, clickNow } from "./_browser.ts";
 import { createRun, writeStatus } from "../trainer/run_dir.ts";
 import { parseRunConfig } from "../config/training.ts";
 import { assert } from "./_assert.ts";
@@ -28,7 +28,7 @@ async function upload(page: Page, name: string, bytes: number) {
   fs.writeFileSync(file, '{"text": "hello"}\n'.repeat(Math.ceil(bytes / 18)));
   const input = await page.$("#f-upload");
   await (input as unknown as { uploadFile(f: string): Promise<void> }).uploadFile(file);
-  await page.click('button[form="upload-form"]');
+  await clickNow(page, 'button[form="upload-form"]');
 }
 
 browserTest("browser: upload and start errors show beside their field, announced", "errors", async (w, base) => {
@@ -37,7 +37,7 @@ browserTest("browser: upload and start errors show beside their field, announced
   await page.waitForSelector('#preview [data-preview="ok"]', { timeout: WAIT });
 
   // No file chosen: 400 "Choose a file to upload" under the Upload button.
-  await page.click('button[form="upload-form"]');
+  await clickNow(page, 'button[form="upload-form"]');
   let r = await shown(page, "#upload-result", /Choose a file to upload/);
   assert(r.announced, "the no-file message is not announced");
 
@@ -54,7 +54,7 @@ browserTest("browser: upload and start errors show beside their field, announced
 
   // A dataset that does not exist: Start refuses (422); the message is beside the dataset field and the button.
   await page.$eval("#f-dataset_path", (e) => ((e as HTMLInputElement).value = "/nonexistent/data.jsonl"));
-  await page.click("#start");
+  await clickNow(page, "#start");
   r = await shown(page, "#err-dataset_path", /does not exist/);
   assert(r.announced, "the dataset message is not announced");
   r = await shown(page, "#start-result", /Not started: .*does not exist/);
@@ -72,7 +72,7 @@ browserTest("browser: a refused button action (JSON error from the API) shows be
   // Deleted elsewhere (another tab, the CLI) after this page loaded: the button's DELETE gets a 404.
   const del = await fetch(`${base}/api/runs/${id}`, { method: "DELETE" });
   assert(del.status === 200, `setup delete gave ${del.status}`);
-  await page.click(`tr[data-run="${id}"] button.danger`);
+  await clickNow(page, `tr[data-run="${id}"] button.danger`);
   const r = await shown(page, `tr[data-run="${id}"] [data-error-slot]`, /gone|not found|No run/i);
   assert(r.announced, "the refusal is not announced");
   await w.screenshot("delete-refused");

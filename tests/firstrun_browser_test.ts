@@ -10,7 +10,7 @@
  * - a queued run has no duration (runs page, home, dashboard), and the live one does.
  */
 import type { Page } from "puppeteer-core";
-import { browserTest } from "./_browser.ts";
+import { browserTest, clickNow } from "./_browser.ts";
 import { assert } from "./_assert.ts";
 import { TIMEOUTS, waitFor } from "./_timeouts.ts";
 
@@ -73,7 +73,7 @@ browserTest(
     // Another preset keeps the run name and dataset, and is then the marked one.
     await page.$eval("#f-name", (e) => ((e as HTMLInputElement).value = "my-first"));
     await page.$eval("#f-dataset_path", (e) => ((e as HTMLInputElement).value = "/tmp/my-data.jsonl"));
-    await Promise.all([page.waitForNavigation(), page.click('a[data-preset="balanced-lora"]')]);
+    await Promise.all([page.waitForNavigation(), clickNow(page, 'a[data-preset="balanced-lora"]')]);
     assert(await page.$eval("#f-name", (e) => (e as HTMLInputElement).value) === "my-first", "the preset dropped the run name");
     assert(await page.$eval("#f-dataset_path", (e) => (e as HTMLInputElement).value) === "/tmp/my-data.jsonl", "the preset dropped the dataset");
     assert(await page.$eval('a[data-preset="balanced-lora"]', (a) => a.getAttribute("aria-current")) === "true", "the chosen preset is not marked");

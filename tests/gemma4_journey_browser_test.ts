@@ -50,7 +50,7 @@ Deno.test({
           await w.page.$eval("#f-validation", (e) => ((e as HTMLInputElement).value = "0.1"));
           await w.page.$eval("#f-batchSize", (e) => e.dispatchEvent(new Event("change", { bubbles: true })));
           await w.screenshot("01-create-gemma4");
-          await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), w.page.click("#start")]);
+          await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), clickNow(w.page, "#start")]);
           assert(w.page.url().includes("/runs/gemma4-"), `not on the dashboard: ${w.page.url()}`);
 
           await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(600_000) });

@@ -4,7 +4,7 @@
  * List files → Download → the progress fragment polls to "Downloaded", and the create view lists it.
  */
 import * as fs from "node:fs";
-import { browserTest } from "./_browser.ts";
+import { browserTest, clickNow } from "./_browser.ts";
 import { startFakeHub } from "./_hub.ts";
 import { assert } from "./_assert.ts";
 import { timeout } from "./_timeouts.ts";
@@ -20,27 +20,27 @@ browserTest("browser: Hub page lists a repo's files, downloads it with progress,
   Deno.env.delete("HF_TOKEN");
   try {
     await page.goto(`${base}/create`, { waitUntil: "domcontentloaded" });
-    await Promise.all([page.waitForNavigation({ waitUntil: "domcontentloaded" }), page.click('a[href="/hub"]:not(nav a)')]);
+    await Promise.all([page.waitForNavigation({ waitUntil: "domcontentloaded" }), clickNow(page, 'a[href="/hub"]:not(nav a)')]);
     await page.waitForSelector("#hub-form");
 
     await page.type("#hub-repo", "google/no-such-model");
-    await page.click('#hub-form button[type="submit"]');
+    await clickNow(page, '#hub-form button[type="submit"]');
     await page.waitForFunction(() => /No model "google\/no-such-model"/.test(document.querySelector("#hub-error")?.textContent ?? ""), { timeout: WAIT });
     assert(await page.$eval("#hub-error", (e) => e.getAttribute("role") === "alert"), "the error is announced");
 
     await page.$eval("#hub-repo", (e) => ((e as HTMLInputElement).value = ""));
     await page.type("#hub-repo", "google/tiny-gemma");
-    await page.click('#hub-form button[type="submit"]');
+    await clickNow(page, '#hub-form button[type="submit"]');
     await page.waitForSelector("#hub-plan table.hub-files", { timeout: WAIT });
     assert(await page.$eval("#hub-error", (e) => e.textContent === ""), "a later request clears the old error");
     await w.screenshot("plan");
-    await page.click('#hub-plan button[hx-post="/hub/download"]');
+    await clickNow(page, '#hub-plan button[hx-post="/hub/download"]');
     await page.waitForSelector('#hub-job[data-state="completed"]', { timeout: WAIT });
     const done = await page.$eval("#hub-job", (e) => e.textContent ?? "");
     assert(done.includes("Downloaded google/tiny-gemma") && done.includes(hub.sha), done);
     await w.screenshot("done");
 
-    await page.click('#hub-job a[href="/create"]');
+    await clickNow(page, '#hub-job a[href="/create"]');
     await page.waitForSelector("#f-model");
     const options = await page.$$eval("#f-model option", (os) => os.map((o) => o.textContent ?? ""));
     assert(options.some((o) => o.startsWith("google/tiny-gemma (")), `create view models: ${options}`);

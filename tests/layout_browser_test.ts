@@ -8,7 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Page } from "puppeteer-core";
-import { launch, watchedPage } from "./_browser.ts";
+import { clickNow, launch, watchedPage } from "./_browser.ts";
 import { withServer } from "./_server.ts";
 import { assert } from "./_assert.ts";
 import { TIMEOUTS, waitFor } from "./_timeouts.ts";
@@ -95,7 +95,7 @@ Deno.test({
           ["create", "/create"],
           // The device choice after the probe: the reasons each unavailable device gives.
           ["devices", "/create", async (p) => {
-            await p.click('#device-choice button[hx-get^="/create/devices"]');
+            await clickNow(p, '#device-choice button[hx-get^="/create/devices"]');
             await p.waitForFunction(() => !document.querySelector('#device-choice button[hx-get^="/create/devices"]'), { timeout: TIMEOUTS.process });
           }],
           ["dashboard", `/runs/${full}`],
