@@ -68,17 +68,28 @@ export interface TrainEngineOptions {
    * time, docs/QUANT.md "Memory"; models whose layers share keys fall back to "save").
    */
   activations?: "save" | "recompute" | "layer";
+  /** Layers per backward stage with per-layer checkpointing (BodyOptions.stageLayers); 0: one backward graph. */
+  stageLayers?: number;
 }
 
 interface Body {
   forward: ortTypes.InferenceSession;
   backward?: ortTypes.InferenceSession;
+  /** The backward as sequential stages (BodyGraphs.stages), when it is built so. */
+  stages?: { session: ortTypes.InferenceSession; inputs: string[]; carried: string[] }[];
   forwardInputs: string[];
   backwardInputs: string[];
   saved: string[];
   trainable: string[];
   dropoutInputs: { name: string; shape: Dim[] }[];
 }
+
+/**
+ * Layers per backward stage (BodyOptions.stageLayers). ORT's session creation grows faster than a graph's
+ * node count: gemma-3-270m's 18-layer LoRA backward took 7.5–9.5 s as one graph, three 6-layer stages
+ * ~1 s each; stages of 3 made the steady step slower, 6 did not (notes/PERF.md "First step").
+ */
+export const STAGE_LAYERS = 6;
 
 /** The symbols every engine graph uses for its run-time sizes. */
 export const DIMS = { batch: "batch", seq: "seq", positions: "positions", rows: "rows" } as const;
@@ -105,6 +116,7 @@ export class TrainEngine {
   readonly trainable = new Map<string, NamedTensor>();
   readonly grads = new Map<string, Float32Array>();
   private accumulated = false;
+  private stageCount = 0;
   private bodies = new Map<string, Promise<Body>>();
   private heads = new Map<string, Promise<ortTypes.InferenceSession>>();
   private tables = new Map<number, Record<string, ortTypes.Tensor>>();
@@ -200,12 +212,16 @@ export class TrainEngine {
         dropout: train && o.method === "lora" && (o.lora?.dropout ?? 0) > 0,
         activations: o.activations ?? defaultActivations(o.method),
         basePrecision: o.model.base?.precision,
+        stageLayers: o.stageLayers ?? STAGE_LAYERS,
       });
-      s = (async () => ({
-        ...graphs,
-        forward: await this.session(graphs.forward, false),
-        backward: graphs.backward ? await this.session(graphs.backward, false) : undefined,
-      }))();
+      s = (async () => {
+        const forward = await this.session(graphs.forward, false);
+        const backward = graphs.backward ? await this.session(graphs.backward, false) : undefined;
+        const stages = [];
+        for (const st of graphs.stages ?? []) stages.push({ session: await this.session(st.bytes, false), inputs: st.inputs, carried: st.carried });
+        if (train) this.stageCount = graphs.stages ? stages.length : 1;
+        return { ...graphs, forward, backward, stages: graphs.stages ? stages : undefined };
+      })();
       this.bodies.set(key, s);
     }
     return s;
@@ -451,7 +467,7 @@ export class TrainEngine {
     const head = await this.runHead(s, fwd.hs, this.opts.method === "full" ? "full" : "online");
     for (const name of body.saved) extra[name] = fwd[name];
     extra.d_hs = tensor("float32", head.dHs!, [s.P, this.config.hiddenSize]);
-    const out = await body.backward!.run(this.bodyFeeds(b, body.backwardInputs, extra));
+    const out = await this.runBackward(b, body, extra);
     for (const name of body.trainable) {
       if (name === "embeds" || name === "ple_embeds") continue;
       addInto(this.grads.get(name)!, out[`grad.${name}`].data as Float32Array, this.accumulated);
@@ -478,6 +494,18 @@ export class TrainEngine {
     return { lossSum: head.lossSum, tokens: s.count };
   }
 
+  /** The body's backward: its one session, or its stages in order, each fed what the ones before it made. */
+  private async runBackward(b: Batch, body: Body, extra: Record<string, ortTypes.Tensor>): Promise<ortTypes.InferenceSession.OnnxValueMapType> {
+    if (!body.stages) return await body.backward!.run(this.bodyFeeds(b, body.backwardInputs, extra));
+    const out: Record<string, ortTypes.Tensor> = {};
+    for (const st of body.stages) {
+      const feeds = this.bodyFeeds(b, st.inputs, extra);
+      for (const n of st.carried) feeds[n] = out[n];
+      Object.assign(out, await st.session.run(feeds));
+    }
+    return out;
+  }
+
   private async forwardOnly(b: Batch, s: Selection): Promise<HeadResult> {
     const body = await this.body(false);
     const fwd = await body.forward.run(this.bodyFeeds(b, body.forwardInputs, this.stageFeeds(b, s, this.embeds(b))));
@@ -497,13 +525,18 @@ export class TrainEngine {
     return Array.from((await this.forwardOnly(b, s)).nll.subarray(0, s.count));
   }
 
+  /** Sessions the training body's backward runs as (1 when it is one graph; 0 before the first step). */
+  backwardStages(): number {
+    return this.stageCount;
+  }
+
   /** The graphs compiled so far ("body:train", "head:online", …): one per kind, never per shape. */
   compiled(): string[] {
     return [...[...this.bodies.keys()].map((k) => `body:${k}`), ...[...this.heads.keys()].map((k) => `head:${k}`)].sort();
   }
 
   release(): void {
-    for (const s of this.bodies.values()) s.then((b) => (b.forward.release(), b.backward?.release())).catch(() => {});
+    for (const s of this.bodies.values()) s.then((b) => (b.forward.release(), b.backward?.release(), b.stages?.forEach((st) => st.session.release()))).catch(() => {});
     for (const s of this.heads.values()) s.then((h) => h.release()).catch(() => {});
     this.bodies.clear();
     this.heads.clear();

@@ -111,8 +111,9 @@ for (const { label, cs, seed } of CASES) {
   for (const method of ["full", "lora"] as const) {
     // Full fine-tuning of the experts is out of scope (refused; tested below).
     if (method === "full" && cs.moe) continue;
-    for (const activations of ["recompute", "save"] as const) {
-      Deno.test(`${label} ${method} (${activations}): staged step with a chunked vocabulary equals the single graph`, async () => {
+    for (const [activations, stageLayers] of [["recompute", 0], ["save", 0], ["layer", 0], ["layer", 1]] as const) {
+      const how = stageLayers ? `${activations}, backward in stages of ${stageLayers} layer` : activations;
+      Deno.test(`${label} ${method} (${how}): staged step with a chunked vocabulary equals the single graph`, async () => {
         const ws = randomWeights(cs, seed, 0.2);
         const ids = [2, 17, 5, 33, 40, 8, 8, 21, 1, 12];
         const spec = { r: 4, alpha: 8, dropout: 0, rslora: false, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
@@ -124,6 +125,7 @@ for (const { label, cs, seed } of CASES) {
           seed: 9,
           headChunkElements: 16 * 12,
           activations,
+          stageLayers,
         });
         const tensors = new Map<string, Float32Array>();
         for (const [k, t] of e.trainable) {
@@ -172,4 +174,31 @@ Deno.test("Gemma 4 MoE: full fine-tuning is refused with what to use instead", a
     msg = (e as Error).message;
   }
   if (!/mixture-of-experts.*use LoRA/.test(msg)) throw new Error(`unclear refusal: "${msg}"`);
+});
+
+Deno.test("the backward in stages of layers gives the gradients of the one backward graph (LoRA, per-layer checkpointing)", async () => {
+  const cs = tinyConfig(3, true);
+  const ws = randomWeights(cs, 71, 0.2);
+  const ids = [2, 17, 5, 33, 40, 8, 8, 21, 1, 12];
+  const spec = { r: 4, alpha: 8, dropout: 0.1, rslora: false, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] };
+  const run = async (stageLayers: number) => {
+    const e = await TrainEngine.create({ model: { config: cs, weights: ws }, method: "lora", lora: spec, seed: 9, activations: "layer", stageLayers });
+    for (const [k, t] of e.trainable) if (k.includes("lora_B")) t.data.forEach((_, i) => (t.data[i] = Math.sin(i * 0.3 + k.length) * 0.2));
+    e.zeroGrads();
+    const r = await e.forwardBackward({ inputIds: Int32Array.from(ids), labels: Int32Array.from(ids), batchSize: 1, seqLen: ids.length }, { dropoutSeed: 3 });
+    const grads = new Map([...e.grads].map(([k, v]) => [k, v.slice()]));
+    const stages = e.backwardStages();
+    e.release();
+    return { loss: r.lossSum, grads, stages };
+  };
+  const one = await run(0), staged = await run(1);
+  if (one.stages !== 1 || staged.stages !== cs.numLayers) throw new Error(`stages: ${one.stages} and ${staged.stages}, want 1 and ${cs.numLayers}`);
+  if (staged.loss !== one.loss) throw new Error(`loss ${staged.loss} vs ${one.loss}`);
+  for (const [name, want] of one.grads) {
+    const got = staged.grads.get(name)!;
+    let worst = 0, scale = 0;
+    for (let i = 0; i < want.length; i++) (worst = Math.max(worst, Math.abs(got[i] - want[i]))), (scale = Math.max(scale, Math.abs(want[i])));
+    if (scale === 0) throw new Error(`${name}: zero gradient`);
+    if (worst > 1e-6 * scale) throw new Error(`${name}: staged differs by ${worst} (scale ${scale})`);
+  }
 });

@@ -16,7 +16,7 @@
 import { type Dim, type DType, feedNames, Graph, type Value } from "../onnx/builder.ts";
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
-import { pruneGraph, splitGraph } from "../onnx/partition.ts";
+import { pruneGraph, splitGraph, stageSplit } from "../onnx/partition.ts";
 import type { GemmaConfig } from "./config.ts";
 import { Ctx, declareWeights, layer, loraInputsOf, type ModelGraphOptions, perLayerInputs, positionInputs, rmsNorm, softcap, trainableWeights } from "./model.ts";
 
@@ -33,6 +33,12 @@ export interface BodyOptions extends Omit<ModelGraphOptions, "logits"> {
    * (LoRA); full fine-tuning of a Gemma 4 E-model and the MoE models fall back to "save".
    */
   activations?: "save" | "recompute" | "layer";
+  /**
+   * With "layer": the backward as sequential stages of this many layers each, one session per stage
+   * (BodyGraphs.stages; engine/onnx/partition.ts stageSplit: ORT's session creation grows faster than the
+   * node count, 8–9 s for gemma-3-270m's one 18-layer backward). Unset or 0: one backward graph.
+   */
+  stageLayers?: number;
 }
 
 export interface BodyGraphs {
@@ -45,6 +51,11 @@ export interface BodyGraphs {
   /** Trainable names whose gradients the backward outputs as `grad.<name>`; full adds `embeds`. */
   trainable: string[];
   dropoutInputs: { name: string; shape: Dim[] }[];
+  /**
+   * The backward as sequential stages (BodyOptions.stageLayers), instead of `backward`: run in order, each
+   * fed like the backward plus its `carried` values, taken from the outputs of the stages before it.
+   */
+  stages?: { bytes: Uint8Array; inputs: string[]; carried: string[] }[];
 }
 
 export const EMBED = "model.embed_tokens.weight";
@@ -206,8 +217,13 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   emit(gr, topW);
   let dh = gr.get(hL)!;
   let deps = [dh, ...topW.map((v) => gr.get(v)!)];
+  const per = opts.stageLayers ?? 0;
+  const cuts: number[] = [];
   for (let i = L - 1; i >= 0; i--) {
-    const zero = zeroAfter(g, deps);
+    // A stage's first layer needs no ordering after the layer above: it runs in a later session.
+    const stageStart = per > 0 && i < L - 1 && (L - 1 - i) % per === 0;
+    if (stageStart) cuts.push(g.nodes.length);
+    const zero = stageStart ? g.scalar(0) : zeroAfter(g, deps);
     const start = i === 0 ? o.scale(g, B.embeds, normalizer) : g.input(ckpt(i), [ctx.N, H]);
     const hi = o.add(g, start, zero);
     ctx.frozen.after = zero;
@@ -250,17 +266,19 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   if (missing.length) throw new Error(`Per-layer checkpointing: no gradient for ${missing.map((v) => v.name).join(", ")}`);
   const gradOuts = outs.map((x) => g.output(x.v, x.name));
   if (opts.method === "full") gradOuts.push(g.output(o.scale(g, dh, normalizer), "grad.embeds")); // h0 = √H·embeds
-  const backward = pruneGraph(g, gradOuts);
   const forward = pruneGraph(f, f.outputs);
-  return {
-    forward: forward.toBytes(),
-    backward: backward.toBytes(),
-    forwardInputs: feedNames(forward.inputs),
-    backwardInputs: feedNames(backward.inputs),
-    saved: forward.outputs.map((v) => v.name).filter((n) => n !== "hs" && backward.inputs.some((v) => v.name === n)),
-    trainable: wrtAll.map((w) => w.name),
-    dropoutInputs: F.dropoutInputs,
-  };
+  const common = { forward: forward.toBytes(), forwardInputs: feedNames(forward.inputs), trainable: wrtAll.map((w) => w.name), dropoutInputs: F.dropoutInputs };
+  const savedBy = (inputs: Value[]) => forward.outputs.map((v) => v.name).filter((n) => n !== "hs" && inputs.some((v) => v.name === n));
+  if (cuts.length) {
+    const stages = stageSplit(g, gradOuts, cuts).map((st) => {
+      const carried = new Set(st.carried);
+      return { bytes: st.graph.toBytes(), inputs: feedNames(st.graph.inputs.filter((v) => !carried.has(v.name))), carried: st.carried };
+    });
+    const inputs = [...new Set(stages.flatMap((st) => st.inputs))];
+    return { ...common, backwardInputs: inputs, saved: savedBy(inputs.map((name) => ({ name }) as Value)), stages };
+  }
+  const backward = pruneGraph(g, gradOuts);
+  return { ...common, backward: backward.toBytes(), backwardInputs: feedNames(backward.inputs), saved: savedBy(backward.inputs) };
 }
 
 export interface HeadOptions {

@@ -104,6 +104,7 @@ export class Graph {
   readonly external = new Map<Value, { location: string; offset: number; length: number; dtype: DType; shape: number[] }>();
   private nextId = 0;
   private names = new Set<string>();
+  private nextSuffix = new Map<string, number>();
   private constCache = new Map<string, Value>();
   /** Where each symbol can be read at run time: a graph input and its axis. */
   private dimSources = new Map<string, { v: Value; axis: number }>();
@@ -112,8 +113,16 @@ export class Graph {
   constructor(readonly float: DType = "float32") {}
 
   private value(name: string, dtype: DType, shape: readonly Dim[]): Value {
+    // The first free `name_i`, searched from where the last search for `name` stopped: every suffix
+    // below it is taken (names are only ever added), so this is the same name a search from 1 finds,
+    // without rescanning (an 18-layer backward has ~2000 "mul"s: the rescan cost ~1 s a build).
     let n = name;
-    for (let i = 1; this.names.has(n); i++) n = `${name}_${i}`;
+    if (this.names.has(n)) {
+      let i = this.nextSuffix.get(name) ?? 1;
+      while (this.names.has(`${name}_${i}`)) i++;
+      n = `${name}_${i}`;
+      this.nextSuffix.set(name, i + 1);
+    }
     this.names.add(n);
     return { id: this.nextId++, name: n, dtype, shape: [...shape] };
   }

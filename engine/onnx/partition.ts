@@ -98,3 +98,81 @@ export function splitGraph(
     saved: savedList,
   };
 }
+
+export interface Stage {
+  graph: Graph;
+  /** Values this stage takes from earlier stages (by name; they are among the earlier stages' outputs). */
+  carried: string[];
+}
+
+/**
+ * Cuts the part of `g` that computes `outputs` into sequential stages, run one after another as separate
+ * sessions: stage k holds the needed nodes with tape index in [cuts[k-1], cuts[k]) (stage 0 from 0, the last
+ * to the end). Each stage outputs the graph outputs it computes and the values later stages read; it takes
+ * g's inputs it reads and the values it reads from earlier stages. An output's Identity (Graph.output)
+ * goes with the value it renames, so a result is not carried through the stages after it.
+ *
+ * Why: ORT's session creation grows faster than linearly with a graph's node count (gemma-3-270m's
+ * 18-layer backward, 8334 nodes: 7.5–9.5 s; 4 layers, 1810 nodes: 0.3 s; notes/PERF.md), so several
+ * small sessions are created in a fraction of the time of one big one, and they compute the same values.
+ */
+export function stageSplit(g: Graph, outputs: Value[], cuts: number[]): Stage[] {
+  const producer = new Map<number, number>();
+  g.nodes.forEach((n, i) => n.outputs.forEach((v) => producer.set(v.id, i)));
+  const consts = new Map<number, [Value, ConstTensor]>([...g.initializers].map(([v, t]) => [v.id, [v, t]]));
+  const needed = new Set<number>();
+  const want: Value[] = [...outputs];
+  while (want.length) {
+    const p = producer.get(want.pop()!.id);
+    if (p === undefined || needed.has(p)) continue;
+    needed.add(p);
+    for (const x of g.nodes[p].inputs) if (x) want.push(x);
+  }
+  const bounds = [...cuts].sort((a, b) => a - b);
+  const stageOfIndex = (i: number) => bounds.filter((c) => c <= i).length;
+  const outIds = new Set(outputs.map((v) => v.id));
+  const stageOf = new Map<number, number>();
+  for (const i of [...needed].sort((a, b) => a - b)) {
+    const n = g.nodes[i];
+    const src = n.op === "Identity" && n.outputs.some((v) => outIds.has(v.id)) && n.inputs[0] ? producer.get(n.inputs[0].id) : undefined;
+    stageOf.set(i, src !== undefined ? stageOf.get(src)! : stageOfIndex(i));
+  }
+  const count = Math.max(...stageOf.values()) + 1;
+  // Where each value made by a node is read: the stages of its readers.
+  const readBy = new Map<number, Set<number>>();
+  for (const i of needed) for (const x of g.nodes[i].inputs) if (x) (readBy.get(x.id) ?? readBy.set(x.id, new Set()).get(x.id)!).add(stageOf.get(i)!);
+  const stages: Stage[] = [];
+  for (let k = 0; k < count; k++) {
+    const nodes = [...needed].filter((i) => stageOf.get(i) === k).sort((a, b) => a - b);
+    if (!nodes.length) continue;
+    const sub = new Graph(g.float);
+    const used = new Set<number>(), made = new Set<number>();
+    for (const i of nodes) {
+      sub.nodes.push(g.nodes[i]);
+      for (const x of g.nodes[i].inputs) if (x) used.add(x.id);
+      for (const y of g.nodes[i].outputs) made.add(y.id);
+    }
+    for (const v of g.inputs) if (used.has(v.id)) sub.inputs.push(v);
+    const carried: string[] = [];
+    const seen = new Set<number>();
+    for (const i of nodes) {
+      for (const x of g.nodes[i].inputs) {
+        if (!x || made.has(x.id) || seen.has(x.id)) continue;
+        const p = producer.get(x.id);
+        if (p === undefined) continue; // a graph input or a constant
+        seen.add(x.id);
+        sub.inputs.push(x);
+        carried.push(x.name);
+      }
+    }
+    for (const id of used) {
+      const c = consts.get(id);
+      if (c) sub.initializers.set(c[0], c[1]);
+    }
+    for (const i of nodes) {
+      for (const y of g.nodes[i].outputs) if (outIds.has(y.id) || [...(readBy.get(y.id) ?? [])].some((s) => s > k)) sub.outputs.push(y);
+    }
+    stages.push({ graph: sub, carried });
+  }
+  return stages;
+}
