@@ -17,6 +17,8 @@ export interface SessionOptions {
   threads?: number;
   /** The CPU arena keeps freed blocks; off trades page faults for a lower peak (docs/ORT.md §Session options). */
   arena?: boolean;
+  /** Let idle intra-op threads spin between kernels (ORT's default); off unless asked (docs/ORT.md §Session options). */
+  spin?: boolean;
 }
 
 const HINT: Record<Device, string> = {
@@ -32,7 +34,7 @@ export async function createSession(model: Uint8Array, opts: SessionOptions = {}
     executionMode: "sequential",
     graphOptimizationLevel: "all",
     enableCpuMemArena: opts.arena ?? true,
-    extra: { session: { "intra_op.allow_spinning": "0" } },
+    extra: { session: { "intra_op.allow_spinning": opts.spin ? "1" : "0" } },
   };
   if (opts.threads) options.intraOpNumThreads = opts.threads;
   // Node placement (which provider runs each node) is logged at verbose level; the device parity test
