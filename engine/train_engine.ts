@@ -74,9 +74,11 @@ export interface TrainEngineOptions {
 
 interface Body {
   forward: ortTypes.InferenceSession;
-  backward?: ortTypes.InferenceSession;
-  /** The backward as sequential stages (BodyGraphs.stages), when it is built so. */
-  stages?: { session: ortTypes.InferenceSession; inputs: string[]; carried: string[] }[];
+  /**
+   * The backward's sessions, run in order (BodyGraphs.stages; a one-graph backward is one stage carrying
+   * nothing); none for the evaluation body.
+   */
+  stages: { session: ortTypes.InferenceSession; inputs: string[]; carried: string[] }[];
   forwardInputs: string[];
   backwardInputs: string[];
   saved: string[];
@@ -116,7 +118,6 @@ export class TrainEngine {
   readonly trainable = new Map<string, NamedTensor>();
   readonly grads = new Map<string, Float32Array>();
   private accumulated = false;
-  private stageCount = 0;
   private bodies = new Map<string, Promise<Body>>();
   private heads = new Map<string, Promise<ortTypes.InferenceSession>>();
   private tables = new Map<number, Record<string, ortTypes.Tensor>>();
@@ -214,13 +215,12 @@ export class TrainEngine {
         basePrecision: o.model.base?.precision,
         stageLayers: o.stageLayers ?? STAGE_LAYERS,
       });
+      const parts = graphs.stages ?? (graphs.backward ? [{ bytes: graphs.backward, inputs: graphs.backwardInputs, carried: [] }] : []);
       s = (async () => {
         const forward = await this.session(graphs.forward, false);
-        const backward = graphs.backward ? await this.session(graphs.backward, false) : undefined;
         const stages = [];
-        for (const st of graphs.stages ?? []) stages.push({ session: await this.session(st.bytes, false), inputs: st.inputs, carried: st.carried });
-        if (train) this.stageCount = graphs.stages ? stages.length : 1;
-        return { ...graphs, forward, backward, stages: graphs.stages ? stages : undefined };
+        for (const st of parts) stages.push({ session: await this.session(st.bytes, false), inputs: st.inputs, carried: st.carried });
+        return { ...graphs, forward, stages };
       })();
       this.bodies.set(key, s);
     }
@@ -494,9 +494,8 @@ export class TrainEngine {
     return { lossSum: head.lossSum, tokens: s.count };
   }
 
-  /** The body's backward: its one session, or its stages in order, each fed what the ones before it made. */
-  private async runBackward(b: Batch, body: Body, extra: Record<string, ortTypes.Tensor>): Promise<ortTypes.InferenceSession.OnnxValueMapType> {
-    if (!body.stages) return await body.backward!.run(this.bodyFeeds(b, body.backwardInputs, extra));
+  /** The body's backward: its stages in order, each fed what the ones before it made. */
+  private async runBackward(b: Batch, body: Body, extra: Record<string, ortTypes.Tensor>): Promise<Record<string, ortTypes.Tensor>> {
     const out: Record<string, ortTypes.Tensor> = {};
     for (const st of body.stages) {
       const feeds = this.bodyFeeds(b, st.inputs, extra);
@@ -526,8 +525,8 @@ export class TrainEngine {
   }
 
   /** Sessions the training body's backward runs as (1 when it is one graph; 0 before the first step). */
-  backwardStages(): number {
-    return this.stageCount;
+  async backwardStages(): Promise<number> {
+    return (await this.bodies.get("train"))?.stages.length ?? 0;
   }
 
   /** The graphs compiled so far ("body:train", "head:online", …): one per kind, never per shape. */
@@ -536,7 +535,7 @@ export class TrainEngine {
   }
 
   release(): void {
-    for (const s of this.bodies.values()) s.then((b) => (b.forward.release(), b.backward?.release(), b.stages?.forEach((st) => st.session.release()))).catch(() => {});
+    for (const s of this.bodies.values()) s.then((b) => (b.forward.release(), b.stages.forEach((st) => st.session.release()))).catch(() => {});
     for (const s of this.heads.values()) s.then((h) => h.release()).catch(() => {});
     this.bodies.clear();
     this.heads.clear();

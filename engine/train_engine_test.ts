@@ -187,7 +187,7 @@ Deno.test("the backward in stages of layers gives the gradients of the one backw
     e.zeroGrads();
     const r = await e.forwardBackward({ inputIds: Int32Array.from(ids), labels: Int32Array.from(ids), batchSize: 1, seqLen: ids.length }, { dropoutSeed: 3 });
     const grads = new Map([...e.grads].map(([k, v]) => [k, v.slice()]));
-    const stages = e.backwardStages();
+    const stages = await e.backwardStages();
     e.release();
     return { loss: r.lossSum, grads, stages };
   };

@@ -45,7 +45,7 @@ const body0 = P.body.bind(e);
 P.body = async (tr: boolean) => {
   const b = await body0(tr);
   wrapSession(b.forward, "ort body fwd");
-  if (b.backward) wrapSession(b.backward, "ort body bwd");
+  b.stages.forEach((st: { session: unknown }, i: number) => wrapSession(st.session, b.stages.length > 1 ? `ort body bwd ${i}` : "ort body bwd"));
   return b;
 };
 const rh = P.runHead.bind(e);

@@ -268,17 +268,17 @@ function buildLayerCheckpointed(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
   if (opts.method === "full") gradOuts.push(g.output(o.scale(g, dh, normalizer), "grad.embeds")); // h0 = √H·embeds
   const forward = pruneGraph(f, f.outputs);
   const common = { forward: forward.toBytes(), forwardInputs: feedNames(forward.inputs), trainable: wrtAll.map((w) => w.name), dropoutInputs: F.dropoutInputs };
-  const savedBy = (inputs: Value[]) => forward.outputs.map((v) => v.name).filter((n) => n !== "hs" && inputs.some((v) => v.name === n));
+  const savedBy = (inputs: string[]) => forward.outputs.map((v) => v.name).filter((n) => n !== "hs" && inputs.includes(n));
   if (cuts.length) {
     const stages = stageSplit(g, gradOuts, cuts).map((st) => {
       const carried = new Set(st.carried);
       return { bytes: st.graph.toBytes(), inputs: feedNames(st.graph.inputs.filter((v) => !carried.has(v.name))), carried: st.carried };
     });
     const inputs = [...new Set(stages.flatMap((st) => st.inputs))];
-    return { ...common, backwardInputs: inputs, saved: savedBy(inputs.map((name) => ({ name }) as Value)), stages };
+    return { ...common, backwardInputs: inputs, saved: savedBy(inputs), stages };
   }
   const backward = pruneGraph(g, gradOuts);
-  return { ...common, backward: backward.toBytes(), backwardInputs: feedNames(backward.inputs), saved: savedBy(backward.inputs) };
+  return { ...common, backward: backward.toBytes(), backwardInputs: feedNames(backward.inputs), saved: savedBy(backward.inputs.map((v) => v.name)) };
 }
 
 export interface HeadOptions {

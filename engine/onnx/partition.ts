@@ -72,24 +72,7 @@ export function splitGraph(
     for (const x of g.nodes[p].inputs) if (x) wantF.push(x);
   }
 
-  const part = (nodes: Set<number>, extraInputs: Value[], outputs: Value[]): Graph => {
-    const sub = new Graph(g.float);
-    const used = new Set<number>();
-    for (const i of [...nodes].sort((a, b) => a - b)) {
-      const n = g.nodes[i];
-      sub.nodes.push(n);
-      for (const x of n.inputs) if (x) used.add(x.id);
-    }
-    for (const v of outputs) used.add(v.id);
-    for (const v of g.inputs) if (used.has(v.id)) sub.inputs.push(v);
-    sub.inputs.push(...extraInputs);
-    for (const id of used) {
-      const c = consts.get(id);
-      if (c) sub.initializers.set(c[0], c[1]);
-    }
-    sub.outputs.push(...outputs);
-    return sub;
-  };
+  const part = (nodes: Set<number>, extraInputs: Value[], outputs: Value[]) => subgraph(g, [...nodes], extraInputs, outputs, consts);
   // Graph inputs and constants have no producer, so only node outputs are ever saved.
   const savedList = [...saved.values()];
   return {
@@ -97,6 +80,29 @@ export function splitGraph(
     backward: part(bwdNodes, savedList, backwardOutputs),
     saved: savedList,
   };
+}
+
+/**
+ * The graph of g's nodes `nodes` (tape indices, run in tape order): g's inputs and constants they read,
+ * then `extraInputs` (values made outside it), computing `outputs`.
+ */
+function subgraph(g: Graph, nodes: number[], extraInputs: Value[], outputs: Value[], consts: Map<number, [Value, ConstTensor]>): Graph {
+  const sub = new Graph(g.float);
+  const used = new Set<number>();
+  for (const i of [...nodes].sort((a, b) => a - b)) {
+    const n = g.nodes[i];
+    sub.nodes.push(n);
+    for (const x of n.inputs) if (x) used.add(x.id);
+  }
+  for (const v of outputs) used.add(v.id);
+  for (const v of g.inputs) if (used.has(v.id)) sub.inputs.push(v);
+  sub.inputs.push(...extraInputs);
+  for (const id of used) {
+    const c = consts.get(id);
+    if (c) sub.initializers.set(c[0], c[1]);
+  }
+  sub.outputs.push(...outputs);
+  return sub;
 }
 
 export interface Stage {
@@ -145,34 +151,13 @@ export function stageSplit(g: Graph, outputs: Value[], cuts: number[]): Stage[] 
   for (let k = 0; k < count; k++) {
     const nodes = [...needed].filter((i) => stageOf.get(i) === k).sort((a, b) => a - b);
     if (!nodes.length) continue;
-    const sub = new Graph(g.float);
-    const used = new Set<number>(), made = new Set<number>();
+    // Values read here that an earlier stage made (graph inputs and constants have no producer).
+    const carried = new Map<number, Value>();
     for (const i of nodes) {
-      sub.nodes.push(g.nodes[i]);
-      for (const x of g.nodes[i].inputs) if (x) used.add(x.id);
-      for (const y of g.nodes[i].outputs) made.add(y.id);
+      for (const x of g.nodes[i].inputs) if (x && producer.has(x.id) && stageOf.get(producer.get(x.id)!)! < k) carried.set(x.id, x);
     }
-    for (const v of g.inputs) if (used.has(v.id)) sub.inputs.push(v);
-    const carried: string[] = [];
-    const seen = new Set<number>();
-    for (const i of nodes) {
-      for (const x of g.nodes[i].inputs) {
-        if (!x || made.has(x.id) || seen.has(x.id)) continue;
-        const p = producer.get(x.id);
-        if (p === undefined) continue; // a graph input or a constant
-        seen.add(x.id);
-        sub.inputs.push(x);
-        carried.push(x.name);
-      }
-    }
-    for (const id of used) {
-      const c = consts.get(id);
-      if (c) sub.initializers.set(c[0], c[1]);
-    }
-    for (const i of nodes) {
-      for (const y of g.nodes[i].outputs) if (outIds.has(y.id) || [...(readBy.get(y.id) ?? [])].some((s) => s > k)) sub.outputs.push(y);
-    }
-    stages.push({ graph: sub, carried });
+    const outs = nodes.flatMap((i) => g.nodes[i].outputs.filter((y) => outIds.has(y.id) || [...(readBy.get(y.id) ?? [])].some((s) => s > k)));
+    stages.push({ graph: subgraph(g, nodes, [...carried.values()], outs, consts), carried: [...carried.values()].map((v) => v.name) });
   }
   return stages;
 }
