@@ -110,7 +110,7 @@ export class Generator {
       device: this.opts.device,
       threads: this.opts.threads,
       // The decoder runs ~1500 tiny kernels a token: a parked pool wakes for each. Spinning measured int8
-      // 48 → 60–66 and fp32 21 → 26–29 tokens/s on gemma-3-270m (notes/PERF.md "Decode: spinning").
+      // 48 → 60–66 and fp32 20–21 → 23–29 tokens/s on gemma-3-270m (notes/PERF.md "Decode: spinning").
       spin: this.opts.spin ?? (this.opts.threads ?? 2) > 1,
     });
     return this.sessionP;

@@ -88,8 +88,9 @@ interface Body {
 
 /**
  * Layers per backward stage (BodyOptions.stageLayers). ORT's session creation grows faster than a graph's
- * node count: gemma-3-270m's 18-layer LoRA backward took 7.5–9.5 s as one graph, three 6-layer stages
- * ~1 s each; stages of 3 made the steady step slower, 6 did not (notes/PERF.md "First step").
+ * node count: gemma-3-270m's 18-layer LoRA backward took 7.5–9.8 s to create as one graph; with stages of
+ * 6 its first step ended 9.6–10.7 s after start instead of 18–21 s, and stages of 3 made the steady step
+ * slower where 6 did not (notes/PERF.md "First step").
  */
 export const STAGE_LAYERS = 6;
 

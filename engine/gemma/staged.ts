@@ -36,7 +36,7 @@ export interface BodyOptions extends Omit<ModelGraphOptions, "logits"> {
   /**
    * With "layer": the backward as sequential stages of this many layers each, one session per stage
    * (BodyGraphs.stages; engine/onnx/partition.ts stageSplit: ORT's session creation grows faster than the
-   * node count, 8–9 s for gemma-3-270m's one 18-layer backward). Unset or 0: one backward graph.
+   * node count, 7.5–9.8 s for gemma-3-270m's one 18-layer backward). Unset or 0: one backward graph.
    */
   stageLayers?: number;
 }

@@ -119,7 +119,7 @@ export interface Stage {
  * goes with the value it renames, so a result is not carried through the stages after it.
  *
  * Why: ORT's session creation grows faster than linearly with a graph's node count (gemma-3-270m's
- * 18-layer backward, 8334 nodes: 7.5–9.5 s; 4 layers, 1810 nodes: 0.3 s; notes/PERF.md), so several
+ * 18-layer backward, 8334 nodes: 7.5–9.8 s; 4 layers, 1810 nodes: 0.3 s; notes/PERF.md), so several
  * small sessions are created in a fraction of the time of one big one, and they compute the same values.
  */
 export function stageSplit(g: Graph, outputs: Value[], cuts: number[]): Stage[] {
