@@ -4,13 +4,14 @@ import { installBoot } from "./_boot.ts";
 import MetricsChart from "./MetricsChart.tsx";
 import Chat from "./Chat.tsx";
 import { installErrorDisplay } from "./_errors.ts";
-import { installCreateForm } from "./_form.ts";
+import { installCreateForm, installSupersede } from "./_form.ts";
 
 (globalThis as unknown as { htmx: typeof htmx }).htmx = htmx;
 // deno-lint-ignore no-explicit-any
 installBoot({ MetricsChart: MetricsChart as any, Chat: Chat as any });
 installErrorDisplay();
 installCreateForm();
+installSupersede();
 
 // Log panes follow new output unless the reader scrolled up.
 document.addEventListener("htmx:oobBeforeSwap", (e) => {

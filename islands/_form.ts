@@ -41,3 +41,29 @@ export function installCreateForm() {
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 }
+
+/**
+ * An element marked `data-superseded-by="<selector>"` (the create form's check) gives way to requests
+ * from the element the selector names (the form's Start): an answer to a request sent before the latest
+ * of those began is not swapped in. Without this, a check sent before Start and answered after it
+ * cleared the field error Start had just shown (seen in CI on a busy machine). The request is left to
+ * finish rather than aborted: htmx logs an abort as an error in the console.
+ */
+export function installSupersede(doc: Document = document) {
+  let seq = 0;
+  const sentAt = new WeakMap<XMLHttpRequest, number>();
+  const lastRequest = new WeakMap<Element, number>();
+  doc.addEventListener("htmx:beforeRequest", (ev) => {
+    const d = (ev as CustomEvent<{ elt: Element; xhr: XMLHttpRequest }>).detail;
+    const n = ++seq;
+    sentAt.set(d.xhr, n);
+    lastRequest.set(d.elt, n);
+  });
+  doc.addEventListener("htmx:beforeSwap", (ev) => {
+    const d = (ev as CustomEvent<{ elt: Element; xhr: XMLHttpRequest; requestConfig?: { elt?: Element }; shouldSwap: boolean }>).detail;
+    const elt = d.requestConfig?.elt ?? d.elt;
+    const sel = elt.getAttribute?.("data-superseded-by");
+    const by = sel ? doc.querySelector(sel) : null;
+    if (by && (lastRequest.get(by) ?? 0) > (sentAt.get(d.xhr) ?? 0)) d.shouldSwap = false;
+  });
+}

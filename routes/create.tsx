@@ -58,6 +58,42 @@ async function formValues(c: Context): Promise<FormValues> {
   return out;
 }
 
+/**
+ * What Start refuses in settings the form itself accepts: a model that does not resolve, a base
+ * precision the device cannot run, a dataset that is missing or whose first rows are invalid. The check
+ * fragment runs the same function, so the check and Start never disagree about the same form.
+ */
+async function startRefusal(
+  config: RunConfig,
+  f: FormValues,
+  dataDir: string,
+): Promise<{ modelDir?: string } & ({ field?: undefined; message?: undefined } | { field: string; message: string })> {
+  let modelDir: string;
+  try {
+    modelDir = await resolveModelPath(config.model, dataDir);
+  } catch (e) {
+    return { field: f.model_path ? "model_path" : "model", message: (e as Error).message };
+  }
+  if (config.method === "lora") {
+    // A base precision the chosen device cannot run is refused here, not once the run has started.
+    try {
+      await checkBasePrecision(config.device, resolveBasePrecision(describeModel(modelDir).config, config).precision);
+    } catch (e) {
+      return { modelDir, field: "base_precision", message: (e as Error).message };
+    }
+  }
+  try {
+    if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) {
+      throw new RangeError(`Dataset file "${config.dataset.path}" does not exist: give the path of a JSONL, JSON, CSV or Parquet file, or upload one`);
+    }
+    const ins = await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1, skipInvalid: config.dataset.skipInvalid });
+    if (ins.invalid.length && !config.dataset.skipInvalid) throw invalidRows(config.dataset.path, ins.invalid, ins.total);
+  } catch (e) {
+    return { modelDir, field: "dataset_path", message: (e as Error).message };
+  }
+  return { modelDir };
+}
+
 function Err(props: { name: string; msg?: string; oob?: boolean }) {
   return (
     <p id={`err-${props.name}`} class="field-error" role={props.msg ? "alert" : undefined} hx-swap-oob={props.oob ? "true" : undefined}>
@@ -112,7 +148,7 @@ function Form(props: { cfg: RunConfig; cached: { label: string; dir: string }[];
   const trigger = "change delay:300ms from:#create-form, load";
   return (
     <form id="create-form" hx-post="/create/start" hx-target="#start-result">
-      <div hx-post="/create/fragments/check" hx-trigger={trigger} hx-include="#create-form" hx-target="#check" hx-sync="this:replace"></div>
+      <div hx-post="/create/fragments/check" hx-trigger={trigger} hx-include="#create-form" hx-target="#check" hx-sync="this:replace" data-superseded-by="#create-form"></div>
       <section class="panel" aria-labelledby="h-presets">
         <h2 id="h-presets">Presets</h2>
         <p class="actions presets">
@@ -435,11 +471,17 @@ export function createRoutes(deps: AppDeps) {
     const f = await formValues(c);
     const { config, errors } = formToConfig(f);
     let info: ModelInfo | undefined;
-    const modelRef = String(f.model_path || f.model || "demo");
-    try {
-      info = describeModel(await resolveModelPath(modelRef, dataDir));
-    } catch (e) {
-      errors[f.model_path ? "model_path" : "model"] = (e as Error).message;
+    if (config) {
+      // What Start would refuse, said here too: a check answered after a refused Start repeats the refusal.
+      const refused = await startRefusal(config, f, dataDir);
+      if (refused.field) errors[refused.field] = refused.message;
+      if (refused.modelDir) info = describeModel(refused.modelDir);
+    } else {
+      try {
+        info = describeModel(await resolveModelPath(String(f.model_path || f.model || "demo"), dataDir));
+      } catch (e) {
+        errors[f.model_path ? "model_path" : "model"] = (e as Error).message;
+      }
     }
     const oob = FIELDS.map((k) => <Err name={k} msg={errors[k]} oob />);
     const n = Object.keys(errors).length;
@@ -617,29 +659,8 @@ export function createRoutes(deps: AppDeps) {
         </>,
         422,
       );
-    let modelDir: string;
-    try {
-      modelDir = await resolveModelPath(config.model, dataDir);
-    } catch (e) {
-      return refuse(f.model_path ? "model_path" : "model", (e as Error).message);
-    }
-    if (config.method === "lora") {
-      // A base precision the chosen device cannot run is refused here, not once the run has started.
-      try {
-        await checkBasePrecision(config.device, resolveBasePrecision(describeModel(modelDir).config, config).precision);
-      } catch (e) {
-        return refuse("base_precision", (e as Error).message);
-      }
-    }
-    try {
-      if (config.dataset.path !== "sample" && !fs.existsSync(config.dataset.path)) {
-        throw new RangeError(`Dataset file "${config.dataset.path}" does not exist: give the path of a JSONL, JSON, CSV or Parquet file, or upload one`);
-      }
-      const ins = await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1, skipInvalid: config.dataset.skipInvalid });
-      if (ins.invalid.length && !config.dataset.skipInvalid) throw invalidRows(config.dataset.path, ins.invalid, ins.total);
-    } catch (e) {
-      return refuse("dataset_path", (e as Error).message);
-    }
+    const refused = await startRefusal(config, f, dataDir);
+    if (refused.field) return refuse(refused.field, refused.message);
     deps.service.saveSetting(LAST_SETTINGS, JSON.stringify(config));
     const { id } = deps.service.create(config);
     c.header("HX-Redirect", `/runs/${encodeURIComponent(id)}`);

@@ -77,3 +77,40 @@ browserTest("browser: a refused button action (JSON error from the API) shows be
   assert(r.announced, "the refusal is not announced");
   await w.screenshot("delete-refused");
 });
+
+browserTest("browser: a check sent before Start and answered after it does not undo Start's refusal", "errors-order", async (w, base) => {
+  const { page } = w;
+  await page.goto(`${base}/create`, { waitUntil: "domcontentloaded" });
+  await page.waitForSelector("#check [data-memory]", { timeout: WAIT });
+  await page.evaluate(() => {
+    const g = globalThis as unknown as { checksEnded: number };
+    g.checksEnded = 0;
+    document.addEventListener("htmx:afterRequest", (e) => {
+      if ((e as CustomEvent<{ elt: Element }>).detail.elt.matches("[data-superseded-by]")) g.checksEnded++;
+    });
+  });
+  // Hold the next check at the browser's edge: it was sent with the settings before the bad path.
+  await page.setRequestInterception(true);
+  let held: { continue(): Promise<void> } | undefined;
+  const heldNow = new Promise<void>((resolve) => {
+    page.on("request", (req) => {
+      if (!held && req.url().endsWith("/create/fragments/check")) {
+        held = req;
+        resolve();
+      } else void req.continue().catch(() => {});
+    });
+  });
+  await page.$eval("#f-name", (e) => {
+    (e as HTMLInputElement).value = "order-test";
+    e.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+  await heldNow;
+  await page.$eval("#f-dataset_path", (e) => ((e as HTMLInputElement).value = "/nonexistent/data.jsonl"));
+  await clickNow(page, "#start");
+  await shown(page, "#start-result", /Not started: .*does not exist/);
+  await held!.continue(); // answered now, after Start: it must not swap in
+  await page.waitForFunction(() => (globalThis as unknown as { checksEnded: number }).checksEnded >= 1, { timeout: WAIT });
+  const r = await page.$eval("#err-dataset_path", (e) => ({ text: e.textContent ?? "", role: e.getAttribute("role") }));
+  assert(/does not exist/.test(r.text) && r.role === "alert", `the late check undid Start's message: ${JSON.stringify(r)}`);
+  await w.screenshot("late-check-kept-refusal");
+});
