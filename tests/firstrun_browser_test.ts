@@ -136,6 +136,13 @@ browserTest(
     assert(memory.length === 1 && memory[0] === "Memory", `memory figures: ${memory}`);
     assert(/ in use$/.test(await text(page, "[data-kpi=memory]")), `memory "${await text(page, "[data-kpi=memory]")}"`);
 
+    // Keyboard focus on Abort survives the control panel's polling swaps (htmx refocuses by id). The long
+    // run is still training here (the abort below requires it), so Abort is on the page for two polls.
+    await page.focus("#run-abort");
+    for (let i = 0; i < 2; i++) await page.waitForResponse((r) => r.url().includes("/fragments/control"), { timeout: TIMEOUTS.process });
+    const focused = await page.evaluate(() => document.activeElement?.id ?? "");
+    assert(focused === "run-abort", `focus moved off Abort after two polls of #control: "${focused}"`);
+
     // The queued run: no duration on the runs page, home or its dashboard; the live one has one.
     assert((await state(base, queued)).state === "queued", "the second run is not queued");
     await page.goto(`${base}/runs`, { waitUntil: "domcontentloaded" });

@@ -61,14 +61,6 @@ Deno.test({
 
         await Promise.all([w.page.waitForNavigation({ timeout: timeout(60_000) }), clickNow(w.page, "#control button.primary")]);
         await w.page.waitForSelector('[data-state="training"], [data-state="initializing"], [data-state="completed"]', { timeout: timeout(60_000) });
-        // Keyboard focus on Abort survives the control panel's polling swaps (htmx refocuses by id). Checked on
-        // the resumed run, not before the abort: the wait for two polls there let a fast run finish first.
-        if (await w.page.$("#run-abort")) {
-          await w.page.focus("#run-abort");
-          for (let i = 0; i < 2; i++) await w.page.waitForResponse((r) => r.url().includes("/fragments/control"), { timeout: timeout(30_000) });
-          const focused = await w.page.evaluate(() => document.activeElement?.id ?? "");
-          assert(focused === "run-abort" || !(await w.page.$("#run-abort")), `focus moved off Abort after a poll of #control: "${focused}"`);
-        }
         await w.page.waitForSelector('[data-state="completed"]', { timeout: timeout(400_000) });
         await w.screenshot("05-completed");
 
