@@ -100,7 +100,7 @@ function fillRandom(a: Float32Array, next: () => number, std = 0.02): Float32Arr
 /**
  * A random table [rows, cols] straight into bf16 bits, a block at a time (no whole float32 copy).
  * `inFile`: written to a temporary file instead and read from it by rows, as a bf16 checkpoint's
- * Gemma 4 per-layer table is (engine/quant/base.ts loadFrozen); the file is unlinked once open.
+ * tables are (engine/quant/base.ts loadFrozen); the file is unlinked once open.
  */
 function randomBf16Table(rows: number, cols: number, next: () => number, inFile = false): EmbeddingTable {
   const total = rows * cols;
@@ -142,8 +142,9 @@ export function benchModel(config: GemmaConfig, precision: BasePrecision, seed =
     if (s.kind === "buffer" || s.kind === "norm") weights.set(s.name, new Float32Array(n).fill(s.kind === "buffer" || config.normOffset === 0 ? 1 : 0));
     else if (precision === "fp32" || s.kind === "expert") weights.set(s.name, fillRandom(new Float32Array(n), next));
     else if (s.kind === "embedding") {
+      // Both tables in a file, read by rows and chunks, as a bf16 checkpoint's are (engine/quant/base.ts).
       const main = s.name === "model.embed_tokens.weight";
-      const t = randomBf16Table(s.shape[0], s.shape[1], next, !main);
+      const t = randomBf16Table(s.shape[0], s.shape[1], next, true);
       if (main) embedding = t;
       else ple = t;
     } else {

@@ -79,10 +79,10 @@ export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32"
     // A bf16 per-layer table stays in the checkpoint, read by rows (4.7 GB for E2B that is never resident).
     else if (s.name === PLE_TABLE && e.dtype === "BF16") ple = EmbeddingTable.fromFile(e.file, e.dataOffset, s.shape[0], s.shape[1]);
     else if (s.name === PLE_TABLE) ple = EmbeddingTable.fromBf16(toBf16Bits(readTensorF32(e)), s.shape[0], s.shape[1]);
-    else if (s.kind === "embedding") {
-      const bits = e.dtype === "BF16" ? readBf16Bits(e) : toBf16Bits(readTensorF32(e));
-      embedding = EmbeddingTable.fromBf16(bits, config.vocabSize, config.hiddenSize);
-    } else if (precision === "bf16" && e.dtype === "BF16") linears.set(s.name, { kind: "bf16", shape: s.shape as [number, number], bits: readBf16Bits(e) });
+    // So does a bf16 tied embedding (the head reads it in chunks each step, from the page cache).
+    else if (s.kind === "embedding" && e.dtype === "BF16") embedding = EmbeddingTable.fromFile(e.file, e.dataOffset, config.vocabSize, config.hiddenSize);
+    else if (s.kind === "embedding") embedding = EmbeddingTable.fromBf16(toBf16Bits(readTensorF32(e)), config.vocabSize, config.hiddenSize);
+    else if (precision === "bf16" && e.dtype === "BF16") linears.set(s.name, { kind: "bf16", shape: s.shape as [number, number], bits: readBf16Bits(e) });
     else {
       const w = readTensorF32(e);
       linears.set(s.name, quantize(w, s.shape, precision));
@@ -95,9 +95,8 @@ export function loadFrozen(dir: string, precision: Exclude<BasePrecision, "fp32"
   if (head) {
     // Tied in every released Gemma; an untied head would silently differ, so refuse it (as loadModel does).
     const a = head.dtype === "BF16" ? readBf16Bits(head) : toBf16Bits(readTensorF32(head));
-    const b = embedding!.bits!;
     for (let i = 0; i < a.length; i += Math.max(1, Math.floor(a.length / 1000))) {
-      if (a[i] !== b[i]) throw new RangeError(`Cannot load "${dir}": lm_head.weight differs from the embeddings (untied heads are not supported)`);
+      if (a[i] !== embedding!.bitsAt(i)) throw new RangeError(`Cannot load "${dir}": lm_head.weight differs from the embeddings (untied heads are not supported)`);
     }
   }
   return { config, weights, base: { precision, linears, embedding: embedding!, ...(ple ? { ple } : {}) } };

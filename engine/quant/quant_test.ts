@@ -154,3 +154,62 @@ Deno.test("frozen products: the forward runs from the stored form, the backward 
     }
   }
 });
+
+Deno.test("a bf16 checkpoint's tied embedding stays in its file: the same LoRA step as the table held in memory; an untied lm_head is refused", async () => {
+  const fs = await import("node:fs");
+  const path = await import("node:path");
+  const { initModel } = await import("../init_model.ts");
+  const { loadModel } = await import("../model_dir.ts");
+  const { listCheckpoint, readTensorF32, writeSafetensors } = await import("../safetensors.ts");
+  const { loadFrozen } = await import("./base.ts");
+  const { EmbeddingTable } = await import("./table.ts");
+  const tmp = fs.mkdtempSync("/tmp/gt-table-file-");
+  try {
+    const dir = await initModel({ preset: "tiny-3", out: path.join(tmp, "m"), seed: 4, embedStd: 0.5 });
+    // Every tensor as bf16, as released checkpoints store them.
+    const file = path.join(dir, "model.safetensors");
+    const tensors = [...listCheckpoint(dir).values()].map((e) => ({ name: e.name, dtype: "BF16" as const, shape: e.shape, data: readTensorF32(e) }));
+    writeSafetensors(file, tensors);
+    const fromDisk = loadFrozen(dir, "int8");
+    const E = fromDisk.base.embedding, c = fromDisk.config;
+    if (!E.inFile) throw new Error("the bf16 embedding was read into memory");
+    const held = freezeWeights(c, (await loadModel(dir)).weights, "int8");
+    if (held.base.embedding.inFile) throw new Error("the reference table is not in memory");
+    const bits = held.base.embedding.allBits();
+    for (const i of [0, 1, bits.length >> 1, bits.length - 1]) if (E.bitsAt(i) !== bits[i]) throw new Error(`element ${i} differs`);
+    const spec = { r: 4, alpha: 8, dropout: 0, rslora: false, targets: TARGETS };
+    const ids = Int32Array.from([2, 17, 5, 33, 40, 8, 8, 21, 2, 30, 31, 32, 9, 1, 0, 0]);
+    const batch = { inputIds: ids, labels: ids.map((v, i) => (i % 8 < 2 ? -100 : v)), batchSize: 2, seqLen: 8 };
+    const runs = [];
+    for (const model of [fromDisk, held]) {
+      // Small head chunks: several chunk reads from the file per pass.
+      const e = await TrainEngine.create({ model, method: "lora", lora: spec, seed: 3, headChunkElements: 16 * 20 });
+      for (const [k, t] of e.trainable) if (k.includes("lora_B")) t.data.forEach((_, i) => (t.data[i] = Math.sin(i + k.length) * 0.1));
+      e.zeroGrads();
+      runs.push({ e, r: await e.forwardBackward(batch) });
+    }
+    const [d, m] = runs;
+    if (d.r.lossSum !== m.r.lossSum) throw new Error(`loss ${d.r.lossSum} vs ${m.r.lossSum}`);
+    for (const [k, g] of m.e.grads) {
+      const h = d.e.grads.get(k)!;
+      if (g.some((x, i) => x !== h[i])) throw new Error(`gradient ${k} differs`);
+      if (k.includes("lora_A") && !g.some((x) => x !== 0)) throw new Error(`gradient ${k} is zero`);
+    }
+    for (const x of runs) x.e.release();
+    if (!(EmbeddingTable.fromBf16(bits, c.vocabSize, c.hiddenSize).bitsAt(3) === bits[3])) throw new Error("bitsAt of a held table");
+    // A checkpoint with an lm_head.weight equal to the embedding loads; a different one is refused.
+    const emb = tensors.find((t) => t.name.endsWith("embed_tokens.weight"))!;
+    writeSafetensors(file, [...tensors, { ...emb, name: "lm_head.weight" }]);
+    loadFrozen(dir, "int8");
+    writeSafetensors(file, [...tensors, { ...emb, name: "lm_head.weight", data: emb.data.map((x) => x * 2) }]);
+    let refused = "";
+    try {
+      loadFrozen(dir, "int8");
+    } catch (e) {
+      refused = (e as Error).message;
+    }
+    if (!refused.includes("untied")) throw new Error(`an untied head was not refused: ${refused}`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});

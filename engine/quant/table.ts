@@ -1,6 +1,8 @@
 /**
  * The tied embedding table [V,H] in its stored dtype (docs/QUANT.md): float32 when the whole model is
- * float32 (full fine-tuning trains it), otherwise bf16 bits, never a whole float32 copy. The body reads
+ * float32 (full fine-tuning trains it), otherwise bf16 bits, never a whole float32 copy. A bf16 table
+ * that a checkpoint stores as bf16 stays in its file and is read with pread (rows for the body, chunks for
+ * the head), so the process never holds it: the OS page cache does, and can drop it. The body reads
  * rows (gathered here in JS); the LM head reads chunks of rows, each converted into one of two reused
  * float32 buffers right before its session run (the run copies nothing back, so a buffer is free again
  * as soon as the run returns).
@@ -20,6 +22,8 @@ export class EmbeddingTable {
   private next = 0;
 
   private scratch: Uint16Array | null = null;
+  /** The bf16 rows of the last chunk read from the file (reused: chunks are converted at once). */
+  private chunkBits: Uint16Array | null = null;
 
   private constructor(
     readonly vocab: number,
@@ -31,7 +35,8 @@ export class EmbeddingTable {
 
   /**
    * A bf16 table [vocab, hidden] stored at `offset` of `file`, read by rows and never held in memory
-   * (Gemma 4's per-layer table: 4.7 GB for E2B). The file is opened once and kept open.
+   * (the tied embedding: 604 MB at gemma-3-1b, 1.8 GB at Gemma 2 9B; Gemma 4's per-layer table: 4.7 GB
+   * for E2B). The file is opened once and kept open.
    */
   static fromFile(file: string, offset: number, vocab: number, hidden: number): EmbeddingTable {
     const size = fs.statSync(file).size;
@@ -80,6 +85,15 @@ export class EmbeddingTable {
     return this.rows ? this.vocab * this.hidden * 2 : (this.f32 ?? this.bits!).byteLength;
   }
 
+  /** The bf16 bits of element i (row-major); a float32 table's value rounded to bf16 is not offered. */
+  bitsAt(i: number): number {
+    if (this.bits) return this.bits[i];
+    if (!this.rows) throw new RangeError("a float32 table has no bf16 bits");
+    const one = new Uint16Array(1), r = this.rows;
+    if (fs.readSync(r.fd, new Uint8Array(one.buffer), 0, 2, r.offset + i * 2) !== 2) throw new RangeError(`Cannot read the table in "${r.file}": the file is truncated`);
+    return one[0];
+  }
+
   /** Row v as float32 into out at offset `at`. */
   row(v: number, out: Float32Array, at = 0): void {
     const H = this.hidden;
@@ -95,7 +109,8 @@ export class EmbeddingTable {
     // Two buffers alternate so a caller may hold the previous chunk while converting the next.
     const k = this.next++ % 2;
     if (!this.buffers[k] || this.buffers[k].length < rows * H) this.buffers[k] = new Float32Array(rows * H);
-    const bits = this.rows ? this.read(start, rows, new Uint16Array(rows * H)) : this.bits!.subarray(start * H, (start + rows) * H);
+    if (this.rows && (!this.chunkBits || this.chunkBits.length < rows * H)) this.chunkBits = new Uint16Array(rows * H);
+    const bits = this.rows ? this.read(start, rows, this.chunkBits!.subarray(0, rows * H)) : this.bits!.subarray(start * H, (start + rows) * H);
     return bf16ToF32(bits, this.buffers[k].subarray(0, rows * H));
   }
 }
