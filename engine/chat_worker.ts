@@ -46,7 +46,7 @@ function load(job: ChatJob, modelDir: string): Promise<Loaded> {
       const tok = await loadTokenizer(modelDir);
       let bytes = model.base ? baseBytes(model.base) : 0;
       for (const w of model.weights.values()) bytes += w.byteLength;
-      return { gen: new Generator(model, { threads: 1 }), tok, bytes, usedAt: Date.now() };
+      return { gen: new Generator(model, { threads: job.threads }), tok, bytes, usedAt: Date.now() };
     })();
     loaded.set(job.model, p);
     p.then(announce, () => loaded.delete(job.model));
@@ -135,6 +135,7 @@ async function chat(id: number, job: ChatJob) {
       if (ac.signal.aborted) return { finish: "aborted" as const, promptTokens: prompt.length, completionTokens: 0, tokensPerSecond: 0 };
       const l = await load(job, modelDir);
       l.usedAt = Date.now();
+      l.gen.setThreads(job.threads); // a run started or ended since the model was loaded
       await evict(job.model);
       const ts = new TextStream(l.tok, job.stops);
       const ids: number[] = [];
@@ -155,7 +156,7 @@ async function chat(id: number, job: ChatJob) {
       const [tail] = ts.push(ids, true);
       if (tail && !stoppedByString && r.stopReason !== "aborted") post({ type: "text", id, text: tail });
       const finish = stoppedByString || r.stopReason === "stop" ? "stop" as const : r.stopReason === "aborted" ? "aborted" as const : "length" as const;
-      return { finish, promptTokens: r.promptTokens, completionTokens: r.ids.length, tokensPerSecond: r.tokensPerSecond };
+      return { finish, promptTokens: r.promptTokens, completionTokens: r.ids.length, tokensPerSecond: r.tokensPerSecond, threads: l.gen.threads };
     });
     queue = run.catch(() => {});
     post({ type: "done", id, result: await run });

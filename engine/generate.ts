@@ -68,7 +68,7 @@ export class Generator {
   /** Tokens in the cache. */
   pos = 0;
 
-  constructor(readonly model: GeneratorModel, readonly opts: { device?: Device; threads?: number; spin?: boolean } = {}) {
+  constructor(readonly model: GeneratorModel, private opts: { device?: Device; threads?: number; spin?: boolean } = {}) {
     const base = model.base;
     this.precision = base?.precision ?? "fp32";
     const weights = new Map(model.weights);
@@ -210,6 +210,18 @@ export class Generator {
     }
     this.pos += S;
     return out.logits.data as Float32Array;
+  }
+
+  /** Decodes on `threads` intra-op threads from the next call on (a new session; the cache is kept). */
+  setThreads(threads: number | undefined): void {
+    if (threads === this.opts.threads) return;
+    this.release();
+    this.opts = { ...this.opts, threads };
+  }
+
+  /** The intra-op threads the next session gets (unset: ORT's default, every core). */
+  get threads(): number | undefined {
+    return this.opts.threads;
   }
 
   release(): void {

@@ -38,6 +38,8 @@ export interface RunModelSource {
   finalStep?: number;
   name: string;
   trainLoss?: number;
+  /** A trainer is working on it now (training or initializing): chats then decode on one thread. */
+  training?: boolean;
 }
 
 /** A prompt that does not fit the model's context; thrown before any model work. */
@@ -63,6 +65,17 @@ export interface ChatJob {
   maxTokens: number;
   /** Stop strings: the text ends before the first one. */
   stops: string[];
+  /** Decoding threads (chatThreads): 1 beside a training run, unset (every core) otherwise. */
+  threads?: number;
+}
+
+/**
+ * The playground's decoding threads: one while any run trains, so a chat does not slow the run (the
+ * trainer uses every core), and every core otherwise: decoding on one thread of two was the playground's
+ * main gap to llama.cpp (notes/PERF.md "Playground threads").
+ */
+export function chatThreads(runs: Pick<RunModelSource, "training">[]): number | undefined {
+  return runs.some((r) => r.training) ? 1 : undefined;
 }
 
 export interface ChatStart {
@@ -77,6 +90,8 @@ export interface ChatResult {
   promptTokens: number;
   completionTokens: number;
   tokensPerSecond: number;
+  /** The decoding threads the reply used (unset: every core). */
+  threads?: number;
 }
 
 export interface WorkerError {
@@ -179,7 +194,7 @@ export class ModelCache {
    * Starts a chat with model `id` in the worker. `onText` gets the reply's text as it is produced;
    * aborting `signal` (the client went away) stops the generation between two tokens.
    */
-  chat(id: string, req: Omit<ChatJob, "model" | "where">, o: { onText: (text: string) => void; signal?: AbortSignal }): ChatHandle {
+  chat(id: string, req: Omit<ChatJob, "model" | "where" | "threads">, o: { onText: (text: string) => void; signal?: AbortSignal }): ChatHandle {
     const rid = this.nextId++;
     let start!: Pending["start"], done!: Pending["done"];
     const handle: ChatHandle = {
@@ -200,7 +215,8 @@ export class ModelCache {
     handle.done.finally(() => o.signal?.removeEventListener("abort", cancel)).catch(() => {});
     try {
       const where = this.locate(id);
-      this.ensureWorker().postMessage({ type: "chat", id: rid, job: { ...req, model: id, where } } satisfies ToWorker);
+      const job: ChatJob = { ...req, model: id, where, threads: chatThreads(this.runs()) };
+      this.ensureWorker().postMessage({ type: "chat", id: rid, job } satisfies ToWorker);
       if (o.signal?.aborted) cancel();
     } catch (e) {
       fail(e as Error);

@@ -30,6 +30,7 @@ export function modelCacheFor(deps: AppDeps): ModelCache {
       finalStep: v.hasFinal ? finalStep(v.dir) : undefined,
       name: v.run.config.name,
       trainLoss: v.trainLoss,
+      training: v.status.state === "training" || v.status.state === "initializing",
     })));
 }
 

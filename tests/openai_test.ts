@@ -256,3 +256,39 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "playground threads: one beside a training run, every core otherwise, the same greedy reply either way",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { chatThreads } = await import("../engine/model_cache.ts");
+    assertEquals([chatThreads([]), chatThreads([{ training: false }]), chatThreads([{ training: false }, { training: true }])], [undefined, undefined, 1]);
+    const dataDir = fs.mkdtempSync("/tmp/gt-threads-");
+    let training = true;
+    const models = new ModelCache(
+      dataDir,
+      () => [{ id: "r1", dir: path.join(dataDir, "runs", "r1"), baseModel: "demo", method: "lora", checkpoints: [], hasFinal: false, name: "live", training }],
+    );
+    try {
+      const ask = async () => {
+        let text = "";
+        const h = models.chat("demo", { messages: [{ role: "user", content: "Hello there" }], sampling: { temperature: 0 }, maxTokens: 12, stops: [] }, {
+          onText: (t) => (text += t),
+        });
+        const r = await h.done;
+        return { text, threads: r.threads, tokens: r.completionTokens };
+      };
+      const beside = await ask();
+      training = false;
+      const alone = await ask();
+      assertEquals(beside.threads, 1, "a chat beside a training run");
+      assertEquals(alone.threads, undefined, "a chat with no run training (the session made again)");
+      assert(beside.tokens > 0 && beside.text.length > 0, `no reply: ${JSON.stringify(beside)}`);
+      assertEquals(alone.text, beside.text, "the greedy reply changed with the threads");
+    } finally {
+      models.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  },
+});
