@@ -54,6 +54,22 @@ export async function clickNow(page: Page, selector: string): Promise<void> {
   if (!clicked) throw new Error(`clickNow: ${selector} is not on the page`);
 }
 
+/**
+ * Focus the element `selector` names inside one page task, for the same reason as clickNow:
+ * puppeteer's `page.focus` finds the node and focuses it in two protocol calls, and a polling swap
+ * between them leaves focus on a detached node (or throws "Node is detached from document").
+ */
+export async function focusNow(page: Page, selector: string): Promise<void> {
+  await page.waitForSelector(selector);
+  const focused = await page.evaluate((s) => {
+    const el = document.querySelector(s);
+    if (!(el instanceof HTMLElement)) return false;
+    el.focus();
+    return document.activeElement === el;
+  }, selector);
+  if (!focused) throw new Error(`focusNow: ${selector} is not on the page or cannot take focus`);
+}
+
 export interface WatchedPage {
   page: Page;
   /** Console errors, page errors and failed requests seen so far. */
