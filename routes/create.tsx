@@ -67,19 +67,19 @@ async function startRefusal(
   config: RunConfig,
   f: FormValues,
   dataDir: string,
-): Promise<{ modelDir?: string } & ({ field?: undefined; message?: undefined } | { field: string; message: string })> {
-  let modelDir: string;
+): Promise<{ info?: ModelInfo } & ({ field?: undefined; message?: undefined } | { field: string; message: string })> {
+  let info: ModelInfo;
   try {
-    modelDir = await resolveModelPath(config.model, dataDir);
+    info = describeModel(await resolveModelPath(config.model, dataDir));
   } catch (e) {
     return { field: f.model_path ? "model_path" : "model", message: (e as Error).message };
   }
   if (config.method === "lora") {
     // A base precision the chosen device cannot run is refused here, not once the run has started.
     try {
-      await checkBasePrecision(config.device, resolveBasePrecision(describeModel(modelDir).config, config).precision);
+      await checkBasePrecision(config.device, resolveBasePrecision(info.config, config).precision);
     } catch (e) {
-      return { modelDir, field: "base_precision", message: (e as Error).message };
+      return { info, field: "base_precision", message: (e as Error).message };
     }
   }
   try {
@@ -89,9 +89,9 @@ async function startRefusal(
     const ins = await inspectDataset(config.dataset.path, { format: config.dataset.format, fields: config.dataset.fields, limit: 1, skipInvalid: config.dataset.skipInvalid });
     if (ins.invalid.length && !config.dataset.skipInvalid) throw invalidRows(config.dataset.path, ins.invalid, ins.total);
   } catch (e) {
-    return { modelDir, field: "dataset_path", message: (e as Error).message };
+    return { info, field: "dataset_path", message: (e as Error).message };
   }
-  return { modelDir };
+  return { info };
 }
 
 function Err(props: { name: string; msg?: string; oob?: boolean }) {
@@ -475,7 +475,7 @@ export function createRoutes(deps: AppDeps) {
       // What Start would refuse, said here too: a check answered after a refused Start repeats the refusal.
       const refused = await startRefusal(config, f, dataDir);
       if (refused.field) errors[refused.field] = refused.message;
-      if (refused.modelDir) info = describeModel(refused.modelDir);
+      info = refused.info;
     } else {
       try {
         info = describeModel(await resolveModelPath(String(f.model_path || f.model || "demo"), dataDir));

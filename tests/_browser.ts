@@ -34,40 +34,65 @@ export async function launch(): Promise<Browser> {
 }
 
 /**
- * Click the element `selector` names inside one page task: finding and clicking cannot be split by a
- * polling htmx swap (puppeteer's `page.click` finds the node, then scrolls and clicks it in later
- * protocol calls, and fails with "Node is detached from document" when #control is re-rendered between
- * them). Waits for the element first; a confirm() it opens is answered by the page's dialog handler.
+ * Click or focus the element `selector` names inside one page task: finding it and acting on it
+ * cannot be split by a polling htmx swap. Puppeteer's `page.click` finds the node, then scrolls and
+ * clicks it in later protocol calls, and `page.focus` finds and focuses in two; when #control is
+ * re-rendered between them they fail with "Node is detached from document" or act on a detached node.
+ * Waits for the element first; a confirm() a click opens is answered by the page's dialog handler.
  */
-export async function clickNow(page: Page, selector: string): Promise<void> {
+async function actNow(page: Page, selector: string, action: "click" | "focus"): Promise<void> {
   await page.waitForSelector(selector);
-  const clicked = await page.evaluate((s) => {
-    const el = document.querySelector(s);
-    if (!(el instanceof HTMLElement)) return false;
-    el.click();
-    return true;
-  }, selector).catch((e: Error) => {
+  const done = await page.evaluate(
+    (s, a) => {
+      const el = document.querySelector(s);
+      if (!(el instanceof HTMLElement)) return false;
+      if (a === "click") {
+        el.click();
+        return true;
+      }
+      el.focus();
+      return document.activeElement === el;
+    },
+    selector,
+    action,
+  ).catch((e: Error) => {
     // A click that navigated at once took its page task with it: the click happened.
-    if (/Execution context was destroyed|Target closed/.test(e.message)) return true;
+    if (action === "click" && /Execution context was destroyed|Target closed/.test(e.message)) return true;
     throw e;
   });
-  if (!clicked) throw new Error(`clickNow: ${selector} is not on the page`);
+  if (!done) throw new Error(`${action}Now: ${selector} is not on the page${action === "focus" ? " or cannot take focus" : ""}`);
+}
+
+/** Click `selector` inside one page task (see actNow). */
+export function clickNow(page: Page, selector: string): Promise<void> {
+  return actNow(page, selector, "click");
+}
+
+/** Focus `selector` inside one page task (see actNow). */
+export function focusNow(page: Page, selector: string): Promise<void> {
+  return actNow(page, selector, "focus");
 }
 
 /**
- * Focus the element `selector` names inside one page task, for the same reason as clickNow:
- * puppeteer's `page.focus` finds the node and focuses it in two protocol calls, and a polling swap
- * between them leaves focus on a detached node (or throws "Node is detached from document").
+ * Wait until the text of `selector` passes `test` (a regular expression), and fail naming `what` and
+ * the last text seen. For panels that poll on their own: after one panel shows a state, another
+ * panel's next answer (within its poll interval) carries it, so read it by waiting, never at once.
  */
-export async function focusNow(page: Page, selector: string): Promise<void> {
-  await page.waitForSelector(selector);
-  const focused = await page.evaluate((s) => {
-    const el = document.querySelector(s);
-    if (!(el instanceof HTMLElement)) return false;
-    el.focus();
-    return document.activeElement === el;
-  }, selector);
-  if (!focused) throw new Error(`focusNow: ${selector} is not on the page or cannot take focus`);
+export async function waitForText(page: Page, selector: string, test: RegExp, what: string, limitMs = TIMEOUTS.request): Promise<string> {
+  try {
+    await page.waitForFunction(
+      (s, src, flags) => new RegExp(src, flags).test(document.querySelector(s)?.textContent ?? ""),
+      { timeout: limitMs },
+      selector,
+      test.source,
+      test.flags,
+    );
+  } catch (e) {
+    if (!(e instanceof Error) || e.name !== "TimeoutError") throw e;
+    const last = await page.$eval(selector, (el) => el.textContent ?? "").catch(() => "(not on the page)");
+    throw new Error(`${what}: ${selector} is "${last}" after ${limitMs} ms, expected ${test}`);
+  }
+  return await page.$eval(selector, (el) => el.textContent ?? "");
 }
 
 export interface WatchedPage {

@@ -89,8 +89,9 @@ export class EmbeddingTable {
   bitsAt(i: number): number {
     if (this.bits) return this.bits[i];
     if (!this.rows) throw new RangeError("a float32 table has no bf16 bits");
-    const one = new Uint16Array(1), r = this.rows;
-    if (fs.readSync(r.fd, new Uint8Array(one.buffer), 0, 2, r.offset + i * 2) !== 2) throw new RangeError(`Cannot read the table in "${r.file}": the file is truncated`);
+    // The row scratch is reused: the tied-head check calls this a thousand times per load.
+    const one = this.scratch ??= new Uint16Array(this.hidden), r = this.rows;
+    if (fs.readSync(r.fd, new Uint8Array(one.buffer, 0, 2), 0, 2, r.offset + i * 2) !== 2) throw new RangeError(`Cannot read the table in "${r.file}": the file is truncated`);
     return one[0];
   }
 
