@@ -252,7 +252,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     method,
     device: o.device ?? "cpu",
     ...common,
-    activations: o.activations ?? (method === "forward" ? null : defaultActivations(method === "full" ? "full" : "lora")),
+    activations: o.activations ?? (method === "forward" ? null : defaultActivations(method === "full" ? "full" : "lora", config)),
     batch: B,
     seq: T,
     tokens_per_second: (B * T) / (stepMs / 1000),

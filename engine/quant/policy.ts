@@ -8,6 +8,7 @@
  */
 import type { GemmaConfig } from "../gemma/config.ts";
 import { countParams, estimateMemory, type MemoryEstimate, paramSpecs } from "../gemma/params.ts";
+import { layerCheckpointable } from "../gemma/staged.ts";
 import { type BasePrecision, bytesPerWeight } from "./blocks.ts";
 import type { Device } from "../session.ts";
 
@@ -125,17 +126,20 @@ export function estimateRunMemory(
   const o = { method: cfg.method, basePrecision: cfg.basePrecision, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets };
   const base = estimateMemory(c, o);
   const precision = o.method === "full" ? "fp32" : (o.basePrecision ?? defaultBasePrecision(c).precision);
-  if (precision === "fp32" && o.method === "full") return { ...base, basePrecision: precision };
-  let weightsBytes = 0;
-  for (const s of paramSpecs(c)) {
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    if (s.kind === "linear") weightsBytes += n * bytesPerWeight(precision, s.shape[1]);
-    else if (s.kind === "embedding") weightsBytes += n * (precision === "fp32" ? 4 : 2);
-    else weightsBytes += n * 4;
+  // Full fine-tuning holds every weight in fp32, as estimateMemory counts them; a LoRA base per its precision.
+  let weightsBytes = o.method === "full" ? base.weightsBytes : 0;
+  if (o.method === "lora") {
+    for (const s of paramSpecs(c)) {
+      const n = s.shape.reduce((a, b) => a * b, 1);
+      if (s.kind === "linear") weightsBytes += n * bytesPerWeight(precision, s.shape[1]);
+      else if (s.kind === "embedding") weightsBytes += n * (precision === "fp32" ? 4 : 2);
+      else weightsBytes += n * 4;
+    }
   }
   let activationBytes = base.activationBytes;
-  // Per-layer checkpointing (engine/gemma/staged.ts layerCheckpointable): Gemma 4 LoRA too, not MoE.
-  const perLayer = o.method === "lora" ? !c.moe : !c.ple && !c.moe && c.layers.every((l, i) => l.kvSource === i);
+  // Per-layer checkpointing (engine/train_engine.ts defaultActivations): LoRA and full fine-tuning
+  // wherever engine/gemma/staged.ts layerCheckpointable allows it (Gemma 4 LoRA too, not MoE).
+  const perLayer = layerCheckpointable(c, o.method);
   if (perLayer) {
     // One layer's share of the activations alive, and every layer's input h.
     const L = c.numLayers, N = o.batchSize * o.seqLen;

@@ -33,8 +33,16 @@ Deno.test("memory estimate follows the base precision and per-layer recompute", 
   if (!(m.bf16.activationBytes < all.activationBytes / 3)) {
     throw new Error(`per-layer recompute should keep far fewer activations: ${m.bf16.activationBytes} vs ${all.activationBytes}`);
   }
-  if (estimateRunMemory(c, { ...o, method: "full" }).totalBytes !== estimateMemory(c, { ...plain, method: "full" }).totalBytes) {
-    throw new Error("full fine-tuning's estimate changed");
+  // Full fine-tuning: fp32 weights, gradient and two moments as before; its activations are checkpointed
+  // per layer as LoRA's (defaultActivations), except where the model cannot be (Gemma 4 with per-layer inputs).
+  const full = estimateRunMemory(c, { ...o, method: "full" }), fullAll = estimateMemory(c, { ...plain, method: "full" });
+  if (full.weightsBytes !== fullAll.weightsBytes || full.optimizerBytes !== fullAll.optimizerBytes || full.trainableBytes !== 0) {
+    throw new Error(`full fine-tuning's weights or optimizer estimate changed: ${JSON.stringify(full)} vs ${JSON.stringify(fullAll)}`);
+  }
+  if (full.activationBytes !== m.fp32.activationBytes) throw new Error(`full fine-tuning's activations ${full.activationBytes}, LoRA's per-layer ${m.fp32.activationBytes}`);
+  const e2b = presetConfig("gemma-4-e2b").config;
+  if (estimateRunMemory(e2b, { ...o, method: "full" }).totalBytes !== estimateMemory(e2b, { ...plain, method: "full" }).totalBytes) {
+    throw new Error("full fine-tuning of a model with per-layer inputs is not checkpointed per layer, so its estimate keeps every activation");
   }
 });
 
