@@ -11,9 +11,9 @@
  * compiles one body (training, evaluation) and one head per kind, whatever the batch shapes.
  */
 import type * as ortTypes from "onnxruntime-node";
-import type { GemmaConfig, LayerType } from "./gemma/config.ts";
+import { type GemmaConfig, layerCheckpointable, type LayerType } from "./gemma/config.ts";
 import { attentionMask, buildModelGraph, type LoraSpec, ropeTables, typeHeadDim } from "./gemma/model.ts";
-import { buildBody, buildHeadChunk, EMBED, layerCheckpointable, PLE_TABLE, vocabChunks } from "./gemma/staged.ts";
+import { buildBody, buildHeadChunk, EMBED, PLE_TABLE, vocabChunks } from "./gemma/staged.ts";
 import { paramSpecs } from "./gemma/params.ts";
 import { createSession, type Device, tensor } from "./session.ts";
 import { collectAfterDropping, collectGarbage } from "./gc.ts";

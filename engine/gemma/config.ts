@@ -191,3 +191,16 @@ export function numReader(c: Raw, source: string) {
     return v;
   };
 }
+
+/**
+ * Whether the body can be checkpointed per layer. Each layer must depend on the one below alone,
+ * except for what per-layer checkpointing saves beside the layer inputs for LoRA: Gemma 4's per-layer
+ * inputs [N,L·Dp] and the keys/values of each KV-sharing source layer (their gradients from the
+ * shared layers above are summed and seeded into the source layer's recompute). Full fine-tuning
+ * would differentiate through those saved values too, so it needs plain layers; MoE layers never.
+ * (engine/gemma/staged.ts builds it; it lives here so the memory estimate can ask without the graph code.)
+ */
+export function layerCheckpointable(c: GemmaConfig, method: "lora" | "full" | "forward" = "lora"): boolean {
+  if (c.moe) return false;
+  return method === "lora" || (!c.ple && c.layers.every((l, i) => l.kvSource === i));
+}

@@ -17,7 +17,7 @@ import { type Dim, type DType, feedNames, Graph, type Value } from "../onnx/buil
 import * as o from "../onnx/ops.ts";
 import { gradientsFromSeeds } from "../onnx/autodiff.ts";
 import { pruneGraph, splitGraph, stageSplit } from "../onnx/partition.ts";
-import type { GemmaConfig } from "./config.ts";
+import { type GemmaConfig, layerCheckpointable } from "./config.ts";
 import { Ctx, declareWeights, layer, loraInputsOf, type ModelGraphOptions, perLayerInputs, positionInputs, rmsNorm, softcap, trainableWeights } from "./model.ts";
 
 /** As for the single graph (model.ts); method "forward" builds the forward graph only. */
@@ -115,18 +115,6 @@ export function buildBody(c: GemmaConfig, opts: BodyOptions): BodyGraphs {
     trainable: wrt.map((w) => w.name),
     dropoutInputs,
   };
-}
-
-/**
- * Whether the body can be checkpointed per layer. Each layer must depend on the one below alone,
- * except for what per-layer checkpointing saves beside the layer inputs for LoRA: Gemma 4's per-layer
- * inputs [N,L·Dp] and the keys/values of each KV-sharing source layer (their gradients from the
- * shared layers above are summed and seeded into the source layer's recompute). Full fine-tuning
- * would differentiate through those saved values too, so it needs plain layers; MoE layers never.
- */
-export function layerCheckpointable(c: GemmaConfig, method: "lora" | "full" | "forward" = "lora"): boolean {
-  if (c.moe) return false;
-  return method === "lora" || (!c.ple && c.layers.every((l, i) => l.kvSource === i));
 }
 
 /**

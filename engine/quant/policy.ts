@@ -6,9 +6,8 @@
  * the bound for the model's size. The shifts are measured by engine/quant/quality_test.ts on
  * checkpoints with realistic weight scales; the bounds are the ones that test enforces.
  */
-import type { GemmaConfig } from "../gemma/config.ts";
+import { type GemmaConfig, layerCheckpointable } from "../gemma/config.ts";
 import { countParams, estimateMemory, type MemoryEstimate, paramSpecs } from "../gemma/params.ts";
-import { layerCheckpointable } from "../gemma/staged.ts";
 import { type BasePrecision, bytesPerWeight } from "./blocks.ts";
 import type { Device } from "../session.ts";
 
@@ -138,7 +137,7 @@ export function estimateRunMemory(
   }
   let activationBytes = base.activationBytes;
   // Per-layer checkpointing (engine/train_engine.ts defaultActivations): LoRA and full fine-tuning
-  // wherever engine/gemma/staged.ts layerCheckpointable allows it (Gemma 4 LoRA too, not MoE).
+  // wherever layerCheckpointable (engine/gemma/config.ts) allows it (Gemma 4 LoRA too, not MoE).
   const perLayer = layerCheckpointable(c, o.method);
   if (perLayer) {
     // One layer's share of the activations alive, and every layer's input h.
