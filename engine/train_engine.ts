@@ -546,14 +546,13 @@ export class TrainEngine {
 
 /**
  * How the body's backward gets its activations when the caller does not say (TrainEngineOptions.activations):
- * per-layer checkpointing wherever the model allows it (LoRA always asks for it; buildBody falls back to
- * "save" for MoE), else full fine-tuning recomputes the whole forward. Full fine-tuning of gemma-3-270m,
- * 18 layers, 4 × 128: "layer" 123.6 tokens/s at 5068 MB peak against "recompute" 102.4 at 5770
- * (notes/PERF.md, session 8).
+ * per-layer checkpointing wherever the model allows it, else full fine-tuning recomputes the whole forward
+ * and LoRA (MoE models) saves every activation. Full fine-tuning of gemma-3-270m, 18 layers, 4 × 128:
+ * "layer" 123.6 tokens/s at 5068 MB peak against "recompute" 102.4 at 5770 (notes/PERF.md, session 8).
  */
-export function defaultActivations(method: "lora" | "full", c?: GemmaConfig): "save" | "recompute" | "layer" {
-  if (method === "lora") return "layer";
-  return c && layerCheckpointable(c, "full") ? "layer" : "recompute";
+export function defaultActivations(method: "lora" | "full", c: GemmaConfig): "save" | "recompute" | "layer" {
+  if (layerCheckpointable(c, method)) return "layer";
+  return method === "full" ? "recompute" : "save";
 }
 
 /** dst = src (the first micro-batch of an accumulation) or dst += src. */

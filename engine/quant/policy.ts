@@ -111,6 +111,18 @@ export async function checkBasePrecision(device: Device, precision: BasePrecisio
   );
 }
 
+/** A frozen LoRA base's bytes at `precision`: projections in blocks, the tables in bf16 unless fp32, the rest fp32. */
+function frozenBaseBytes(c: GemmaConfig, precision: BasePrecision): number {
+  let bytes = 0;
+  for (const s of paramSpecs(c)) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    if (s.kind === "linear") bytes += n * bytesPerWeight(precision, s.shape[1]);
+    else if (s.kind === "embedding") bytes += n * (precision === "fp32" ? 4 : 2);
+    else bytes += n * 4;
+  }
+  return bytes;
+}
+
 /**
  * The memory estimate of a run's settings, the one the create page (before the run) and the worker
  * (run.json modelInfo.memoryEstimateMb) both show: estimateMemory (engine/gemma/params.ts) with the frozen
@@ -126,20 +138,11 @@ export function estimateRunMemory(
   const base = estimateMemory(c, o);
   const precision = o.method === "full" ? "fp32" : (o.basePrecision ?? defaultBasePrecision(c).precision);
   // Full fine-tuning holds every weight in fp32, as estimateMemory counts them; a LoRA base per its precision.
-  let weightsBytes = o.method === "full" ? base.weightsBytes : 0;
-  if (o.method === "lora") {
-    for (const s of paramSpecs(c)) {
-      const n = s.shape.reduce((a, b) => a * b, 1);
-      if (s.kind === "linear") weightsBytes += n * bytesPerWeight(precision, s.shape[1]);
-      else if (s.kind === "embedding") weightsBytes += n * (precision === "fp32" ? 4 : 2);
-      else weightsBytes += n * 4;
-    }
-  }
+  const weightsBytes = o.method === "full" ? base.weightsBytes : frozenBaseBytes(c, precision);
   let activationBytes = base.activationBytes;
   // Per-layer checkpointing (engine/train_engine.ts defaultActivations): LoRA and full fine-tuning
   // wherever layerCheckpointable (engine/gemma/config.ts) allows it (Gemma 4 LoRA too, not MoE).
-  const perLayer = layerCheckpointable(c, o.method);
-  if (perLayer) {
+  if (layerCheckpointable(c, o.method)) {
     // One layer's share of the activations alive, and every layer's input h.
     const L = c.numLayers, N = o.batchSize * o.seqLen;
     // Each frozen weight is dequantized right before its own product and freed after it
