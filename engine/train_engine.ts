@@ -548,7 +548,7 @@ export class TrainEngine {
  * How the body's backward gets its activations when the caller does not say (TrainEngineOptions.activations):
  * per-layer checkpointing wherever the model allows it, else full fine-tuning recomputes the whole forward
  * and LoRA (MoE models) saves every activation. Full fine-tuning of gemma-3-270m, 18 layers, 4 × 128:
- * "layer" 123.6 tokens/s at 5068 MB peak against "recompute" 102.4 at 5770 (notes/PERF.md, session 8).
+ * "layer" 123.6 tokens/s at 5068 MB peak against "recompute" 98.1 at 5786, alternated (notes/PERF.md, session 8).
  */
 export function defaultActivations(method: "lora" | "full", c: GemmaConfig): "save" | "recompute" | "layer" {
   if (layerCheckpointable(c, method)) return "layer";
