@@ -6,11 +6,12 @@ import { BASE_PRECISIONS, type BasePrecision } from "../engine/quant/blocks.ts";
 import { PRESETS } from "../config/models.ts";
 
 const ACTIVATIONS = ["save", "recompute", "layer"] as const;
+const OPTIMIZERS = ["adamw", "adamw-8bit"] as const;
 
 export const benchVerb = defineVerb({
   name: "bench",
   usage:
-    "gemma-tuner bench [--preset gemma-3-1b | --generation 3 --hidden 640 …] [--base-precision fp32|bf16|int8|int4] [--method lora|full|forward|generate] [--batch 4] [--seq 128] [--steps 5] [--device cpu|webgpu|cuda]",
+    "gemma-tuner bench [--preset gemma-3-1b | --generation 3 --hidden 640 …] [--base-precision fp32|bf16|int8|int4] [--method lora|full|forward|generate] [--optimizer adamw|adamw-8bit] [--batch 4] [--seq 128] [--steps 5] [--device cpu|webgpu|cuda]",
   flags: {
     preset: {
       kind: "string",
@@ -18,6 +19,7 @@ export const benchVerb = defineVerb({
     },
     "base-precision": { kind: "string", help: "frozen base weights: fp32 | bf16 | int8 | int4 (LoRA and forward)", default: "fp32" },
     activations: { kind: "string", help: "the body's backward: layer (per-layer recompute) | save | recompute; default the engine's" },
+    optimizer: { kind: "string", help: "adamw (float32 moments) | adamw-8bit (blockwise 8-bit moments)", default: "adamw" },
     generation: { kind: "number", help: "Gemma generation", default: 3 },
     hidden: { kind: "number", help: "hidden size", default: 640 },
     heads: { kind: "number", help: "attention heads", default: 4 },
@@ -42,6 +44,8 @@ export const benchVerb = defineVerb({
     if (!BASE_PRECISIONS.includes(precision)) throw new UsageError(`bench: --base-precision must be ${BASE_PRECISIONS.join(", ")}, got "${precision}"`);
     const activations = f.activations as typeof ACTIVATIONS[number] | undefined;
     if (activations !== undefined && !ACTIVATIONS.includes(activations)) throw new UsageError(`bench: --activations must be ${ACTIVATIONS.join(", ")}, got "${activations}"`);
+    const optimizer = f.optimizer as typeof OPTIMIZERS[number];
+    if (!OPTIMIZERS.includes(optimizer)) throw new UsageError(`bench: --optimizer must be ${OPTIMIZERS.join(" or ")}, got "${f.optimizer}"`);
     if (f.preset !== undefined && !PRESETS[f.preset]) {
       throw new UsageError(`bench: unknown --preset "${f.preset}"; choose one of ${Object.keys(PRESETS).filter((k) => !k.startsWith("tiny")).join(", ")}`);
     }
@@ -63,6 +67,7 @@ export const benchVerb = defineVerb({
       method,
       basePrecision: precision,
       activations,
+      optimizer,
       batch: f.batch,
       seq: f.seq,
       steps: f.steps,

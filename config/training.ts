@@ -44,6 +44,11 @@ export const RunConfigSchema = z.object({
   learningRate: z.number().positive().max(1).default(2e-4),
   schedule: z.enum(["cosine", "linear", "constant"]).default("cosine"),
   warmupSteps: z.number().int().min(0).max(1_000_000).default(10),
+  /**
+   * AdamW with float32 moments (torch.optim.AdamW), or with blockwise 8-bit moments (bitsandbytes'
+   * scheme, docs/OPTIMIZER.md): 6 bytes less per trainable parameter, for full fine-tuning of larger models.
+   */
+  optimizer: z.enum(["adamw", "adamw-8bit"]).default("adamw"),
   weightDecay: z.number().min(0).max(10).default(0),
   adamBeta1: z.number().min(0).max(0.9999).default(0.9),
   adamBeta2: z.number().min(0).max(0.999999).default(0.999),

@@ -50,6 +50,8 @@ export interface BenchOptions {
   basePrecision?: BasePrecision;
   /** The body's activations (TrainEngineOptions.activations); default the engine's. */
   activations?: "save" | "recompute" | "layer";
+  /** AdamW's moments: float32 (default, torch.optim.AdamW's) or blockwise 8-bit (engine/optim8.ts). */
+  optimizer?: "adamw" | "adamw-8bit";
   batch: number;
   seq: number;
   /** Timed steps, after one warm-up. */
@@ -216,7 +218,8 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   });
   // A training step as the trainer runs it (and as PyTorch's is measured, scripts/torch_baseline.py):
   // forward, backward and the AdamW update, with the optimizer's moments in memory.
-  const optimizer = method === "forward" ? null : new AdamW(engine.trainable, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+  const moments = o.optimizer === "adamw-8bit" ? "8bit" : "fp32";
+  const optimizer = method === "forward" ? null : new AdamW(engine.trainable, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, moments });
   const ids = Int32Array.from({ length: B * T }, () => Math.floor(next() * config.vocabSize));
   const labels = ids.slice();
   // labelled < 1 masks the start of each row as a prompt (−100), as chat fine-tuning does.
@@ -264,5 +267,6 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     trainable_parameters: method === "forward" ? 0 : trainable,
     labelled_fraction: o.labelled,
     optimizer_included: method !== "forward",
+    optimizer: method === "forward" ? null : (o.optimizer ?? "adamw"),
   };
 }

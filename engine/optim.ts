@@ -7,8 +7,12 @@
  * (engine/optim_pool.ts) takes half of the elements while this thread does the other half. Every element
  * gets the same float64 arithmetic either way, so the result is bit-identical to the single-threaded
  * update; the norm sums fixed blocks in a fixed order, whoever computes them.
+ *
+ * The moments are float32 (`adamw`, torch.optim.AdamW's arithmetic) or, for tensors of Q8_MIN_ELEMENTS
+ * and more, blockwise 8-bit (`adamw-8bit`, engine/optim8.ts: 2 bytes a parameter instead of 8).
  */
-import { OptimPool } from "./optim_pool.ts";
+import { OptimPool, type OptimTensors } from "./optim_pool.ts";
+import { adamw8Range, Q8_MIN_ELEMENTS, type Q8Moments, zeroMoments } from "./optim8.ts";
 
 export interface Param {
   shape: number[];
@@ -22,7 +26,17 @@ export interface AdamWOptions {
   weightDecay: number;
   /** Which parameters get weight decay; default: all but norms and biases (what HF Trainer does). */
   decay?: (name: string) => boolean;
+  /** How the moments are stored (default float32). */
+  moments?: MomentStorage;
 }
+
+/** float32 moments, or blockwise 8-bit ones for tensors of Q8_MIN_ELEMENTS and more (engine/optim8.ts). */
+export type MomentStorage = "fp32" | "8bit";
+
+/** One optimizer-state tensor as a checkpoint stores it. */
+export type StateTensor =
+  | { name: string; dtype: "F32"; shape: number[]; data: Float32Array }
+  | { name: string; dtype: "U8"; shape: number[]; data: Uint8Array };
 
 /** HF Trainer's default: no weight decay on biases and normalisation weights. */
 export function defaultDecay(name: string): boolean {
@@ -40,8 +54,11 @@ export interface AdamWRunOptions {
 export class AdamW {
   /** Optimizer steps taken so far (the `t` of bias correction). */
   step = 0;
+  /** float32 moments (every parameter with `moments: "fp32"`, the small ones with "8bit"). */
   readonly m = new Map<string, Float32Array>();
   readonly v = new Map<string, Float32Array>();
+  /** 8-bit moments of the parameters that have them. */
+  readonly q8 = new Map<string, Q8Moments>();
   private decayed = new Set<string>();
   private pool: OptimPool | null = null;
 
@@ -50,8 +67,11 @@ export class AdamW {
     let total = 0;
     for (const p of params.values()) total += p.data.length;
     for (const [name, p] of params) {
-      this.m.set(name, new Float32Array(p.data.length));
-      this.v.set(name, new Float32Array(p.data.length));
+      if (opts.moments === "8bit" && p.data.length >= Q8_MIN_ELEMENTS) this.q8.set(name, zeroMoments(p.data.length));
+      else {
+        this.m.set(name, new Float32Array(p.data.length));
+        this.v.set(name, new Float32Array(p.data.length));
+      }
       if (decay(name)) this.decayed.add(name);
     }
     if ((run.parallel ?? true) && total >= PARALLEL_MIN_ELEMENTS && typeof SharedArrayBuffer === "function") this.pool = new OptimPool();
@@ -68,14 +88,15 @@ export class AdamW {
     this.pool = null;
   }
 
-  /** The tensors in update order, each [w, g, m, v], when the worker is up (else null: this thread does it all). */
-  private sharedTensors(grads: Map<string, Float32Array>): Float32Array[][] | null {
+  /** The tensors in update order (optim_pool.ts OptimTensors), when the worker is up (else null: this thread does it all). */
+  private sharedTensors(grads: Map<string, Float32Array>): OptimTensors[] | null {
     if (!this.pool?.ready()) return null;
-    const out: Float32Array[][] = [];
+    const out: OptimTensors[] = [];
     for (const [name, p] of this.params) {
       const g = grads.get(name);
       if (!g) return null;
-      out.push([p.data, g, this.m.get(name)!, this.v.get(name)!]);
+      const q = this.q8.get(name);
+      out.push(q ? [p.data, g, q.m, q.v, q.mMax, q.vMax] : [p.data, g, this.m.get(name)!, this.v.get(name)!]);
     }
     return out;
   }
@@ -119,31 +140,54 @@ export class AdamW {
     if (shared) return this.pool!.adamw(shared, decays, k);
     let i = 0;
     for (const [name, p] of this.params) {
-      const g = grads.get(name)!;
-      adamwRange(p.data, g, this.m.get(name)!, this.v.get(name)!, decays[i++], k, 0, g.length);
+      const g = grads.get(name)!, q = this.q8.get(name);
+      if (q) adamw8Range(p.data, g, q.m, q.v, q.mMax, q.vMax, decays[i++], k, 0, g.length);
+      else adamwRange(p.data, g, this.m.get(name)!, this.v.get(name)!, decays[i++], k, 0, g.length);
     }
   }
 
-  /** m and v as named tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`) for a safetensors file. */
-  stateTensors(): { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] {
-    const out: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[] = [];
+  /**
+   * m and v as named tensors for a safetensors file: `exp_avg.<name>` and `exp_avg_sq.<name>`, float32,
+   * or for 8-bit moments U8 codes of the parameter's shape plus `exp_avg.<name>.absmax` (and
+   * `exp_avg_sq.<name>.absmax`), float32 per block.
+   */
+  stateTensors(): StateTensor[] {
+    const out: StateTensor[] = [];
     for (const [name, p] of this.params) {
+      const q = this.q8.get(name);
+      if (q) {
+        out.push({ name: `exp_avg.${name}`, dtype: "U8", shape: p.shape, data: q.m });
+        out.push({ name: `exp_avg.${name}.absmax`, dtype: "F32", shape: [q.mMax.length], data: q.mMax });
+        out.push({ name: `exp_avg_sq.${name}`, dtype: "U8", shape: p.shape, data: q.v });
+        out.push({ name: `exp_avg_sq.${name}.absmax`, dtype: "F32", shape: [q.vMax.length], data: q.vMax });
+        continue;
+      }
       out.push({ name: `exp_avg.${name}`, dtype: "F32", shape: p.shape, data: this.m.get(name)! });
       out.push({ name: `exp_avg_sq.${name}`, dtype: "F32", shape: p.shape, data: this.v.get(name)! });
     }
     return out;
   }
 
-  /** Restores state written by `stateTensors`; `source` names the file in errors. */
-  loadState(tensors: Map<string, Float32Array>, step: number, source = "optimizer state"): void {
+  /** Restores state written by `stateTensors` (the same moment storage); `source` names the file in errors. */
+  loadState(tensors: Map<string, Float32Array | Uint8Array>, step: number, source = "optimizer state"): void {
+    const get = <T extends Float32Array | Uint8Array>(key: string, type: new (n: number) => T, length: number): T => {
+      const t = tensors.get(key);
+      if (!t) throw new RangeError(`Cannot resume from "${source}": tensor "${key}" is missing`);
+      if (!(t instanceof type)) {
+        const [was, now] = t instanceof Uint8Array ? ["adamw-8bit", "adamw"] : ["adamw", "adamw-8bit"];
+        throw new RangeError(`Cannot resume from "${source}": "${key}" holds ${was} moments and this run's optimizer is ${now} (resume with optimizer ${was})`);
+      }
+      if (t.length !== length) throw new RangeError(`Cannot resume from "${source}": "${key}" has ${t.length} values, expected ${length}`);
+      return t as T;
+    };
     for (const [name, p] of this.params) {
-      for (const [prefix, target] of [["exp_avg", this.m], ["exp_avg_sq", this.v]] as const) {
-        const t = tensors.get(`${prefix}.${name}`);
-        if (!t) throw new RangeError(`Cannot resume from "${source}": tensor "${prefix}.${name}" is missing`);
-        if (t.length !== p.data.length) {
-          throw new RangeError(`Cannot resume from "${source}": "${prefix}.${name}" has ${t.length} values, expected ${p.data.length}`);
-        }
-        target.get(name)!.set(t);
+      const q = this.q8.get(name);
+      for (const prefix of ["exp_avg", "exp_avg_sq"] as const) {
+        const m = prefix === "exp_avg";
+        if (q) {
+          (m ? q.m : q.v).set(get(`${prefix}.${name}`, Uint8Array, p.data.length));
+          (m ? q.mMax : q.vMax).set(get(`${prefix}.${name}.absmax`, Float32Array, q.mMax.length));
+        } else (m ? this.m : this.v).get(name)!.set(get(`${prefix}.${name}`, Float32Array, p.data.length));
       }
     }
     this.step = step;

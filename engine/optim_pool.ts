@@ -15,6 +15,13 @@
  */
 import { Worker } from "node:worker_threads";
 import { adamwRange, type AdamWScalars, NORM_BLOCK, sumSquares } from "./optim.ts";
+import { adamw8Range } from "./optim8.ts";
+
+/**
+ * One parameter's tensors: [w, g, m, v] (float32 moments) or [w, g, m codes, v codes, m absmax, v absmax]
+ * (8-bit moments, engine/optim8.ts).
+ */
+export type OptimTensors = (Float32Array | Uint8Array)[];
 
 /** Slots of the shared control block. */
 export const CTL = { ready: 0, done: 1, failed: 2 } as const;
@@ -22,8 +29,8 @@ export const CTL = { ready: 0, done: 1, failed: 2 } as const;
 /** Messages to engine/optim_worker.ts. */
 export type ToOptimWorker =
   | { type: "init"; ctl: Int32Array }
-  /** Each tensor as [address, element count]: [w, g, m, v] per parameter. */
-  | { type: "register"; tensors: [bigint, number][][]; partials: Float64Array }
+  /** Each tensor as [address, element count, bytes per element], per parameter as in OptimTensors. */
+  | { type: "register"; tensors: [bigint, number, 1 | 4][][]; partials: Float64Array }
   | { type: "adamw"; seq: number; blocks: Int32Array; decays: number[]; k: AdamWScalars }
   | { type: "norm"; seq: number; blocks: Int32Array };
 
@@ -60,7 +67,7 @@ export class OptimPool {
   private worker: Worker | null = null;
   private readonly ctl = new Int32Array(new SharedArrayBuffer(12));
   private seq = 0;
-  private registered: Float32Array[][] = [];
+  private registered: OptimTensors[] = [];
   private partials: Float64Array = new Float64Array(0);
   private plan: Split | null = null;
   private error: string | null = null;
@@ -91,15 +98,17 @@ export class OptimPool {
     this.worker = null;
   }
 
-  /** Sends the tensors ([w, g, m, v] or [g]) to the worker when they are not the ones it already has. */
-  private register(tensors: Float32Array[][]): Split {
+  /** Sends the tensors to the worker when they are not the ones it already has. */
+  private register(tensors: OptimTensors[]): Split {
     const same = this.plan && tensors.length === this.registered.length &&
       tensors.every((t, i) => t.length === this.registered[i].length && t.every((a, j) => a === this.registered[i][j]));
     if (!same) {
       this.plan = split(tensors.map((t) => t[0].length));
       this.partials = new Float64Array(new SharedArrayBuffer(this.plan.blocks * 8));
       this.registered = tensors;
-      const addresses = tensors.map((t) => t.map((a): [bigint, number] => [BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(a))), a.length]));
+      const addresses = tensors.map((t) =>
+        t.map((a): [bigint, number, 1 | 4] => [BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(a))), a.length, a instanceof Uint8Array ? 1 : 4])
+      );
       this.worker!.postMessage({ type: "register", tensors: addresses, partials: this.partials } satisfies ToOptimWorker);
     }
     return this.plan!;
@@ -114,8 +123,8 @@ export class OptimPool {
     if (Atomics.load(this.ctl, CTL.failed) !== 0) throw new Error("The optimizer's worker failed during an update (see its error above)");
   }
 
-  /** AdamW over every element of `tensors` ([w, g, m, v] each), half here, half on the worker. */
-  adamw(tensors: Float32Array[][], decays: number[], k: AdamWScalars): void {
+  /** AdamW over every element of `tensors`, half here, half on the worker. */
+  adamw(tensors: OptimTensors[], decays: number[], k: AdamWScalars): void {
     const plan = this.register(tensors);
     const seq = ++this.seq;
     this.worker!.postMessage({ type: "adamw", seq, blocks: plan.theirs, decays, k } satisfies ToOptimWorker);
@@ -124,7 +133,7 @@ export class OptimPool {
   }
 
   /** Σ g² over every gradient (`tensors[i][1]`), the blocks added in order whoever summed them. */
-  sumSquares(tensors: Float32Array[][]): number {
+  sumSquares(tensors: OptimTensors[]): number {
     const plan = this.register(tensors);
     const seq = ++this.seq;
     this.worker!.postMessage({ type: "norm", seq, blocks: plan.theirs } satisfies ToOptimWorker);
@@ -136,15 +145,18 @@ export class OptimPool {
   }
 }
 
-/** Runs AdamW over the listed blocks ([tensor, block, start, end] each) of `tensors` ([w, g, m, v]). */
-export function adamwBlocks(tensors: Float32Array[][], blocks: Int32Array, decays: number[], k: AdamWScalars): void {
+/** Runs AdamW over the listed blocks ([tensor, block, start, end] each) of `tensors`. */
+export function adamwBlocks(tensors: OptimTensors[], blocks: Int32Array, decays: number[], k: AdamWScalars): void {
   for (let i = 0; i < blocks.length; i += 4) {
     const t = tensors[blocks[i]];
-    adamwRange(t[0], t[1], t[2], t[3], decays[blocks[i]], k, blocks[i + 2], blocks[i + 3]);
+    const [w, g] = t as Float32Array[];
+    if (t.length === 6) {
+      adamw8Range(w, g, t[2] as Uint8Array, t[3] as Uint8Array, t[4] as Float32Array, t[5] as Float32Array, decays[blocks[i]], k, blocks[i + 2], blocks[i + 3]);
+    } else adamwRange(w, g, t[2] as Float32Array, t[3] as Float32Array, decays[blocks[i]], k, blocks[i + 2], blocks[i + 3]);
   }
 }
 
 /** Writes each listed block's Σ g² (g = `tensors[t][1]`) into `partials` at the block's index. */
-export function normBlocks(tensors: Float32Array[][], blocks: Int32Array, partials: Float64Array): void {
-  for (let i = 0; i < blocks.length; i += 4) partials[blocks[i + 1]] = sumSquares(tensors[blocks[i]][1], blocks[i + 2], blocks[i + 3]);
+export function normBlocks(tensors: OptimTensors[], blocks: Int32Array, partials: Float64Array): void {
+  for (let i = 0; i < blocks.length; i += 4) partials[blocks[i + 1]] = sumSquares(tensors[blocks[i]][1] as Float32Array, blocks[i + 2], blocks[i + 3]);
 }

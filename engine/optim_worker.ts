@@ -3,15 +3,16 @@
  * their blocks and flags each step done in the shared control block.
  */
 import { parentPort } from "node:worker_threads";
-import { adamwBlocks, CTL, normBlocks, type ToOptimWorker } from "./optim_pool.ts";
+import { adamwBlocks, CTL, normBlocks, type OptimTensors, type ToOptimWorker } from "./optim_pool.ts";
 
 let ctl: Int32Array | null = null;
-let tensors: Float32Array[][] = [];
+let tensors: OptimTensors[] = [];
 let partials: Float64Array = new Float64Array(0);
 
-function map([address, length]: [bigint, number]): Float32Array {
-  if (length === 0) return new Float32Array(0);
-  return new Float32Array(Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(address)!, length * 4));
+function map([address, length, bytes]: [bigint, number, 1 | 4]): Float32Array | Uint8Array {
+  if (length === 0) return bytes === 1 ? new Uint8Array(0) : new Float32Array(0);
+  const buffer = Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(address)!, length * bytes);
+  return bytes === 1 ? new Uint8Array(buffer) : new Float32Array(buffer);
 }
 
 parentPort!.on("message", (m: ToOptimWorker) => {

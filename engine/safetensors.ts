@@ -193,6 +193,12 @@ export type TensorToWrite = {
   shape: number[];
   data: Float32Array;
 } | {
+  /** Bytes as they are (e.g. 8-bit optimizer moments). */
+  name: string;
+  dtype: "U8";
+  shape: number[];
+  data: Uint8Array;
+} | {
   /** Bytes copied as they are (e.g. a multimodal checkpoint's vision tower in a merged export). */
   name: string;
   dtype: StDtype;
@@ -250,7 +256,7 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
         fs.writeSync(fd, bytes);
         continue;
       }
-      if (t.dtype === "F32") {
+      if (t.dtype === "F32" || t.dtype === "U8") {
         fs.writeSync(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
         continue;
       }

@@ -156,6 +156,7 @@ export function formToConfig(f: FormValues): { config?: RunConfig; errors: Recor
     method: str(f.method) || "lora",
     // "Base weights (LoRA)": empty is the default policy; full fine-tuning ignores the (hidden) select.
     basePrecision: (str(f.method) || "lora") === "lora" ? str(f.base_precision) || undefined : undefined,
+    optimizer: str(f.optimizer) || undefined,
     lora: {
       r: num(f.lora_r),
       alpha: num(f.lora_alpha),

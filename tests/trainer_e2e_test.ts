@@ -313,6 +313,36 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "full fine-tuning with adamw-8bit: 8-bit moments in the checkpoint, and resume after SIGKILL reaches the same losses",
+  sanitizeResources: false,
+  async fn() {
+    const cfg = parseRunConfig(config({ method: "full", optimizer: "adamw-8bit", maxSteps: 8, saveEvery: 4, evalEvery: 0, learningRate: 1e-3, batchSize: 2, gradAccum: 2 }));
+    const reference = createRun(cfg, DATA);
+    eq((await runWorker(reference, DATA, { log: quiet })).state, "completed");
+    const ref = series(reference, "train/loss");
+    const entries = readHeader(join(reference, "checkpoints", "checkpoint-4", "optimizer.safetensors")).entries;
+    const e = entries.find((x) => x.name === "exp_avg.model.embed_tokens.weight")!;
+    eq([e.dtype, e.shape], ["U8", [262144, 64]]);
+    eq(entries.find((x) => x.name === "exp_avg_sq.model.embed_tokens.weight.absmax")!.shape, [262144 * 64 / 256]);
+    eq(entries.find((x) => x.name === "exp_avg.model.norm.weight")!.dtype, "F32");
+    ok(Deno.readTextFileSync(join(reference, "final", "README.md")).includes("AdamW (8-bit moments)"));
+
+    const killed = createRun(cfg, DATA);
+    const p = spawnTrain(["--run", killed]);
+    await waitFor(() => listCheckpoints(killed).length > 0, 120_000, "the first checkpoint");
+    p.kill("SIGKILL");
+    await finish(p);
+    ok(readStatus(killed)!.step < 8, "the run finished before it was killed");
+    const resumed = await finish(spawnTrain(["--run", killed]));
+    eq(resumed.code, 0, resumed.stderr);
+    ok(resumed.stdout.includes("Resumed from step 4"), resumed.stdout);
+    const got = series(killed, "train/loss");
+    eq([...got.keys()].sort((a, b) => a - b), [...ref.keys()].sort((a, b) => a - b));
+    for (const [step, v] of ref) ok(Math.abs(got.get(step)! - v) <= 1e-5 * Math.max(1, Math.abs(v)), `step ${step}: ${got.get(step)} vs ${v}`);
+  },
+});
+
 globalThis.addEventListener("unload", () => {
   try {
     Deno.removeSync(DATA, { recursive: true });

@@ -15,7 +15,7 @@ import type { LoraConfig } from "../config/training.ts";
 import { readAdapter, writeAdapter } from "../engine/peft.ts";
 import { checkpointLayout, internalName, resolveCheckpoint } from "../engine/model_dir.ts";
 import { listCheckpoint, readHeader, readTensorBytes, readTensorF32, type TensorToWrite, writeSafetensors } from "../engine/safetensors.ts";
-import type { Schedule } from "../engine/optim.ts";
+import type { Schedule, StateTensor } from "../engine/optim.ts";
 
 export const TRAINER_STATE_FORMAT = "gemma-tuner-trainer-state";
 export const TRAINER_STATE_VERSION = 1;
@@ -239,7 +239,8 @@ export interface CheckpointContent {
   method: "lora" | "full";
   /** PEFT names (lora) or HF names (full). */
   trainable: Map<string, { shape: number[]; data: Float32Array }>;
-  optimizer: { name: string; dtype: "F32"; shape: number[]; data: Float32Array }[];
+  /** AdamW's moments (engine/optim.ts `stateTensors`: float32, or U8 codes with float32 absmax). */
+  optimizer: StateTensor[];
   state: TrainerState;
   lora?: LoraConfig;
   baseModel: string;
@@ -334,7 +335,7 @@ export function readTrainerState(dir: string): TrainerState {
 }
 
 /** Trainable tensors and optimizer state of a checkpoint. */
-export function readCheckpoint(dir: string): { state: TrainerState; trainable: Map<string, Float32Array>; optimizer: Map<string, Float32Array> } {
+export function readCheckpoint(dir: string): { state: TrainerState; trainable: Map<string, Float32Array>; optimizer: Map<string, Float32Array | Uint8Array> } {
   const state = readTrainerState(dir);
   const trainable = new Map<string, Float32Array>();
   if (state.method === "lora") {
@@ -342,8 +343,8 @@ export function readCheckpoint(dir: string): { state: TrainerState; trainable: M
   } else {
     for (const [name, e] of listCheckpoint(dir)) trainable.set(internalName(name), readTensorF32(e));
   }
-  const optimizer = new Map<string, Float32Array>();
-  for (const e of readHeader(join(dir, "optimizer.safetensors")).entries) optimizer.set(e.name, readTensorF32(e));
+  const optimizer = new Map<string, Float32Array | Uint8Array>();
+  for (const e of readHeader(join(dir, "optimizer.safetensors")).entries) optimizer.set(e.name, e.dtype === "U8" ? readTensorBytes(e) : readTensorF32(e));
   return { state, trainable, optimizer };
 }
 

@@ -47,7 +47,7 @@ export function modelCard(c: CardInput): string {
     ["steps", `${c.step} of ${c.totalSteps} (${c.epoch.toFixed(2)} epochs)`],
     ["batch", `${cfg.batchSize} × ${cfg.gradAccum} accumulation`],
     ["learning rate", `${cfg.learningRate} (${cfg.schedule}, ${cfg.warmupSteps} warmup steps)`],
-    ["AdamW", `betas (${cfg.adamBeta1}, ${cfg.adamBeta2}), eps ${cfg.adamEps}, weight decay ${cfg.weightDecay}`],
+    [cfg.optimizer === "adamw-8bit" ? "AdamW (8-bit moments)" : "AdamW", `betas (${cfg.adamBeta1}, ${cfg.adamBeta2}), eps ${cfg.adamEps}, weight decay ${cfg.weightDecay}`],
     ["max grad norm", String(cfg.maxGradNorm)],
     ["max length", String(cfg.maxLength)],
     ["seed", String(cfg.seed)],

@@ -67,7 +67,13 @@ export async function createTrainer(prep: PreparedRun, adapter?: Map<string, Flo
     threads: cfg.threads,
     seed: cfg.seed,
   });
-  const optimizer = new AdamW(engine.trainable, { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps, weightDecay: cfg.weightDecay });
+  const optimizer = new AdamW(engine.trainable, {
+    beta1: cfg.adamBeta1,
+    beta2: cfg.adamBeta2,
+    eps: cfg.adamEps,
+    weightDecay: cfg.weightDecay,
+    moments: cfg.optimizer === "adamw-8bit" ? "8bit" : "fp32",
+  });
   return { engine, optimizer };
 }
 

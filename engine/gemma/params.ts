@@ -140,13 +140,15 @@ export interface MemoryEstimate {
  */
 export function estimateMemory(
   c: GemmaConfig,
-  o: { method: "lora" | "full"; batchSize: number; seqLen: number; loraR?: number; loraTargets?: readonly string[] },
+  o: { method: "lora" | "full"; batchSize: number; seqLen: number; loraR?: number; loraTargets?: readonly string[]; optimizer?: "adamw" | "adamw-8bit" },
 ): MemoryEstimate {
   const weightsBytes = countParams(c) * 4;
   const trainable = o.method === "full" ? countParams(c) : countLoraParams(c, o.loraR ?? 8, o.loraTargets ?? LINEARS);
   // Full fine-tuning updates the weights in place: only LoRA tensors are extra.
   const trainableBytes = o.method === "full" ? 0 : trainable * 4;
-  const optimizerBytes = trainable * 4 * 3; // gradient, exp_avg, exp_avg_sq
+  // The gradient (float32) and exp_avg, exp_avg_sq: float32, or a byte each plus a float32 absmax per
+  // 256 (engine/optim8.ts; the few tensors under 4096 elements that stay float32 are noise here).
+  const optimizerBytes = trainable * (4 + (o.optimizer === "adamw-8bit" ? 2 * (1 + 4 / 256) : 8));
   const N = o.batchSize * o.seqLen;
   let perToken = 0, scores = 0;
   for (const l of c.layers) {
@@ -163,15 +165,4 @@ export function estimateMemory(
     activationBytes,
     totalBytes: weightsBytes + trainableBytes + optimizerBytes + activationBytes,
   };
-}
-
-/**
- * The memory estimate of a run's settings: the one call the create page (before the run) and the
- * worker (run.json `modelInfo.memoryEstimateMb`, the dashboard's KPI) both make, so they agree.
- */
-export function estimateRunMemory(
-  c: GemmaConfig,
-  cfg: { method: "lora" | "full"; batchSize: number; maxLength: number; lora: { r: number; targets: readonly string[] } },
-): MemoryEstimate {
-  return estimateMemory(c, { method: cfg.method, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets });
 }

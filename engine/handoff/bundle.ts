@@ -288,7 +288,8 @@ function requirements(target: Target, cfg: HandoffConfig, strategy: Strategy): s
     ? ["axolotl>=0.8", "tensorboard"]
     : ["torch>=2.4", "transformers>=4.53", "trl>=0.20", "peft>=0.15", "datasets>=3.0", "accelerate>=1.0", "pyyaml", "tensorboard"];
   if (strategy === "zero2" || strategy === "zero3") lines.push("deepspeed>=0.15");
-  if (cfg.method === "lora" && (cfg.basePrecision === "int4" || cfg.basePrecision === "int8")) lines.push("bitsandbytes>=0.45");
+  const quantBase = cfg.method === "lora" && (cfg.basePrecision === "int4" || cfg.basePrecision === "int8");
+  if (quantBase || cfg.optimizer === "adamw-8bit") lines.push("bitsandbytes>=0.45");
   return lines.join("\n") + "\n";
 }
 

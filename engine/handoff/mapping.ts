@@ -106,6 +106,10 @@ function common(cfg: HandoffConfig, ctx: MapContext, r: Recorder, dataKey: strin
 }
 
 /** Axolotl's YAML config (https://docs.axolotl.ai/docs/config-reference.html), pre-tokenised datasets. */
+/** transformers' `optim` names: torch's AdamW, or bitsandbytes' blockwise 8-bit AdamW (the scheme ours follows). */
+const HF_OPTIM = { "adamw": "adamw_torch", "adamw-8bit": "adamw_bnb_8bit" } as const;
+const OPTIM_8BIT_NOTE = "bitsandbytes' blockwise 8-bit AdamW; ours follows its scheme (docs/OPTIMIZER.md)";
+
 export function mapAxolotl(cfg: HandoffConfig, ctx: MapContext): MappedConfig {
   const r = new Recorder();
   const c: Record<string, YamlValue> = {};
@@ -141,7 +145,7 @@ export function mapAxolotl(cfg: HandoffConfig, ctx: MapContext): MappedConfig {
   set("learningRate", cfg.learningRate, "learning_rate", cfg.learningRate);
   set("schedule", cfg.schedule, "lr_scheduler", HF_SCHEDULER[cfg.schedule]);
   set("warmupSteps", cfg.warmupSteps, "warmup_steps", cfg.warmupSteps);
-  c.optimizer = "adamw_torch";
+  set("optimizer", cfg.optimizer, "optimizer", HF_OPTIM[cfg.optimizer], cfg.optimizer === "adamw-8bit" ? OPTIM_8BIT_NOTE : undefined);
   set("weightDecay", cfg.weightDecay, "weight_decay", cfg.weightDecay);
   set("adamBeta1", cfg.adamBeta1, "adam_beta1", cfg.adamBeta1);
   set("adamBeta2", cfg.adamBeta2, "adam_beta2", cfg.adamBeta2);
@@ -223,7 +227,7 @@ export function mapTrl(cfg: HandoffConfig, ctx: MapContext): MappedConfig {
   s("learningRate", cfg.learningRate, "learning_rate", cfg.learningRate);
   s("schedule", cfg.schedule, "lr_scheduler_type", HF_SCHEDULER[cfg.schedule]);
   s("warmupSteps", cfg.warmupSteps, "warmup_steps", cfg.warmupSteps);
-  sft.optim = "adamw_torch";
+  s("optimizer", cfg.optimizer, "optim", HF_OPTIM[cfg.optimizer], cfg.optimizer === "adamw-8bit" ? OPTIM_8BIT_NOTE : undefined);
   s("weightDecay", cfg.weightDecay, "weight_decay", cfg.weightDecay);
   s("adamBeta1", cfg.adamBeta1, "adam_beta1", cfg.adamBeta1);
   s("adamBeta2", cfg.adamBeta2, "adam_beta2", cfg.adamBeta2);

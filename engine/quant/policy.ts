@@ -132,9 +132,24 @@ function frozenBaseBytes(c: GemmaConfig, precision: BasePrecision): number {
  */
 export function estimateRunMemory(
   c: GemmaConfig,
-  cfg: { method: "lora" | "full"; basePrecision?: BasePrecision; batchSize: number; maxLength: number; lora: { r: number; targets: readonly string[] } },
+  cfg: {
+    method: "lora" | "full";
+    basePrecision?: BasePrecision;
+    optimizer?: "adamw" | "adamw-8bit";
+    batchSize: number;
+    maxLength: number;
+    lora: { r: number; targets: readonly string[] };
+  },
 ): MemoryEstimate & { basePrecision: BasePrecision } {
-  const o = { method: cfg.method, basePrecision: cfg.basePrecision, batchSize: cfg.batchSize, seqLen: cfg.maxLength, loraR: cfg.lora.r, loraTargets: cfg.lora.targets };
+  const o = {
+    method: cfg.method,
+    basePrecision: cfg.basePrecision,
+    optimizer: cfg.optimizer,
+    batchSize: cfg.batchSize,
+    seqLen: cfg.maxLength,
+    loraR: cfg.lora.r,
+    loraTargets: cfg.lora.targets,
+  };
   const base = estimateMemory(c, o);
   const precision = o.method === "full" ? "fp32" : (o.basePrecision ?? defaultBasePrecision(c).precision);
   // Full fine-tuning holds every weight in fp32, as estimateMemory counts them; a LoRA base per its precision.
