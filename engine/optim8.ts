@@ -9,9 +9,11 @@
  * unsigned one, which spends the sign bit on a finer mantissa.
  *
  * One update, per block: dequantize m and v (code × old absmax), apply AdamW in float64 with the new
- * (unquantized) moments, then store the new absmax and each moment's nearest code. Nearest-code search
- * is a table lookup on the top 16 bits of the float32 value (sign, exponent, 7 mantissa bits) followed
- * by a step or two along the sorted thresholds.
+ * (unquantized) moments, then store the new absmax and each moment's nearest code. A block without
+ * gradient only scales its absmax by b1 and b2 (its codes stand). Nearest-code search
+ * is a table lookup on the top 16 bits of the float32 value (sign, exponent, 7 mantissa bits) and one
+ * comparison: no such bucket holds more than one threshold between neighbouring codes (checked when the
+ * table is built).
  *
  * One departure from bitsandbytes: a positive v never rounds to the zero code (it takes the smallest
  * positive one). A v stored as 0 under a non-zero m turns the next gradient-free step (embedding rows of
@@ -52,7 +54,7 @@ export interface Code {
   values: Float64Array;
   /** thresholds[c] = midpoint of values[c] and values[c+1]; thresholds[255] = ∞. */
   thresholds: Float64Array;
-  /** For each top-16-bit bucket of a float32, how many thresholds lie below its smallest value. */
+  /** For each top-16-bit bucket of a float32, how many thresholds lie below its smallest value (at most one more lies inside it). */
   lut: Uint8Array;
   /** Index of the value 0. */
   zero: number;
@@ -63,14 +65,27 @@ function makeCode(signed: boolean): Code {
   const thresholds = new Float64Array(256);
   for (let c = 0; c < 255; c++) thresholds[c] = (values[c] + values[c + 1]) / 2;
   thresholds[255] = Infinity;
+  /** How many thresholds are below x (or, `orEqual`, at most x). */
+  const below = (x: number, orEqual: boolean) => {
+    let a = 0, z = 255;
+    while (a < z) {
+      const mid = (a + z) >> 1;
+      if (thresholds[mid] < x || (orEqual && thresholds[mid] === x)) a = mid + 1;
+      else z = mid;
+    }
+    return a;
+  };
   const lut = new Uint8Array(65536);
   const f = new Float32Array(1), u = new Uint32Array(f.buffer);
   for (let b = 0; b < 65536; b++) {
-    // The bucket's smallest value: lowest mantissa bits for a positive float, highest for a negative one.
-    u[0] = b & 0x8000 ? ((b << 16) | 0xffff) >>> 0 : (b << 16) >>> 0;
-    const lo = f[0];
-    let n = 0;
-    if (!Number.isNaN(lo)) { while (n < 255 && thresholds[n] < lo) n++; }
+    // The bucket's ends: its lowest mantissa bits and its highest (swapped for a negative float).
+    u[0] = (b << 16) >>> 0;
+    const a = f[0];
+    u[0] = ((b << 16) | 0xffff) >>> 0;
+    const z = f[0];
+    if (Number.isNaN(a) || Number.isNaN(z)) continue;
+    const lo = Math.min(a, z), n = below(lo, false);
+    if (below(Math.max(a, z), true) - n > 1) throw new Error(`dynamic code: bucket ${b} holds more than one threshold`);
     lut[b] = n;
   }
   return { values, thresholds, lut, zero: values.indexOf(0) };
@@ -81,9 +96,8 @@ export const UNSIGNED: Code = makeCode(false);
 
 /** The index of the code value nearest to `x` (ties to the lower one); `bits` are x's float32 bits. */
 export function nearest(code: Code, x: number, bits: number): number {
-  let c = code.lut[bits >>> 16];
-  while (x > code.thresholds[c]) c++;
-  return c;
+  const c = code.lut[bits >>> 16];
+  return c + +(x > code.thresholds[c]);
 }
 
 /** One parameter's 8-bit moments: codes per element, absmax per block. */
@@ -140,9 +154,23 @@ export function adamw8Range(
   const st = SIGNED.thresholds, ut = UNSIGNED.thresholds, sl = SIGNED.lut, ul = UNSIGNED.lut;
   const uzero = UNSIGNED.zero;
   for (let s = start; s < end; s += Q8_BLOCK) {
-    const n = Math.min(Q8_BLOCK, end - s), b = s / Q8_BLOCK;
+    const n = Math.min(Q8_BLOCK, end - s), b = (s / Q8_BLOCK) | 0;
     // b1·(code·absmax) as (b1·absmax)·code: one multiply an element.
     const am0 = b1 * mMax[b], av0 = b2 * vMax[b];
+    let zero = true;
+    for (let i = s; i < s + n && zero; i++) zero = g[i] === 0;
+    if (zero) {
+      // No gradient in the block (rows of an untied table, such as Gemma 4's per-layer embeddings, whose
+      // tokens are not in the batch: nearly all of them): the moments only decay, m·b1 and v·b2, which the
+      // absmax alone carries; the codes stand.
+      for (let i = s; i < s + n; i++) {
+        const mi = sv[mq[i]] * am0, vi = uv[vq[i]] * av0;
+        w[i] = w[i] * decay - stepSize * mi / (Math.sqrt(vi * invBc2) + eps);
+      }
+      mMax[b] = Math.fround(am0);
+      vMax[b] = Math.fround(av0);
+      continue;
+    }
     let am = 0, av = 0;
     for (let j = 0; j < n; j++) {
       const i = s + j;
@@ -164,15 +192,12 @@ export function adamw8Range(
       normM[j] = newM[j] * im;
       normV[j] = newV[j] * iv;
     }
+    // The bucket's candidate, plus one if past the threshold inside the bucket, added without a branch
+    // (the comparison goes either way about as often: a branch here measured 13.5 against 9.2 ns a parameter).
     for (let j = 0; j < n; j++) {
-      const x = normM[j];
-      // Usually the bucket's first candidate already is the nearest; the test-then-loop shape measured faster.
-      let c = sl[bitsM[j] >>> 16];
-      if (x > st[c]) { while (x > st[++c]); }
-      mq[s + j] = c;
-      const y = normV[j];
-      let d = ul[bitsV[j] >>> 16];
-      if (y > ut[d]) { while (y > ut[++d]); }
+      const x = normM[j], c = sl[bitsM[j] >>> 16];
+      mq[s + j] = c + +(x > st[c]);
+      const y = normV[j], d0 = ul[bitsV[j] >>> 16], d = d0 + +(y > ut[d0]);
       vq[s + j] = d === uzero && y > 0 ? uzero + 1 : d;
     }
   }

@@ -1,6 +1,6 @@
 /**
  * 8-bit AdamW moments (engine/optim8.ts): the code, nearest-code search against brute force, the update
- * against float32 AdamW (identical first step, close after), the zero-v guard, the state's round trip
+ * against float32 AdamW (identical first step, close after), the zero-v guard, gradient-free blocks, the state's round trip
  * through a safetensors file, two threads bit for bit one, and full fine-tuning's losses beside float32 AdamW's.
  */
 import { deepStrictEqual as eq, ok, throws } from "node:assert/strict";
@@ -107,6 +107,29 @@ Deno.test("a positive v is never stored as 0: a gradient-free step after tiny gr
   // With v stored as 0 this step is lr·m/eps ≈ 5 lr; the smallest code keeps it under a hundredth of lr.
   ok(Math.abs(w[7] - before) < 1e-5, `a gradient-free step moved the weight by ${Math.abs(w[7] - before)}`);
 });
+
+Deno.test("a block without gradient keeps its codes and only scales its absmax by b1 and b2", () => {
+  const n = 2 * Q8_BLOCK, w = new Float32Array(n), q = zeroMoments(n);
+  adamw8Range(w, g1(n), q.m, q.v, q.mMax, q.vMax, 1, K(1, 1e-3), 0, n);
+  const before = { m: q.m.slice(), v: q.v.slice(), mMax: q.mMax.slice(), vMax: q.vMax.slice(), w: w.slice() };
+  const g = g1(n).fill(0, 0, Q8_BLOCK); // block 0 has no gradient, block 1 has
+  g.fill(0.5, Q8_BLOCK);
+  const k = K(2, 1e-3);
+  adamw8Range(w, g, q.m, q.v, q.mMax, q.vMax, 1, k, 0, n);
+  eq(q.m.subarray(0, Q8_BLOCK), before.m.subarray(0, Q8_BLOCK));
+  eq(q.v.subarray(0, Q8_BLOCK), before.v.subarray(0, Q8_BLOCK));
+  eq([q.mMax[0], q.vMax[0]], [Math.fround(0.9 * before.mMax[0]), Math.fround(0.999 * before.vMax[0])]);
+  for (let i = 0; i < Q8_BLOCK; i++) {
+    const m = SIGNED.values[before.m[i]] * (0.9 * before.mMax[0]), v = UNSIGNED.values[before.v[i]] * (0.999 * before.vMax[0]);
+    eq(w[i], Math.fround(before.w[i] - k.stepSize * m / (Math.sqrt(v * k.invBc2) + k.eps)), `weight ${i}`);
+  }
+  ok(q.m.subarray(Q8_BLOCK).some((c, i) => c !== before.m[Q8_BLOCK + i]), "the block with a gradient kept its codes");
+});
+
+/** A first gradient with every element non-zero. */
+function g1(n: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.7) + 1.5);
+}
 
 function params(sizes: Record<string, number>, seed = 9): Map<string, Param> {
   const r = rng(seed);

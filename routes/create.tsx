@@ -431,7 +431,8 @@ function ModelPanel(props: { info: ModelInfo; cfg: RunConfig }) {
       {info.notes.map((n) => <p class="muted" data-model-note>{n}</p>)}
       {mem.totalBytes > total * 0.8 && (
         <p class="field-error" role="alert">
-          This needs about {formatBytes(mem.totalBytes)} but the machine has {formatBytes(total)}: lower the batch size or max length, or use LoRA.
+          This needs about {formatBytes(mem.totalBytes)} but the machine has {formatBytes(total)}: lower the batch size or max length, or use LoRA
+          {cfg.method === "full" && cfg.optimizer === "adamw" ? " or the 8-bit AdamW optimizer" : ""}.
         </p>
       )}
     </div>
