@@ -5,24 +5,27 @@
  * views) and writes each call's new keys and values into their slots; sampling is engine/sampling.ts.
  * The `generate` verb is cli/generate.ts.
  *
- * Base precision (docs/QUANT.md): fp32 feeds the float32 weights; a bf16 base decodes with its exact
- * float32 values (the CPU build has no bf16 matrix product); int8 / int4 bases decode through
- * MatMulNBits over the same blocks as training, prepacked once per session, with the tied head in
- * 8-bit blocks too and the embedding rows read from the bf16 table.
+ * Base precision (docs/QUANT.md): fp32 hands the session the float32 weights (prepacked once per
+ * session, engine/decoder.ts); a bf16 base decodes with its exact float32 values (the CPU build has no
+ * bf16 matrix product); int8 / int4 bases decode through MatMulNBits over the same blocks as training,
+ * with the tied head in 8-bit blocks too. The embedding rows are read here from the stored table.
  */
+import { setImmediate } from "node:timers";
+import * as os from "node:os";
 import type * as ortTypes from "onnxruntime-node";
 import type { GemmaConfig, LayerType } from "./gemma/config.ts";
 import { ropeTables, typeHeadDim } from "./gemma/model.ts";
 import { paramSpecs } from "./gemma/params.ts";
-import { buildDecoderGraph, decoderMask, type PackedWeights, slotsFor } from "./decoder.ts";
+import { buildDecoderGraph, decoderMask, decoderWeights, type PackedWeights, slotsFor } from "./decoder.ts";
 import { createSession, type Device, tensor } from "./session.ts";
+import { size } from "./onnx/builder.ts";
 import { Sampler, type SamplingOptions } from "./sampling.ts";
 import { loadModel } from "./model_dir.ts";
 import { readAdapter } from "./peft.ts";
 import { loraScaling, mergeLora } from "./lora.ts";
 import { type BasePrecision, bf16ToF32, BLOCK, dequantize, type FrozenTensor, quantize } from "./quant/blocks.ts";
 import { freezeWeights, type FrozenBase } from "./quant/base.ts";
-import type { EmbeddingTable } from "./quant/table.ts";
+import { EmbeddingTable } from "./quant/table.ts";
 
 export interface GeneratorModel {
   config: GemmaConfig;
@@ -51,50 +54,71 @@ export function tableBlocks(t: EmbeddingTable): FrozenTensor {
   return { kind: "int8", shape: [V, H], q, scales };
 }
 
+/**
+ * Whether ORT may prepack `bytes` of float32 weights: its copy sits beside the caller's, so both must fit
+ * in half of this machine's memory (gemma-3-270m's 1.07 GB and gemma-3-1b's 4 GB do on 24 GB; gemma-2-2b's
+ * 10.5 GB is fed as inputs, as before prepacking, and decodes slower instead of not at all).
+ */
+export function prepackFits(bytes: number): boolean {
+  return 2 * bytes <= os.totalmem() / 2;
+}
+
 /** One sequence's decoding state on one model. Not safe for concurrent use (queue requests). */
 export class Generator {
   private sessionP: Promise<ortTypes.InferenceSession> | null = null;
   private capacity = 0;
   private k: Float32Array[] = [];
   private v: Float32Array[] = [];
+  /** The decoder's in-memory initializers by name (held as long as a session may be made from them). */
+  private weightData: { path: string; data: Uint8Array }[] = [];
+  /** The weights fed on every call: the routed experts, and every decoder weight when they are not prepacked. */
   private weightFeeds: Record<string, ortTypes.Tensor> = {};
+  /** Whether ORT prepacks the float32 weights (a second copy of them: only when it fits, see `prepackFits`). */
+  readonly prepacked: boolean;
   private packed: PackedWeights | null = null;
-  private table: EmbeddingTable | null = null;
+  private table: EmbeddingTable;
   private pleTable: EmbeddingTable | null = null;
-  /** cos/sin per layer type for positions 0…capacity−1 (float32, fed as views). */
+  /** cos/sin [capacity, D/2] per layer type (one half of each table row; float32, fed as views). */
   private rope = new Map<LayerType, { cos: Float32Array; sin: Float32Array }>();
   /** The precision the weights are decoded in. */
   readonly precision: BasePrecision;
   /** Tokens in the cache. */
   pos = 0;
 
-  constructor(readonly model: GeneratorModel, private opts: { device?: Device; threads?: number; spin?: boolean } = {}) {
+  constructor(readonly model: GeneratorModel, private opts: { device?: Device; threads?: number; spin?: boolean; prepack?: boolean } = {}) {
     const base = model.base;
     this.precision = base?.precision ?? "fp32";
     const weights = new Map(model.weights);
     // MatMulNBits takes input sizes that are whole blocks; a weight that is not (only tiny test shapes)
     // is decoded from its exact dequantized values instead, and a hidden size that is not keeps the head
-    // and tables in float32 too.
+    // in float32 too.
     const packable = (t: FrozenTensor) => (t.kind === "int8" || t.kind === "int4") && t.shape[1] % BLOCK === 0;
+    const c = model.config;
+    const need = (name: string) => {
+      const w = weights.get(name);
+      if (!w) throw new RangeError(`Model has no tensor "${name}"`);
+      return w;
+    };
     if (base && (base.precision === "int8" || base.precision === "int4") && base.embedding.hidden % BLOCK === 0) {
       const linears = new Map([...base.linears].filter(([, t]) => packable(t)));
       for (const [name, t] of base.linears) if (!linears.has(name)) weights.set(name, dequantize(t));
       this.packed = { linears, head: tableBlocks(base.embedding) };
-      this.table = base.embedding;
-      this.pleTable = base.ple ?? null;
     } else if (base) {
-      // bf16 (or fp32 blocks): the exact float32 values, fed as the fp32 graph's weights.
+      // bf16 (or fp32 blocks): the exact float32 values as the fp32 graph's weights; the head needs the whole table.
       for (const [name, t] of base.linears) weights.set(name, dequantize(t));
-      const table = (t: EmbeddingTable) => t.f32 ?? bf16ToF32(t.allBits());
-      weights.set("model.embed_tokens.weight", table(base.embedding));
-      if (base.ple) weights.set("model.embed_tokens_per_layer.weight", table(base.ple));
+      weights.set("model.embed_tokens.weight", base.embedding.f32 ?? bf16ToF32(base.embedding.allBits()));
     }
-    for (const s of paramSpecs(model.config)) {
-      if (this.packed && (s.kind === "embedding" || this.packed.linears.has(s.name))) continue;
-      const w = weights.get(s.name);
-      if (!w) throw new RangeError(`Model has no tensor "${s.name}"`);
-      this.weightFeeds[s.name] = tensor("float32", w, s.shape);
+    this.table = base?.embedding ?? EmbeddingTable.fromF32(need("model.embed_tokens.weight"), c.vocabSize, c.hiddenSize);
+    if (c.ple) this.pleTable = base?.ple ?? EmbeddingTable.fromF32(need("model.embed_tokens_per_layer.weight"), c.ple.vocab, c.numLayers * c.ple.dim);
+    const held = decoderWeights(c, this.packed ?? undefined);
+    this.prepacked = opts.prepack ?? prepackFits(held.reduce((a, s) => a + 4 * size(s.shape), 0));
+    for (const s of held) {
+      const w = need(s.name);
+      if (w.length !== size(s.shape)) throw new RangeError(`Tensor "${s.name}" has ${w.length} values; its shape is [${s.shape}]`);
+      if (this.prepacked) this.weightData.push({ path: s.name, data: new Uint8Array(w.buffer, w.byteOffset, w.byteLength) });
+      else this.weightFeeds[s.name] = tensor("float32", w, s.shape);
     }
+    for (const s of paramSpecs(c)) if (s.kind === "expert") this.weightFeeds[s.name] = tensor("float32", need(s.name), s.shape);
   }
 
   get config() {
@@ -106,10 +130,11 @@ export class Generator {
   }
 
   private session() {
-    this.sessionP ??= createSession(buildDecoderGraph(this.config, "seq", "capacity", { packed: this.packed ?? undefined }).bytes, {
+    this.sessionP ??= createSession(buildDecoderGraph(this.config, "seq", "capacity", { packed: this.packed ?? undefined, prepack: this.prepacked }).bytes, {
+      externalData: this.weightData,
       device: this.opts.device,
       threads: this.opts.threads,
-      // The decoder runs ~1500 tiny kernels a token: a parked pool wakes for each. Spinning measured int8
+      // The decoder runs ~600 tiny kernels a token: a parked pool wakes for each. Spinning measured int8
       // 48 → 60–66 and fp32 20–21 → 23–29 tokens/s on gemma-3-270m (notes/PERF.md "Decode: spinning").
       spin: this.opts.spin ?? (this.opts.threads ?? 2) > 1,
     });
@@ -144,8 +169,9 @@ export class Generator {
       this.v[i] = v;
     }
     for (const type of new Set<LayerType>(c.layerTypes)) {
-      const { cos, sin } = ropeTables(c, type, C);
-      this.rope.set(type, { cos: Float32Array.from(cos), sin: Float32Array.from(sin) });
+      const { cos, sin } = ropeTables(c, type, C), D = typeHeadDim(c, type);
+      const half = (t: Float64Array) => Float32Array.from({ length: (C * D) / 2 }, (_, i) => t[Math.floor(i / (D / 2)) * D + (i % (D / 2))]);
+      this.rope.set(type, { cos: half(cos), sin: half(sin) });
     }
     this.capacity = C;
   }
@@ -170,21 +196,19 @@ export class Generator {
     const C = this.capacity;
     const session = await this.session();
     const feeds: Record<string, ortTypes.Tensor> = { ...this.weightFeeds, last: tensor("int64", BigInt64Array.of(BigInt(S - 1)), [1]) };
-    if (this.table) {
-      const H = c.hiddenSize, e = new Float32Array(S * H);
-      chunk.forEach((t, i) => this.table!.row(t, e, i * H));
-      feeds.embeds = tensor("float32", e, [S, H]);
-      if (this.pleTable) {
-        const W = this.pleTable.hidden, p = new Float32Array(S * W);
-        chunk.forEach((t, i) => this.pleTable!.row(t, p, i * W));
-        feeds.ple_rows = tensor("float32", p, [S, W]);
-      }
-    } else feeds.input_ids = tensor("int64", BigInt64Array.from(chunk, BigInt), [S]);
+    const H = c.hiddenSize, e = new Float32Array(S * H);
+    chunk.forEach((t, i) => this.table.row(t, e, i * H));
+    feeds.embeds = tensor("float32", e, [S, H]);
+    if (this.pleTable) {
+      const W = this.pleTable.hidden, p = new Float32Array(S * W);
+      chunk.forEach((t, i) => this.pleTable!.row(t, p, i * W));
+      feeds.ple_rows = tensor("float32", p, [S, W]);
+    }
     for (const type of new Set<LayerType>(c.layerTypes)) {
-      const slots = slotsFor(c, type, C), D = typeHeadDim(c, type);
+      const slots = slotsFor(c, type, C), half = typeHeadDim(c, type) / 2;
       const { cos, sin } = this.rope.get(type)!;
-      feeds[`rope_cos_${type}`] = tensor("float32", cos.subarray(this.pos * D, (this.pos + S) * D), [S, D]);
-      feeds[`rope_sin_${type}`] = tensor("float32", sin.subarray(this.pos * D, (this.pos + S) * D), [S, D]);
+      feeds[`rope_cos_${type}`] = tensor("float32", cos.subarray(this.pos * half, (this.pos + S) * half), [S, half]);
+      feeds[`rope_sin_${type}`] = tensor("float32", sin.subarray(this.pos * half, (this.pos + S) * half), [S, half]);
       feeds[`mask_${type}`] = tensor("float32", decoderMask(c, type, slots, this.pos, S), [S, slots + S]);
     }
     for (const i of this.cachedLayers) {
@@ -272,8 +296,9 @@ export async function generateIds(gen: Generator, prompt: number[], o: GenerateO
     }
     if (out.length >= max) break;
     logits = await gen.feed([id]);
-    // Let timers and streams run between tokens (session.run blocks the thread).
-    await new Promise((r) => setTimeout(r, 0));
+    // Let timers and streams run between tokens (session.run blocks the thread). setImmediate yields to
+    // the event loop as setTimeout(0) does, without its clamp: 0.01 ms against 2.3 ms a token here.
+    await new Promise((r) => setImmediate(r));
   }
   const secs = (performance.now() - t0) / 1000;
   return { ids: out, stopReason: reason, promptTokens: prompt.length, tokensPerSecond: out.length / Math.max(secs, 1e-9) };

@@ -1,5 +1,5 @@
 /** KV-cache generation: cached logits equal full-forward logits, greedy equals the full-forward argmax, stops. */
-import { generateIds, Generator } from "./generate.ts";
+import { generateIds, Generator, prepackFits } from "./generate.ts";
 import { argmax, Sampler } from "./sampling.ts";
 import { randomWeights, runSequence, tinyConfig, tinyConfig4 } from "./gemma/testing.ts";
 
@@ -54,6 +54,22 @@ for (const { label, c, seed } of CASES) {
     g.release();
   });
 }
+
+Deno.test("weights prepacked by ORT or fed as inputs (a model too large for a second copy) decode the same logits", async () => {
+  for (const c of [tinyConfig(3, true), tinyConfig4("moe")]) {
+    const w = randomWeights(c, 77, 0.15);
+    const packed = new Generator({ config: c, weights: w }, { prepack: true }), fed = new Generator({ config: c, weights: w }, { prepack: false });
+    if (!packed.prepacked || fed.prepacked) throw new Error("the prepack option was not applied");
+    for (const ids of [PROMPT, [7], [19]]) {
+      const a = await packed.feed(ids), b = await fed.feed(ids);
+      if (maxDiff(a, b) > 1e-5) throw new Error(`${c.modelType}: prepacked and fed weights differ by ${maxDiff(a, b)}`);
+    }
+    packed.release();
+    fed.release();
+  }
+  // The default: a tiny model prepacks; ten times this machine's memory would not.
+  if (!prepackFits(1 << 20) || prepackFits(10 * 2 ** 40)) throw new Error("prepackFits does not follow the machine's memory");
+});
 
 Deno.test("generation stops at a stop token and respects max new tokens", async () => {
   const c = tinyConfig(3);

@@ -19,6 +19,8 @@ export interface SessionOptions {
   arena?: boolean;
   /** Let idle intra-op threads spin between kernels (ORT's default); off unless asked (docs/ORT.md §Session options). */
   spin?: boolean;
+  /** In-memory "files" that the model's external-data initializers name by path (ORT copies them in at creation). */
+  externalData?: { path: string; data: Uint8Array }[];
 }
 
 const HINT: Record<Device, string> = {
@@ -37,6 +39,7 @@ export async function createSession(model: Uint8Array, opts: SessionOptions = {}
     extra: { session: { "intra_op.allow_spinning": opts.spin ? "1" : "0" } },
   };
   if (opts.threads) options.intraOpNumThreads = opts.threads;
+  if (opts.externalData) options.externalData = opts.externalData;
   // Node placement (which provider runs each node) is logged at verbose level; the device parity test
   // reads it. CPU sessions stay quiet so the log holds the device's sessions only.
   if (device !== "cpu" && Deno.env.get("GEMMA_TUNER_ORT_VERBOSE") === "1") {

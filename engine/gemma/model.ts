@@ -98,10 +98,12 @@ export class Ctx {
   ple: Value[] = [];
   /**
    * Set by the KV-cache decoder (engine/decoder.ts) only: a projection's product in its own form
-   * (MatMulNBits over prepacked blocks), or null for the ordinary Gemm; and norms as one fused node.
+   * (MatMulNBits over prepacked blocks), or null for the ordinary Gemm; norms as one fused node; and
+   * RoPE of [B,heads,T,D] as one node.
    */
   matmul: ((x: Value, name: string, shape: readonly [number, number]) => Value | null) | null = null;
   fusedNorm = false;
+  rope: ((x: Value, type: LayerType) => Value) | null = null;
   private rots = new Map<number, Value>();
   constructor(readonly g: Graph, readonly c: GemmaConfig, readonly opts: ModelGraphOptions) {
     this.frozen = new FrozenInputs(g, opts.basePrecision ?? "fp32");
@@ -245,9 +247,10 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
   const p = `model.layers.${i}`;
   const w = (name: string) => ctx.w.get(`${p}.${name}`)!;
   const norm = (x: Value, name: string) => (ctx.fusedNorm ? fusedRmsNorm : rmsNorm)(g, x, w(`${name}.weight`), c.rmsNormEps, c.normOffset);
-  const rot = ctx.rot(D);
+  const rot = ctx.rope ? null : ctx.rot(D);
   const cos = ctx.table(`rope_cos_${l.type}`); // [T,D]
   const sin = ctx.table(`rope_sin_${l.type}`);
+  const rotary = (x: Value) => (ctx.rope ? ctx.rope(x, l.type) : rope(g, x, cos, sin, rot!));
 
   // Attention.
   const xn = norm(h, "input_layernorm"); // [N,H]
@@ -259,11 +262,11 @@ export function layer(ctx: Ctx, h: Value, i: number, attend: Attend = localAtten
     let v = l.kEqV ? kRaw : o.reshape(g, linear(ctx, xn, i, "v_proj"), [B, T, nKv, D]);
     if (c.vNorm) v = rmsNorm(g, v, null, c.rmsNormEps);
     const k = c.qkNorm ? norm(kRaw, "self_attn.k_norm") : kRaw;
-    ctx.kv.set(i, { k: rope(g, o.transpose(g, k, [0, 2, 1, 3]), cos, sin, rot), v: o.transpose(g, v, [0, 2, 1, 3]) }); // [B,nKv,T,D]
+    ctx.kv.set(i, { k: rotary(o.transpose(g, k, [0, 2, 1, 3])), v: o.transpose(g, v, [0, 2, 1, 3]) }); // [B,nKv,T,D]
   }
   // KV-shared layers (Gemma 4) attend to their source layer's keys and values.
   const { k: kh, v: vh } = ctx.kv.get(l.kvSource)!;
-  const qh = o.scale(g, rope(g, o.transpose(g, q, [0, 2, 1, 3]), cos, sin, rot), c.queryPreAttnScalar ** -0.5); // [B,nH,T,D]
+  const qh = o.scale(g, rotary(o.transpose(g, q, [0, 2, 1, 3])), c.queryPreAttnScalar ** -0.5); // [B,nH,T,D]
   const ctxv = attend(ctx, qh, kh, vh, i); // [B,nH,T,D]
   const merged = o.reshape(g, o.transpose(g, ctxv, [0, 2, 1, 3]), [N, nH * D]);
   let attn = linear(ctx, merged, i, "o_proj"); // [N,H]
