@@ -5,9 +5,7 @@
  */
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { AdamW, clipFactor, globalNorm, PARALLEL_MIN_ELEMENTS, type Param } from "./optim.ts";
-import { TrainEngine } from "./train_engine.ts";
-import { normalizeConfig } from "./gemma/config.ts";
-import { randomWeights } from "./gemma/testing.ts";
+import { fullRun } from "./optim_testing.ts";
 import { rng } from "./lora.ts";
 import { TIMEOUTS, waitFor } from "../tests/_timeouts.ts";
 
@@ -120,47 +118,7 @@ Deno.test("AdamW on two threads is bit-identical to one thread (update, norm, st
 });
 
 Deno.test("full fine-tuning: 20 steps with the two-thread optimizer give the single-thread losses exactly", async () => {
-  // A model just above the parallel threshold (vocabulary 65536 × hidden 64 = 4.2M elements in E).
-  const c = normalizeConfig({
-    model_type: "gemma3_text",
-    vocab_size: 65536,
-    hidden_size: 64,
-    intermediate_size: 96,
-    num_hidden_layers: 2,
-    num_attention_heads: 2,
-    num_key_value_heads: 1,
-    head_dim: 32,
-    query_pre_attn_scalar: 32,
-    sliding_window: 4,
-  }, "parallel-optimizer test");
-  const w0 = randomWeights(c, 5, 0.05);
-  const r = rng(11);
-  const B = 2, T = 16;
-  const batches = Array.from({ length: 4 }, () => {
-    const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * 600));
-    const labels = ids.slice();
-    labels.fill(-100, 0, 5);
-    return { inputIds: ids, labels, batchSize: B, seqLen: T };
-  });
-  const run = async (parallel: boolean) => {
-    const weights = new Map([...w0].map(([k, v]) => [k, v.slice()]));
-    const e = await TrainEngine.create({ model: { config: c, weights }, method: "full", seed: 1, headChunkElements: 32 * 4096 });
-    const opt = new AdamW(e.trainable, { ...OPTS, weightDecay: 0.01 }, { parallel });
-    if (parallel) await waitFor("the optimizer's worker to start", () => opt.parallel, TIMEOUTS.request);
-    const losses: number[] = [], norms: number[] = [];
-    for (let s = 0; s < 20; s++) {
-      e.zeroGrads();
-      const o = await e.forwardBackward(batches[s % batches.length]);
-      const norm = opt.gradNorm(e.grads, 1 / o.tokens);
-      opt.update(e.grads, 1e-3, clipFactor(norm, 0.5) / o.tokens);
-      losses.push(o.lossSum / o.tokens);
-      norms.push(norm);
-    }
-    ok(!parallel || opt.parallel, "the worker stopped during the run");
-    opt.close();
-    e.release();
-    return { losses, norms };
-  };
+  const run = (parallel: boolean) => fullRun({ moments: "fp32", parallel, steps: 20, lr: 1e-3, maxNorm: 0.5, tokens: 600 });
   const two = await run(true), one = await run(false);
   eq(two.losses, one.losses);
   eq(two.norms, one.norms);
