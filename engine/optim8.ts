@@ -94,7 +94,11 @@ function makeCode(signed: boolean): Code {
 export const SIGNED: Code = makeCode(true);
 export const UNSIGNED: Code = makeCode(false);
 
-/** The index of the code value nearest to `x` (ties to the lower one); `bits` are x's float32 bits. */
+/**
+ * The index of the code value nearest to `x` (ties to the lower one); `bits` are x's float32 bits. The
+ * bucket's candidate, plus one if past the threshold inside the bucket, added without a branch (the
+ * comparison goes either way about as often: a branch here measured 13.5 against 9.2 ns a parameter).
+ */
 export function nearest(code: Code, x: number, bits: number): number {
   const c = code.lut[bits >>> 16];
   return c + +(x > code.thresholds[c]);
@@ -151,7 +155,6 @@ export function adamw8Range(
   const { b1, b2, gradScale, stepSize, invBc2, eps } = k;
   const c1 = 1 - b1, c2 = 1 - b2;
   const sv = SIGNED.values, uv = UNSIGNED.values;
-  const st = SIGNED.thresholds, ut = UNSIGNED.thresholds, sl = SIGNED.lut, ul = UNSIGNED.lut;
   const uzero = UNSIGNED.zero;
   for (let s = start; s < end; s += Q8_BLOCK) {
     const n = Math.min(Q8_BLOCK, end - s), b = (s / Q8_BLOCK) | 0;
@@ -192,12 +195,9 @@ export function adamw8Range(
       normM[j] = newM[j] * im;
       normV[j] = newV[j] * iv;
     }
-    // The bucket's candidate, plus one if past the threshold inside the bucket, added without a branch
-    // (the comparison goes either way about as often: a branch here measured 13.5 against 9.2 ns a parameter).
     for (let j = 0; j < n; j++) {
-      const x = normM[j], c = sl[bitsM[j] >>> 16];
-      mq[s + j] = c + +(x > st[c]);
-      const y = normV[j], d0 = ul[bitsV[j] >>> 16], d = d0 + +(y > ut[d0]);
+      mq[s + j] = nearest(SIGNED, normM[j], bitsM[j]);
+      const y = normV[j], d = nearest(UNSIGNED, y, bitsV[j]);
       vq[s + j] = d === uzero && y > 0 ? uzero + 1 : d;
     }
   }
