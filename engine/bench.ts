@@ -4,6 +4,7 @@
  */
 import type { Device } from "./device.ts";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { type GemmaConfig, normalizeConfig } from "./gemma/config.ts";
 import { countParams, paramSpecs } from "./gemma/params.ts";
 import { rng } from "./lora.ts";
@@ -175,6 +176,7 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   const buildPeakMb = peakRssMb();
   const weightBytes = model.base ? baseBytes(model.base) : [...model.weights.values()].reduce((a, w) => a + w.byteLength, 0);
   const common = {
+    cpu: hostCpu(),
     preset: shape.preset ?? null,
     base_precision: precision,
     layers: config.numLayers,
@@ -269,4 +271,24 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
     optimizer_included: method !== "forward",
     optimizer: method === "forward" ? null : (o.optimizer ?? "adamw"),
   };
+}
+
+/**
+ * The host's processor: /proc/cpuinfo's model name with its family and model numbers (Linux), else
+ * node:os's model string. Two hosts that both say "AMD EPYC" can differ 2× in float32 throughput (notes/PERF.md
+ * "Full fine-tuning's step on a Zen 4 host"), so every bench result names it.
+ */
+export function hostCpu(cpuinfo: string | null = readCpuinfo()): string {
+  const field = (name: string) => cpuinfo?.match(new RegExp(`^${name}\\s*:\\s*(.+)$`, "m"))?.[1].trim();
+  const name = field("model name") ?? os.cpus()[0]?.model ?? "unknown";
+  const family = field("cpu family"), model = field("model");
+  return family && model ? `${name} (family ${family}, model ${model})` : name;
+}
+
+function readCpuinfo(): string | null {
+  try {
+    return fs.readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return null;
+  }
 }
