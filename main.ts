@@ -6,6 +6,7 @@
 import { UsageError } from "./cli/flags.ts";
 import { VERBS } from "./cli/mod.ts";
 import { VERSION } from "./config/app.ts";
+import { limitHeapRetention } from "./engine/malloc.ts";
 
 /** Exit codes: 0 done, 1 the work failed, 2 the command line cannot be used (nothing was done). */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -56,5 +57,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  // Before any large allocation: freed buffers go back to the system (engine/malloc.ts).
+  limitHeapRetention();
   Deno.exit(await main(Deno.args));
 }

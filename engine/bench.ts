@@ -5,6 +5,7 @@
 import type { Device } from "./device.ts";
 import * as fs from "node:fs";
 import * as os from "node:os";
+import { heapRetention, MMAP_THRESHOLD } from "./malloc.ts";
 import { type GemmaConfig, normalizeConfig } from "./gemma/config.ts";
 import { countParams, paramSpecs } from "./gemma/params.ts";
 import { rng } from "./lora.ts";
@@ -177,6 +178,8 @@ export async function bench(shape: BenchShape, o: BenchOptions): Promise<Record<
   const weightBytes = model.base ? baseBytes(model.base) : [...model.weights.values()].reduce((a, w) => a + w.byteLength, 0);
   const common = {
     cpu: hostCpu(),
+    // main.ts fixes glibc's mmap threshold (engine/malloc.ts); null where it did not, which changes the peaks.
+    malloc_mmap_threshold: heapRetention()?.limited ? MMAP_THRESHOLD : null,
     preset: shape.preset ?? null,
     base_precision: precision,
     layers: config.numLayers,

@@ -53,3 +53,37 @@ Deno.test("serve on a taken port names --port; --port 0 prints the URL", async (
   await p.stderr.cancel();
   await p.status;
 });
+
+Deno.test({
+  name: "every verb runs with glibc's mmap threshold fixed (engine/malloc.ts), and bench names it and the processor",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const r = await cli([
+      "bench",
+      "--hidden",
+      "64",
+      "--heads",
+      "2",
+      "--kv-heads",
+      "1",
+      "--head-dim",
+      "16",
+      "--intermediate",
+      "128",
+      "--vocab",
+      "512",
+      "--layers",
+      "1",
+      "--batch",
+      "1",
+      "--seq",
+      "8",
+      "--steps",
+      "0",
+    ]);
+    assert(r.code === 0, r.stderr);
+    const result = JSON.parse(r.stdout.trim().split("\n").pop()!);
+    assert(result.malloc_mmap_threshold === 1 << 20, `malloc_mmap_threshold ${result.malloc_mmap_threshold}: main.ts did not fix the threshold`);
+    assert(typeof result.cpu === "string" && result.cpu.length > 0, `cpu: ${result.cpu}`);
+  },
+});
