@@ -8,11 +8,15 @@
  *
  * `limitHeapRetention` fixes the threshold with `mallopt(M_MMAP_THRESHOLD, 1 MiB)`, which also stops the
  * dynamic adjustment: every block of 1 MiB or more is mapped on its own and unmapped when freed. It needs
- * the FFI permission and glibc (Linux); elsewhere it does nothing and says why.
+ * the FFI permission and glibc (Linux); elsewhere it does nothing and says why. Where the environment
+ * already sets glibc's MALLOC_MMAP_THRESHOLD_, that setting stands.
  */
 
 /** glibc's `M_MMAP_THRESHOLD` parameter of `mallopt` (malloc.h). */
 const M_MMAP_THRESHOLD = -3;
+
+/** glibc's environment variable for the same setting. */
+const ENV = "MALLOC_MMAP_THRESHOLD_";
 
 /** Blocks of this many bytes and more are mapped on their own (and returned to the system when freed). */
 export const MMAP_THRESHOLD = 1 << 20;
@@ -36,6 +40,11 @@ export function heapRetention(): HeapRetention | null {
 function apply(): HeapRetention {
   if (Deno.build.os !== "linux") return { limited: false, reason: `not glibc (${Deno.build.os})` };
   if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return { limited: false, reason: "no FFI permission" };
+  // glibc's own variable, read at process start, is the user's choice (for example a large value: fewer
+  // fresh mappings, a faster step at small shapes, a higher peak); it wins over ours.
+  if (Deno.permissions.querySync({ name: "env", variable: ENV }).state === "granted" && Deno.env.get(ENV) !== undefined) {
+    return { limited: false, reason: `${ENV} is set` };
+  }
   let lib: Deno.DynamicLibrary<{ mallopt: { parameters: ["i32", "i32"]; result: "i32" } }>;
   try {
     lib = Deno.dlopen("libc.so.6", { mallopt: { parameters: ["i32", "i32"], result: "i32" } });
@@ -43,8 +52,7 @@ function apply(): HeapRetention {
     // musl (Alpine) has no libc.so.6 and no mallopt.
     return { limited: false, reason: `no glibc: ${(e as Error).message}` };
   }
-  // mallopt returns 1 on success; the library stays open (closing it would unmap nothing we need, but
-  // the call's effect is process-wide either way).
+  // mallopt returns 1 on success. The setting is process-wide, so the library handle is not needed again.
   const ok = lib.symbols.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) === 1;
   return ok ? { limited: true } : { limited: false, reason: "mallopt refused M_MMAP_THRESHOLD" };
 }
