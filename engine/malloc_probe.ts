@@ -10,7 +10,8 @@ const libc = Deno.dlopen("libc.so.6", {
   malloc: { parameters: ["usize"], result: "pointer" },
   free: { parameters: ["pointer"], result: "void" },
 });
-const rssMb = () => Number(Deno.readTextFileSync("/proc/self/statm").split(" ")[1]) * 4096 / 2 ** 20;
+// Resident memory as the trainer reports it (trainer/worker.ts `system/rss_mb`).
+const rssMb = () => Deno.memoryUsage().rss / 2 ** 20;
 const touch = (p: Deno.PointerValue, n: number) => new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p!, n)).fill(1);
 
 // A 16 MiB block, mapped and freed: without a fixed threshold this raises glibc's to 16 MiB.
