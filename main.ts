@@ -6,7 +6,7 @@
 import { UsageError } from "./cli/flags.ts";
 import { VERBS } from "./cli/mod.ts";
 import { VERSION } from "./config/app.ts";
-import { limitHeapRetention } from "./engine/malloc.ts";
+import { HEAP_ENV, limitHeapRetention } from "./engine/malloc.ts";
 
 /** Exit codes: 0 done, 1 the work failed, 2 the command line cannot be used (nothing was done). */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -57,7 +57,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  // Before any large allocation: freed buffers go back to the system (engine/malloc.ts).
-  limitHeapRetention();
+  // An explicit GEMMA_TUNER_HEAP=lean keeps the heap lean from the start (engine/malloc.ts); otherwise the
+  // trainer decides from its run's memory estimate, and every other verb keeps glibc's default.
+  if (Deno.env.get(HEAP_ENV) === "lean") limitHeapRetention();
   Deno.exit(await main(Deno.args));
 }

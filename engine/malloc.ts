@@ -7,9 +7,14 @@
  * this way and at 1364 MB with the threshold fixed at 1 MiB (notes/PERF.md "Memory the heap kept").
  *
  * `limitHeapRetention` fixes the threshold with `mallopt(M_MMAP_THRESHOLD, 1 MiB)`, which also stops the
- * dynamic adjustment: every block of 1 MiB or more is mapped on its own and unmapped when freed. It needs
- * the FFI permission and glibc (Linux); elsewhere it does nothing and says why. Where the environment
- * already sets glibc's MALLOC_MMAP_THRESHOLD_, that setting stands.
+ * dynamic adjustment: every block of 1 MiB or more is mapped on its own and unmapped when freed. That
+ * costs speed at real sizes: on a 2-core Zen 5 host, gemma-3-270m LoRA at 4 × 256 stepped 27 % slower
+ * and its first step took 34 s instead of 10–13 s; a real 270m run's first step came 16 s after `train`
+ * started instead of 10.7 s (notes/PERF.md "The fixed mmap threshold at real sizes"). So it is not the
+ * default: `heapModeFor` turns it on for a run whose estimated memory, at the retention glibc's default
+ * showed, would not fit what the machine has free; GEMMA_TUNER_HEAP=lean|default decides instead.
+ * It needs the FFI permission and glibc (Linux); elsewhere it does nothing and says why. Where the
+ * environment already sets glibc's MALLOC_MMAP_THRESHOLD_, that setting stands.
  */
 
 /** glibc's `M_MMAP_THRESHOLD` parameter of `mallopt` (malloc.h). */
@@ -22,6 +27,52 @@ const ENV = "MALLOC_MMAP_THRESHOLD_";
 export const MMAP_THRESHOLD = 1 << 20;
 
 export type HeapRetention = { limited: true } | { limited: false; reason: string };
+
+/** The environment variable that decides the heap mode instead of the estimate. */
+export const HEAP_ENV = "GEMMA_TUNER_HEAP";
+
+/**
+ * Peak RSS with glibc's default over the peak with the threshold fixed, as measured at 4 × 256: 1.56–1.73
+ * (gemma-3-1b int4/int8, gemma-3-270m int8) and 2.1 (gemma-3-270m bf16) in notes/PERF.md; the memory
+ * estimate counts what is alive, which the fixed threshold's peak follows.
+ */
+export const DEFAULT_RETENTION = 2;
+
+/** Of the memory available, the share a run may plan to use before the heap is kept lean. */
+export const AVAILABLE_SHARE = 0.8;
+
+export interface HeapDecision {
+  mode: "lean" | "default";
+  /** Why, in the words the run's log shows. */
+  reason: string;
+}
+
+/**
+ * The heap mode for a run: GEMMA_TUNER_HEAP (`lean` or `default`) where set (`env`), else lean when the
+ * run's estimated memory times DEFAULT_RETENTION exceeds AVAILABLE_SHARE of the available memory.
+ * Throws RangeError naming the variable for any other value.
+ */
+export function heapModeFor(estimateBytes: number, availableBytes: number, env: string | undefined): HeapDecision {
+  const mb = (b: number) => `${Math.round(b / 2 ** 20)} MB`;
+  if (env !== undefined && env !== "") {
+    if (env !== "lean" && env !== "default") {
+      throw new RangeError(`${HEAP_ENV}=${env}: use "lean" (freed buffers go back to the system at once: lower peak, slower steps) or "default" (glibc's own behaviour)`);
+    }
+    return { mode: env, reason: `${HEAP_ENV}=${env}` };
+  }
+  const need = estimateBytes * DEFAULT_RETENTION, room = availableBytes * AVAILABLE_SHARE;
+  return need > room
+    ? {
+      mode: "lean",
+      reason: `the estimate ${mb(estimateBytes)} × ${DEFAULT_RETENTION} (glibc's retention) is above ${AVAILABLE_SHARE * 100} % of the ${mb(availableBytes)} available`,
+    }
+    : { mode: "default", reason: `the estimate ${mb(estimateBytes)} × ${DEFAULT_RETENTION} fits ${AVAILABLE_SHARE * 100} % of the ${mb(availableBytes)} available` };
+}
+
+/** Memory the system could give this process now (MemAvailable on Linux), in bytes. */
+export function availableMemoryBytes(): number {
+  return Deno.systemMemoryInfo().available;
+}
 
 let done: HeapRetention | null = null;
 

@@ -4,6 +4,7 @@
  */
 import { deepStrictEqual as eq, ok } from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { heapModeFor } from "./malloc.ts";
 
 async function probe(mode: "limited" | "default", env: Record<string, string> = {}): Promise<{ limited: unknown; before: number; after: number }> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -42,4 +43,22 @@ Deno.test({
     eq(r.limited, { limited: false, reason: "MALLOC_MMAP_THRESHOLD_ is set" });
     ok(r.before - r.after < 50, `${r.before.toFixed(0)} → ${r.after.toFixed(0)} MB: the blocks left the heap although the variable asked to keep them`);
   },
+});
+
+Deno.test("heapModeFor: lean only where the estimate at glibc's retention would not fit; GEMMA_TUNER_HEAP decides where set", () => {
+  const MB = 2 ** 20;
+  // 2 × 4000 MB = 8000 MB against 80 % of 10000 MB: fits; 2 × 4100 = 8200 > 8000: lean.
+  eq(heapModeFor(4000 * MB, 10000 * MB, undefined).mode, "default");
+  const lean = heapModeFor(4100 * MB, 10000 * MB, undefined);
+  eq(lean, { mode: "lean", reason: "the estimate 4100 MB × 2 (glibc's retention) is above 80 % of the 10000 MB available" });
+  eq(heapModeFor(4100 * MB, 10000 * MB, ""), lean);
+  eq(heapModeFor(1 * MB, 10000 * MB, "lean"), { mode: "lean", reason: "GEMMA_TUNER_HEAP=lean" });
+  eq(heapModeFor(9000 * MB, 10000 * MB, "default"), { mode: "default", reason: "GEMMA_TUNER_HEAP=default" });
+  let err: unknown = null;
+  try {
+    heapModeFor(1, 1, "fast");
+  } catch (e) {
+    err = e;
+  }
+  ok(err instanceof RangeError && err.message.startsWith('GEMMA_TUNER_HEAP=fast: use "lean"'), String(err));
 });

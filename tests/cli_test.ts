@@ -3,8 +3,8 @@ import { assert } from "./_assert.ts";
 import { timeout, TIMEOUTS } from "./_timeouts.ts";
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
-async function cli(args: string[], timeoutMs = 60_000) {
-  const p = new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args], stdout: "piped", stderr: "piped" }).spawn();
+async function cli(args: string[], timeoutMs = 60_000, env: Record<string, string> = {}) {
+  const p = new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args], env, stdout: "piped", stderr: "piped" }).spawn();
   const timer = setTimeout(() => p.kill("SIGKILL"), timeout(timeoutMs));
   const out = await p.output();
   clearTimeout(timer);
@@ -55,10 +55,10 @@ Deno.test("serve on a taken port names --port; --port 0 prints the URL", async (
 });
 
 Deno.test({
-  name: "every verb runs with glibc's mmap threshold fixed (engine/malloc.ts), and bench names it and the processor",
+  name: "bench keeps glibc's heap by default and fixes the mmap threshold with GEMMA_TUNER_HEAP=lean (engine/malloc.ts), and names the processor",
   ignore: Deno.build.os !== "linux",
   fn: async () => {
-    const r = await cli([
+    const args = [
       "bench",
       "--hidden",
       "64",
@@ -80,10 +80,15 @@ Deno.test({
       "8",
       "--steps",
       "0",
-    ]);
-    assert(r.code === 0, r.stderr);
-    const result = JSON.parse(r.stdout.trim().split("\n").pop()!);
-    assert(result.malloc_mmap_threshold === 1 << 20, `malloc_mmap_threshold ${result.malloc_mmap_threshold}: main.ts did not fix the threshold`);
-    assert(typeof result.cpu === "string" && result.cpu.length > 0, `cpu: ${result.cpu}`);
+    ];
+    const plain = await cli(args);
+    assert(plain.code === 0, plain.stderr);
+    const p = JSON.parse(plain.stdout.trim().split("\n").pop()!);
+    assert(p.malloc_mmap_threshold === null, `malloc_mmap_threshold ${p.malloc_mmap_threshold}: main.ts fixed the threshold unasked`);
+    assert(typeof p.cpu === "string" && p.cpu.length > 0, `cpu: ${p.cpu}`);
+    const lean = await cli(args, 60_000, { GEMMA_TUNER_HEAP: "lean" });
+    assert(lean.code === 0, lean.stderr);
+    const l = JSON.parse(lean.stdout.trim().split("\n").pop()!);
+    assert(l.malloc_mmap_threshold === 1 << 20, `malloc_mmap_threshold ${l.malloc_mmap_threshold}: GEMMA_TUNER_HEAP=lean did not fix the threshold`);
   },
 });

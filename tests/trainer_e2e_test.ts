@@ -42,10 +42,11 @@ function config(extra: Record<string, unknown> = {}) {
   };
 }
 
-function spawnTrain(args: string[]): Deno.ChildProcess {
+function spawnTrain(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(ROOT, "main.ts"), "train", ...args],
     cwd: ROOT,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -55,6 +56,23 @@ async function finish(p: Deno.ChildProcess): Promise<{ code: number; stdout: str
   const out = await p.output();
   return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
 }
+
+Deno.test({
+  name: "GEMMA_TUNER_HEAP=lean keeps the trainer's heap lean and says so; another value fails the run naming the variable",
+  ignore: Deno.build.os !== "linux",
+  sanitizeResources: false,
+  async fn() {
+    const cfgFile = join(DATA, "cfg-heap.json");
+    Deno.writeTextFileSync(cfgFile, JSON.stringify(config({ maxSteps: 1, evalEvery: 0, saveEvery: 0 })));
+    const lean = await finish(spawnTrain(["--config", cfgFile, "--data", DATA], { GEMMA_TUNER_HEAP: "lean" }));
+    eq(lean.code, 0, lean.stderr);
+    ok(lean.stdout.includes("Heap: lean, freed buffers go back to the system at once (GEMMA_TUNER_HEAP=lean)"), lean.stdout);
+    eq(JSON.parse(lean.stdout.trim().split("\n").at(-1)!).state, "completed");
+    const bad = await finish(spawnTrain(["--config", cfgFile, "--data", DATA], { GEMMA_TUNER_HEAP: "small" }));
+    ok(bad.code !== 0, bad.stdout);
+    ok(`${bad.stdout}\n${bad.stderr}`.includes('GEMMA_TUNER_HEAP=small: use "lean"'), `${bad.stdout}\n${bad.stderr}`);
+  },
+});
 
 /** The last value written for each step of `tag` over every event file of the run (a resumed run rewrites steps). */
 function series(runDir: string, tag: string): Map<number, number> {
@@ -85,6 +103,8 @@ Deno.test({
     eq(Object.keys(last), ["runId", "runDir", "state", "step", "trainLoss", "evalLoss"]);
     eq([last.state, last.step], ["completed", 40]);
     ok(r.stdout.includes("step 40/40 | loss "), "progress lines on stdout");
+    // The demo's estimate is far below any machine's free memory: glibc's default heap (engine/malloc.ts).
+    ok(/Heap: glibc's default \(the estimate \d+ MB × 2 fits 80 % of the \d+ MB available\)/.test(r.stdout), r.stdout);
     const runDir: string = last.runDir;
     const loss = [...series(runDir, "train/loss").entries()].sort((a, b) => a[0] - b[0]).map(([, v]) => v);
     eq(loss.length, 40);

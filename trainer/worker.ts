@@ -20,6 +20,7 @@ import type { TrainEngine } from "../engine/train_engine.ts";
 import type { Device } from "../engine/device.ts";
 import { countParams as countModelParams } from "../engine/gemma/params.ts";
 import { estimateRunMemory } from "../engine/quant/policy.ts";
+import { availableMemoryBytes, HEAP_ENV, heapModeFor, limitHeapRetention } from "../engine/malloc.ts";
 import { gpuMemoryMb } from "../engine/gpu_memory.ts";
 import {
   cleanPartialCheckpoints,
@@ -233,6 +234,7 @@ async function prepare(
   cleanPartialCheckpoints(runDir);
   const prep = await prepareRun(cfg, dataDir, (phase) => status("initializing", phase));
   reportDataset(prep.data, ctx.log);
+  chooseHeap(prep, ctx.log);
   progress.totalSteps = prep.totalSteps;
   const resumed = findResume(runDir, prep, status);
   status("initializing", "Building the training graphs");
@@ -409,6 +411,22 @@ async function evaluate(engine: TrainEngine, examples: TokenizedExample[], cfg: 
     tokens += r.tokens;
   }
   return tokens ? lossSum / tokens : NaN;
+}
+
+/**
+ * glibc's heap for the steps (engine/malloc.ts): kept lean (freed buffers unmapped at once, slower steps)
+ * only where the run's estimate at the default's retention would not fit the memory available, or where
+ * GEMMA_TUNER_HEAP says so. Before the engine exists, so its buffers follow the choice.
+ */
+function chooseHeap(prep: PreparedRun, log: (l: string) => void): void {
+  const estimate = estimateRunMemory(prep.model.config, prep.cfg).totalBytes;
+  const d = heapModeFor(estimate, availableMemoryBytes(), Deno.env.get(HEAP_ENV));
+  if (d.mode === "lean") {
+    const r = limitHeapRetention();
+    log(r.limited ? `Heap: lean, freed buffers go back to the system at once (${d.reason})` : `Heap: glibc's default; lean was asked (${d.reason}) but ${r.reason}`);
+  } else {
+    log(`Heap: glibc's default (${d.reason})`);
+  }
 }
 
 function reportDataset(d: PreparedDataset, log: (l: string) => void): void {
