@@ -69,9 +69,13 @@ export function heapModeFor(estimateBytes: number, availableBytes: number, env: 
     : { mode: "default", reason: `the estimate ${mb(estimateBytes)} × ${DEFAULT_RETENTION} fits ${AVAILABLE_SHARE * 100} % of the ${mb(availableBytes)} available` };
 }
 
-/** Memory the system could give this process now (MemAvailable on Linux), in bytes. */
+/**
+ * Memory a run in this process can have, in bytes: what the system could still give it (MemAvailable on
+ * Linux) plus what the process already holds. The trainer asks after loading the model, and the estimate
+ * it compares against counts the loaded weights too.
+ */
 export function availableMemoryBytes(): number {
-  return Deno.systemMemoryInfo().available;
+  return Deno.systemMemoryInfo().available + Deno.memoryUsage().rss;
 }
 
 let done: HeapRetention | null = null;
