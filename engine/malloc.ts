@@ -12,7 +12,8 @@
  * and its first step took 34 s instead of 10–13 s; a real 270m run's first step came 16 s after `train`
  * started instead of 10.7 s (notes/PERF.md "The fixed mmap threshold at real sizes"). So it is not the
  * default: `heapModeFor` turns it on for a run whose estimated memory, at the retention glibc's default
- * showed, would not fit what the machine has free; GEMMA_TUNER_HEAP=lean|default decides instead.
+ * showed, would not fit the memory the run can have (`availableMemoryBytes`); GEMMA_TUNER_HEAP=lean|default
+ * decides instead.
  * It needs the FFI permission and glibc (Linux); elsewhere it does nothing and says why. Where the
  * environment already sets glibc's MALLOC_MMAP_THRESHOLD_, that setting stands.
  */
