@@ -29,7 +29,7 @@ export async function probeStep(cfg: RunConfig, dataDir: string, probeSteps = 2)
   const prep = await prepareRun(cfg, dataDir);
   // The longest examples give the slowest (largest bucket) step: a conservative estimate.
   const sorted = [...prep.data.train].sort((a, b) => b.ids.length - a.ids.length);
-  const batch = collate(sorted.slice(0, cfg.batchSize), prep.tokenizer.padId, cfg.maxLength);
+  const batch = collate(sorted.slice(0, cfg.batchSize), prep.padId, cfg.maxLength);
   const { engine, optimizer } = await createTrainer(prep);
   try {
     const t = { engine, optimizer, cfg, schedule: prep.schedule };

@@ -9,11 +9,11 @@
  * only, on first use, so `serve` starts without it.
  */
 import type { RunConfig } from "../config/training.ts";
-import { type Batch, BatchPlan, prepareDataset, type PreparedDataset } from "../engine/data/mod.ts";
+import { type Batch, BatchPlan, type PreparedDataset } from "../engine/data/mod.ts";
 import { type LoadedModel, resolveModelPath } from "../engine/model_dir.ts";
 import { loadForTraining } from "../engine/quant/base.ts";
 import { AdamW, clipFactor, lrAt, type Schedule } from "../engine/optim.ts";
-import { loadTokenizer, type Tokenizer } from "../engine/tokenizer.ts";
+import { prepareData } from "./data_worker.ts";
 import type { TrainEngine } from "../engine/train_engine.ts";
 
 /** The model, tokenizer, dataset and schedule of a run, before any graph is built. */
@@ -22,7 +22,8 @@ export interface PreparedRun {
   /** The resolved model directory (a path, "demo" made concrete). */
   modelDir: string;
   model: LoadedModel;
-  tokenizer: Tokenizer;
+  /** The tokenizer's pad id (the tokenizer itself stays on the thread that tokenized the dataset). */
+  padId: number;
   data: PreparedDataset;
   plan: BatchPlan;
   totalSteps: number;
@@ -41,16 +42,18 @@ export function totalSteps(cfg: Pick<RunConfig, "maxSteps" | "epochs" | "gradAcc
 export async function prepareRun(cfg: RunConfig, dataDir: string, onPhase: (message: string) => void = () => {}): Promise<PreparedRun> {
   onPhase("Loading model");
   const modelDir = await resolveModelPath(cfg.model, dataDir);
+  // The tokenizer and dataset on a second thread, beside the model load (trainer/data_worker.ts).
+  const prepared = prepareData({ modelDir, dataset: cfg.dataset, maxLength: cfg.maxLength, seed: cfg.seed });
+  prepared.catch(() => {}); // awaited below; a model error first must not leave it unhandled
   // LoRA keeps the frozen base in its precision (engine/quant: the configured one, else the size policy).
   const model = await loadForTraining(modelDir, cfg);
   if (cfg.method === "lora") onPhase(`Loading model (base weights: ${model.precision.reason})`);
-  const tokenizer = await loadTokenizer(modelDir);
   onPhase("Reading dataset");
-  const data = await prepareDataset(cfg.dataset, tokenizer, { maxLength: cfg.maxLength, seed: cfg.seed, chat: tokenizer.chat });
+  const { data, padId } = await prepared;
   const plan = new BatchPlan(data.train.length, cfg.batchSize, cfg.seed);
   const steps = totalSteps(cfg, plan);
   const schedule: Schedule = { kind: cfg.schedule, peakLr: cfg.learningRate, warmupSteps: cfg.warmupSteps, totalSteps: steps };
-  return { cfg, modelDir, model, tokenizer, data, plan, totalSteps: steps, schedule };
+  return { cfg, modelDir, model, padId, data, plan, totalSteps: steps, schedule };
 }
 
 /** The engine and its AdamW for a prepared run; `adapter` carries the LoRA tensors of a resumed checkpoint. */

@@ -3,6 +3,8 @@ import { parseRunConfig } from "../config/training.ts";
 import { collate } from "../engine/data/mod.ts";
 import { createTrainer, prepareRun, totalSteps, trainStep } from "./prepare.ts";
 import { probeStep } from "./preflight.ts";
+import { prepareData, prepareHere } from "./data_worker.ts";
+import { resolveModelPath } from "../engine/model_dir.ts";
 
 const DATA = Deno.makeTempDirSync({ prefix: "gt-prepare-" });
 const cfgOf = (extra: Record<string, unknown> = {}) =>
@@ -19,7 +21,7 @@ Deno.test({
     eq(prep.schedule.totalSteps, prep.totalSteps);
     const { engine, optimizer } = await createTrainer(prep);
     try {
-      const batchOf = (k: number) => collate(prep.plan.micro(k).indices.map((i) => prep.data.train[i]), prep.tokenizer.padId, cfg.maxLength);
+      const batchOf = (k: number) => collate(prep.plan.micro(k).indices.map((i) => prep.data.train[i]), prep.padId, cfg.maxLength);
       const before = new Map([...engine.trainable].map(([n, t]) => [n, t.data.slice()]));
       const t = { engine, optimizer, cfg, schedule: prep.schedule };
       // Step 1 (lr > 0 after one warmup step): every trainable tensor moves, B included.
@@ -52,6 +54,26 @@ Deno.test({
     ok(est.stepMs > est.optimizerMs, JSON.stringify(est));
     ok(Math.abs(est.totalMs - est.stepMs * 7) < 1e-6);
     ok(est.trainExamples > 0 && est.tokensPerEpoch > 0);
+  },
+});
+
+Deno.test({
+  name: "prepareData: the worker thread tokenizes as this thread does, and its errors keep their class and message",
+  sanitizeResources: false,
+  async fn() {
+    const modelDir = await resolveModelPath("demo", DATA);
+    const r = { modelDir, dataset: cfgOf({ maxSteps: 1 }).dataset, maxLength: 64, seed: 3 };
+    const [there, here] = await Promise.all([prepareData(r), prepareHere(r)]);
+    ok(there.data.train.length > 0);
+    eq(there, here);
+    // A model folder without its tokenizer: the loader's RangeError, through the worker.
+    const bare = Deno.makeTempDirSync({ dir: DATA });
+    await rejects(prepareData({ ...r, modelDir: bare }), (e: Error) => e instanceof RangeError && e.message.includes(`"${bare}/tokenizer.json" is missing`));
+    // A dataset file that does not exist: named in the error, as on this thread.
+    const missing = { ...r, dataset: { ...r.dataset, path: `${DATA}/nope.jsonl` } };
+    const want = await prepareHere(missing).then(() => null, (e: Error) => e);
+    ok(want && want.message.includes("nope.jsonl"), String(want));
+    await rejects(prepareData(missing), (e: Error) => e.constructor === want!.constructor && e.message === want!.message);
   },
 });
 

@@ -297,7 +297,7 @@ async function step(t: Training): Promise<void> {
   const t0 = performance.now();
   const s = await trainStep({ engine: t.engine, optimizer: t.optimizer, cfg, schedule: prep.schedule }, p.step, (k) => {
     const { indices } = prep.plan.micro(k);
-    return collate(indices.map((i) => prep.data.train[i]), prep.tokenizer.padId, cfg.maxLength);
+    return collate(indices.map((i) => prep.data.train[i]), prep.padId, cfg.maxLength);
   });
   p.step++;
   p.epoch = prep.plan.epochAt(p.step * cfg.gradAccum);
@@ -396,7 +396,7 @@ async function runEval(t: Training): Promise<void> {
   const { cfg, prep, progress: p } = t;
   if (!prep.data.validation.length || p.lastEval === p.step) return;
   t.status("training", "Evaluating");
-  p.evalLoss = await evaluate(t.engine, prep.data.validation, cfg, prep.tokenizer.padId);
+  p.evalLoss = await evaluate(t.engine, prep.data.validation, cfg, prep.padId);
   p.lastEval = p.step;
   t.events.scalars(p.step, { "eval/loss": p.evalLoss });
   p.logHistory.push({ step: p.step, evalLoss: p.evalLoss, epoch: p.epoch });
